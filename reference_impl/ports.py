@@ -1,0 +1,109 @@
+"""The engine boundary of DESIGN.md: what an engine gets (`EngineEnv`) and what it offers (`Engine`).
+
+An engine does all I/O through these ports so that the simulator controls time, failures and
+interleaving. Checkers, mutants and users' engines depend on this module: change it with care.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import stripe
+
+    from reference_impl.locks import LockService
+    from reference_impl.store import AsyncDatabase
+
+
+@dataclass(frozen=True)
+class PurchaseResult:
+    purchase_id: str
+    session_id: str
+    checkout_url: str
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Timeouts and policies, in seconds. Defaults are the seed document's own values."""
+
+    purchase_lock_timeout: float = 10.0
+    webhook_lock_timeout: float = 15.0
+    stripe_timeout: float = 10.0
+    webhook_tolerance: float = 300.0
+    session_ttl: float = 24 * 3600.0
+    # how long an intent record (Stripe outcome unknown) or orphan seat may wait before
+    # `reconcile` resolves it; longer than any request can legitimately take
+    reconcile_grace: float = 15 * 60.0
+    currency: str = "usd"
+    success_url: str = "https://example.test/success?session_id={CHECKOUT_SESSION_ID}"
+    cancel_url: str = "https://example.test/cancel"
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the Unix epoch; virtual under simulation."""
+
+
+class IdSource(Protocol):
+    def new_id(self, prefix: str) -> str:
+        """A fresh unique id; deterministic under simulation (engines must not use uuid/ObjectId)."""
+
+
+class Fulfilment(Protocol):
+    async def grant(
+        self, *, purchase_id: str, user_id: str, program_id: str, session_id: str
+    ) -> None:
+        """Give the user access to the program. Each call is one real grant (not deduplicated)."""
+
+
+class EmailError(Exception):
+    pass
+
+
+class Email(Protocol):
+    async def send_receipt(self, *, purchase_id: str, user_id: str, idempotency_key: str) -> None:
+        """Send a receipt; the provider delivers once per idempotency key. Raises EmailError."""
+
+
+@dataclass
+class EngineEnv:
+    store: AsyncDatabase
+    locks: LockService
+    stripe: stripe.StripeClient
+    webhook_secret: str
+    fulfilment: Fulfilment
+    email: Email
+    clock: Clock
+    ids: IdSource
+    config: EngineConfig = field(default_factory=EngineConfig)
+    instance: str = "i0"
+
+
+@runtime_checkable
+class Engine(Protocol):
+    async def create_purchase(
+        self, user_id: str, program_id: str, class_rep: bool
+    ) -> PurchaseResult:
+        """Raises LimitReached, AlreadyPurchased, Busy, UpstreamError, NotFound."""
+
+    async def handle_webhook(self, payload: bytes, signature_header: str | None) -> int:
+        """Returns the HTTP status code Stripe sees."""
+
+    async def cancel_purchase(self, user_id: str, purchase_id: str) -> None:
+        """Raises NotFound or NotCancellable."""
+
+    async def reconcile(self) -> None:
+        """Periodic sweeper; may do nothing."""
+
+
+@runtime_checkable
+class SuccessRedirect(Protocol):
+    """Optional: an engine that also fulfils from the success page (the redirect-vs-webhook race)."""
+
+    async def handle_success_redirect(self, session_id: str) -> None: ...
+
+
+EngineFactory = Callable[[EngineEnv], Engine]

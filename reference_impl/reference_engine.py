@@ -1,0 +1,569 @@
+"""The reference engine: the seed's design (keyed locks, atomic counter) made correct by construction.
+
+Locks only reduce contention here; correctness never depends on them:
+- every status change is a conditional transition (`{_id, status: old} -> new`), so exactly one
+  of any number of concurrent deliveries, redirects, cancels or sweeps wins it;
+- seats live in a ledger on the program document (`seats.py`): reserve and release are single
+  atomic updates, released only by whoever won the transition out of a seat-holding status;
+- a unique `active_key` allows one pending purchase per (user, program) even if two instances
+  hold "the" lock at once;
+- the purchase is written before Stripe is called (intent record) and the Checkout Session is
+  created with an idempotency key derived from the purchase id, so a timeout is resolved by
+  replaying the same request, and `reconcile` resolves what no client came back for.
+
+Each step is a method so that a mutant (a known-bad variant) can state only how it differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import stripe
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from reference_impl.errors import (
+    AlreadyPurchased,
+    Busy,
+    LimitReached,
+    NotCancellable,
+    NotFound,
+    UpstreamError,
+)
+from reference_impl.locks import LockTimeout, LockUnavailable
+from reference_impl.memory_locks import MemoryLockService
+from reference_impl.ports import EmailError, EngineEnv, PurchaseResult
+from reference_impl.schema import (
+    CANCELLED,
+    COMPLETED,
+    EXPIRED,
+    FAILED,
+    PENDING,
+    PROGRAMS,
+    PURCHASES,
+    REFUNDED,
+    SEAT_HOLDING,
+)
+from reference_impl.seats import SeatLedger
+from reference_impl.webhook_signature import InvalidWebhook, event_object, verify_event
+
+#: a pending purchase whose session expires sooner than this gets a fresh session instead
+REUSE_MARGIN_S = 60.0
+#: statuses a paid session can still be honoured from, by taking a seat again
+RELEASED = (CANCELLED, EXPIRED, FAILED)
+
+
+class OutcomeUnknown(Exception):
+    """The Stripe request may have landed: nothing may be released on its account."""
+
+
+class ReferenceEngine:
+    memory_lock_service = MemoryLockService
+
+    def __init__(self, env: EngineEnv) -> None:
+        self.env = env
+        self.config = env.config
+        self.purchases = env.store[PURCHASES]
+        self.programs = env.store[PROGRAMS]
+        self.seats = SeatLedger(env.store)
+        self._indexes_ready = False
+
+    # ------------------------------------------------------------------ create
+
+    async def create_purchase(
+        self, user_id: str, program_id: str, class_rep: bool
+    ) -> PurchaseResult:
+        await self._ensure_indexes()
+        program = await self.programs.find_one({"_id": program_id})
+        if program is None:
+            raise NotFound(f"program {program_id} not found")
+        async with self._lock(
+            f"purchase:create:{user_id}:{program_id}", self.config.purchase_lock_timeout
+        ):
+            return await self._create_locked(user_id, program, class_rep)
+
+    async def _create_locked(
+        self, user_id: str, program: dict[str, Any], class_rep: bool
+    ) -> PurchaseResult:
+        program_id = program["_id"]
+        if await self.purchases.find_one(
+            {"user_id": user_id, "program_id": program_id, "status": COMPLETED}
+        ):
+            raise AlreadyPurchased(f"{user_id} already owns {program_id}")
+        existing = await self.purchases.find_one({"active_key": _active_key(user_id, program_id)})
+        if existing is not None:
+            reused = await self._reuse_pending(existing)
+            if reused is not None:
+                return reused
+        return await self._start_purchase(user_id, program, class_rep)
+
+    async def _reuse_pending(self, purchase: dict[str, Any]) -> PurchaseResult | None:
+        """An open pending purchase is returned as is (idempotent create); a stale one is ended."""
+        if purchase.get("stripe_session_id") is None:
+            return await self._open_session(purchase)  # resume an intent whose outcome was unknown
+        if purchase["session_expires_at"] > self.env.clock.now() + REUSE_MARGIN_S:
+            return _result(purchase, reused=True)
+        session = await self._stripe(
+            self.env.stripe.v1.checkout.sessions.retrieve_async(purchase["stripe_session_id"])
+        )
+        if session["status"] == "complete":
+            await self._on_session_paid_or_pending(session)
+            raise AlreadyPurchased(f"{purchase['_id']} was paid meanwhile")
+        await self._expire_session(purchase["stripe_session_id"])
+        await self._end_pending(purchase["_id"], EXPIRED)
+        return None
+
+    async def _start_purchase(
+        self, user_id: str, program: dict[str, Any], class_rep: bool
+    ) -> PurchaseResult:
+        now = self.env.clock.now()
+        purchase_id = self.env.ids.new_id("pur")
+        seat_ref = self.env.ids.new_id("seat") if class_rep else None
+        if seat_ref and not await self.seats.reserve(
+            program, purchase_id=purchase_id, ref=seat_ref, at=now
+        ):
+            raise LimitReached(f"class rep limit reached for {program['_id']}")
+        purchase = {
+            "_id": purchase_id,
+            "user_id": user_id,
+            "program_id": program["_id"],
+            "class_rep": class_rep,
+            "status": PENDING,
+            "active_key": _active_key(user_id, program["_id"]),
+            "seat_ref": seat_ref,
+            "amount": program.get("price_cents", 5000),
+            "stripe_session_id": None,
+            "checkout_url": None,
+            # fixed at intent time: a replay must send byte-identical parameters
+            "session_expires_at": int(now + self.config.session_ttl),
+            "created_at": now,
+        }
+        try:
+            await self.purchases.insert_one(purchase)
+        except DuplicateKeyError:
+            # another instance created the pending purchase (or reconcile tombstoned this id)
+            if seat_ref:
+                await self.seats.release(program["_id"], seat_ref)
+            other = await self.purchases.find_one({"active_key": purchase["active_key"]})
+            if other is None or other.get("stripe_session_id") is None:
+                raise Busy("a concurrent purchase is in progress") from None
+            return _result(other, reused=True)
+        return await self._open_session(purchase)
+
+    async def _open_session(self, purchase: dict[str, Any]) -> PurchaseResult:
+        try:
+            session = await self._create_checkout_session(purchase)
+        except OutcomeUnknown as exc:
+            raise UpstreamError(f"Stripe outcome unknown: {exc}", outcome_known=False) from exc
+        except stripe.StripeError as exc:
+            await self._end_pending(purchase["_id"], FAILED)
+            raise UpstreamError(f"Stripe failed: {exc.user_message or exc}") from exc
+        await self.purchases.update_one(
+            {"_id": purchase["_id"], "status": PENDING, "stripe_session_id": None},
+            {"$set": {"stripe_session_id": session["id"], "checkout_url": session["url"]}},
+        )
+        return PurchaseResult(purchase["_id"], session["id"], session["url"])
+
+    async def _create_checkout_session(self, purchase: dict[str, Any]) -> Any:
+        params: dict[str, Any] = {
+            "mode": "payment",
+            "client_reference_id": purchase["_id"],
+            "expires_at": purchase["session_expires_at"],
+            "success_url": self.config.success_url,
+            "cancel_url": self.config.cancel_url,
+            "metadata": {"purchase_id": purchase["_id"], "user_id": purchase["user_id"]},
+            "payment_intent_data": {"metadata": {"purchase_id": purchase["_id"]}},
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": self.config.currency,
+                        "unit_amount": purchase["amount"],
+                        "product_data": {"name": f"Program {purchase['program_id']}"},
+                    },
+                }
+            ],
+        }
+        return await self._stripe(
+            self.env.stripe.v1.checkout.sessions.create_async(
+                params, {"idempotency_key": f"checkout-session:{purchase['_id']}"}
+            )
+        )
+
+    async def _stripe(self, call: Any) -> Any:
+        """Await a Stripe call within the configured timeout; map "may have landed" to OutcomeUnknown."""
+        try:
+            with anyio.fail_after(self.config.stripe_timeout):
+                return (await call).to_dict()  # plain JSON: stripe>=16 objects are not dicts
+        except TimeoutError as exc:
+            raise OutcomeUnknown(f"no answer within {self.config.stripe_timeout:g}s") from exc
+        except stripe.APIConnectionError as exc:
+            raise OutcomeUnknown(str(exc)) from exc
+        except stripe.APIError as exc:
+            if exc.http_status == 409:  # the same idempotency key is still in flight
+                raise OutcomeUnknown(str(exc)) from exc
+            raise
+
+    # ------------------------------------------------------------------ cancel
+
+    async def cancel_purchase(self, user_id: str, purchase_id: str) -> None:
+        purchase = await self.purchases.find_one({"_id": purchase_id, "user_id": user_id})
+        if purchase is None:
+            raise NotFound(f"purchase {purchase_id} not found")
+        key = f"purchase:create:{user_id}:{purchase['program_id']}"
+        async with self._lock(key, self.config.purchase_lock_timeout):
+            purchase = await self.purchases.find_one({"_id": purchase_id})
+            if purchase is None or purchase["status"] != PENDING:
+                raise NotCancellable(f"purchase {purchase_id} is not pending")
+            session_id = purchase.get("stripe_session_id")
+            try:
+                if session_id is None:
+                    session_id = (await self._create_checkout_session(purchase))["id"]
+                # expire first, so nobody can pay in an open tab after the cancel
+                if not await self._expire_session(session_id):
+                    raise NotCancellable(f"purchase {purchase_id} is already paid")
+            except OutcomeUnknown as exc:
+                raise UpstreamError(str(exc), outcome_known=False) from exc
+            except stripe.StripeError as exc:
+                raise UpstreamError(f"Stripe failed: {exc.user_message or exc}") from exc
+            if not await self._end_pending(purchase_id, CANCELLED):
+                raise NotCancellable(f"purchase {purchase_id} changed meanwhile")
+
+    async def _expire_session(self, session_id: str) -> bool:
+        """Make the session unpayable. False when the customer already completed it."""
+        sessions = self.env.stripe.v1.checkout.sessions
+        try:
+            await self._stripe(sessions.expire_async(session_id))
+            return True
+        except stripe.InvalidRequestError:
+            session = await self._stripe(sessions.retrieve_async(session_id))
+            return session["status"] == "expired"
+
+    # ------------------------------------------------------------------ webhooks
+
+    async def handle_webhook(self, payload: bytes, signature_header: str | None) -> int:
+        try:
+            event = verify_event(
+                payload,
+                signature_header,
+                self.env.webhook_secret,
+                clock=self.env.clock,
+                tolerance=self.config.webhook_tolerance,
+            )
+        except InvalidWebhook:
+            return 400
+        handler = self._webhook_handlers().get(event["type"])
+        if handler is None:
+            return 200  # unknown or deliberately ignored types change nothing
+        session = event_object(event)
+        try:
+            async with self._lock(
+                f"webhook:session:{session['id']}", self.config.webhook_lock_timeout
+            ):
+                await handler(session)
+        except Busy:
+            return 503
+        except (OutcomeUnknown, stripe.StripeError):
+            return 500  # Stripe retries; every transition is safe to repeat
+        return 200
+
+    def _webhook_handlers(self) -> dict[str, Any]:
+        # payment_intent.payment_failed is deliberately absent: the customer may retry the card
+        # within the same session, so a decline releases nothing.
+        return {
+            "checkout.session.completed": self._on_session_paid_or_pending,
+            "checkout.session.async_payment_succeeded": self._on_session_paid_or_pending,
+            "checkout.session.async_payment_failed": self._on_session_payment_failed,
+            "checkout.session.expired": self._on_session_expired,
+        }
+
+    async def handle_success_redirect(self, session_id: str) -> None:
+        """The success page: fulfil from a retrieved session, racing the webhook safely."""
+        session = await self._stripe(
+            self.env.stripe.v1.checkout.sessions.retrieve_async(session_id)
+        )
+        async with self._lock(f"webhook:session:{session_id}", self.config.webhook_lock_timeout):
+            await self._on_session_paid_or_pending(session)
+
+    async def _on_session_paid_or_pending(self, session: dict[str, Any]) -> None:
+        if session.get("payment_status") not in ("paid", "no_payment_required"):
+            return  # an async method: wait for checkout.session.async_payment_succeeded
+        purchase = await self._purchase_for(session)
+        if purchase is None:
+            if _purchase_id(session):
+                await self._refund(session, None)  # paid for a purchase that never existed
+            return
+        await self._honour_payment(purchase, session)
+
+    async def _honour_payment(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
+        if purchase["status"] == PENDING:
+            won = await self._transition(purchase["_id"], PENDING, COMPLETED, _paid_fields(session))
+            if won is not None:
+                await self._fulfil(won)
+                return
+            purchase = await self.purchases.find_one({"_id": purchase["_id"]}) or purchase
+        if purchase["status"] == COMPLETED:
+            await self._send_receipt(purchase)  # a duplicate: only a receipt still owed is sent
+            return
+        if purchase["status"] in RELEASED:
+            await self._reseat_or_refund(purchase, session)
+
+    async def _reseat_or_refund(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
+        """Paid after cancel/expiry: honour it if a seat is free, otherwise refund. Never lost."""
+        fields = _paid_fields(session)
+        seat_ref = None
+        if purchase["class_rep"]:
+            seat_ref = self.env.ids.new_id("seat")
+            program = await self.programs.find_one({"_id": purchase["program_id"]})
+            assert program is not None
+            if not await self.seats.reserve(
+                program, purchase_id=purchase["_id"], ref=seat_ref, at=self.env.clock.now()
+            ):
+                await self._refund(session, purchase)
+                return
+            fields["seat_ref"] = seat_ref
+        # a ref that reconcile burned (we stalled past the grace) may not be adopted
+        guard = {"burned_seat_refs": {"$ne": seat_ref}} if seat_ref else {}
+        won = await self._transition(purchase["_id"], purchase["status"], COMPLETED, fields, guard)
+        if won is not None:
+            await self._fulfil(won)
+            return
+        if seat_ref:  # lost the race: our reservation is ours alone to give back
+            await self.seats.release(purchase["program_id"], seat_ref)
+        latest = await self.purchases.find_one({"_id": purchase["_id"]})
+        if latest is not None and latest["status"] != purchase["status"]:
+            await self._honour_payment(latest, session)
+
+    async def _refund(self, session: dict[str, Any], purchase: dict[str, Any] | None) -> None:
+        await self._stripe(
+            self.env.stripe.v1.refunds.create_async(
+                {"payment_intent": session["payment_intent"]},
+                {"idempotency_key": f"refund:{session['id']}"},
+            )
+        )
+        if purchase is not None:
+            await self._transition(purchase["_id"], purchase["status"], REFUNDED, {})
+
+    async def _on_session_payment_failed(self, session: dict[str, Any]) -> None:
+        purchase = await self._purchase_for(session)
+        if purchase is not None:
+            await self._end_pending(purchase["_id"], FAILED)
+
+    async def _on_session_expired(self, session: dict[str, Any]) -> None:
+        purchase = await self._purchase_for(session)
+        if purchase is not None and purchase.get("stripe_session_id") in (None, session["id"]):
+            await self._end_pending(purchase["_id"], EXPIRED)
+
+    async def _purchase_for(self, session: dict[str, Any]) -> dict[str, Any] | None:
+        purchase_id = _purchase_id(session)
+        if purchase_id:
+            return await self.purchases.find_one({"_id": purchase_id})
+        return await self.purchases.find_one({"stripe_session_id": session["id"]})
+
+    # ------------------------------------------------------------------ side effects
+
+    async def _fulfil(self, purchase: dict[str, Any]) -> None:
+        """Called only by the winner of the transition into `completed`: at most once."""
+        await self.env.fulfilment.grant(
+            purchase_id=purchase["_id"],
+            user_id=purchase["user_id"],
+            program_id=purchase["program_id"],
+            session_id=purchase["stripe_session_id"],
+        )
+        await self._send_receipt(purchase)
+
+    async def _send_receipt(self, purchase: dict[str, Any]) -> None:
+        """The provider delivers once per key; a failure is retried by `reconcile`, never by Stripe."""
+        if purchase.get("receipt_sent"):
+            return
+        try:
+            await self.env.email.send_receipt(
+                purchase_id=purchase["_id"],
+                user_id=purchase["user_id"],
+                idempotency_key=f"receipt:{purchase['_id']}",
+            )
+        except EmailError:
+            return
+        await self.purchases.update_one({"_id": purchase["_id"]}, {"$set": {"receipt_sent": True}})
+
+    # ------------------------------------------------------------------ transitions
+
+    async def _transition(
+        self,
+        purchase_id: str,
+        old: str,
+        new: str,
+        fields: dict[str, Any],
+        guard: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """`old -> new` if the purchase is still `old`; returns the new document to the one winner.
+
+        Leaving a seat-holding status releases the seat the purchase held, exactly once.
+        """
+        update: dict[str, Any] = {"$set": {"status": new, **fields}}
+        if old == PENDING:
+            update["$unset"] = {"active_key": ""}
+        before = await self.purchases.find_one_and_update(
+            {"_id": purchase_id, "status": old, **(guard or {})},
+            update,
+            return_document=ReturnDocument.BEFORE,
+        )
+        if before is None:
+            return None
+        if old in SEAT_HOLDING and new not in SEAT_HOLDING and before.get("seat_ref"):
+            await self.seats.release(before["program_id"], before["seat_ref"])
+        return {**before, "status": new, **fields}
+
+    async def _end_pending(self, purchase_id: str, new: str) -> bool:
+        return (
+            await self._transition(purchase_id, PENDING, new, {"ended_at": self.env.clock.now()})
+            is not None
+        )
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def reconcile(self) -> None:
+        """Resolve what no client or webhook came back for. Safe to run anywhere, any time."""
+        await self._ensure_indexes()
+        now = self.env.clock.now()
+        horizon = now - self.config.reconcile_grace
+        await self._resolve_intents(horizon)
+        await self._resolve_expired_sessions(now)
+        await self._repair_seat_ledger(horizon)
+        await self._retry_receipts()
+
+    async def _resolve_intents(self, horizon: float) -> None:
+        stuck = await self.purchases.find(
+            {"status": PENDING, "stripe_session_id": None, "created_at": {"$lt": horizon}}
+        ).to_list()
+        for purchase in stuck:
+            try:
+                session = await self._create_checkout_session(
+                    purchase
+                )  # replay: same key, same params
+            except OutcomeUnknown:
+                continue
+            except stripe.StripeError:
+                await self._end_pending(purchase["_id"], FAILED)
+                continue
+            # no client ever received this session's URL: close it
+            await self.purchases.update_one(
+                {"_id": purchase["_id"], "stripe_session_id": None},
+                {"$set": {"stripe_session_id": session["id"], "checkout_url": session["url"]}},
+            )
+            await self._settle_session(purchase["_id"], session["id"], expire=True)
+
+    async def _resolve_expired_sessions(self, now: float) -> None:
+        overdue = await self.purchases.find(
+            {
+                "status": PENDING,
+                "stripe_session_id": {"$ne": None},
+                "session_expires_at": {"$lt": now},
+            }
+        ).to_list()
+        for purchase in overdue:
+            await self._settle_session(purchase["_id"], purchase["stripe_session_id"], expire=False)
+
+    async def _settle_session(self, purchase_id: str, session_id: str, *, expire: bool) -> None:
+        try:
+            if expire:
+                await self._expire_session(session_id)  # False when paid meanwhile: honoured below
+            session = await self._stripe(
+                self.env.stripe.v1.checkout.sessions.retrieve_async(session_id)
+            )
+        except (OutcomeUnknown, stripe.StripeError):
+            return
+        async with self._lock(f"webhook:session:{session_id}", self.config.webhook_lock_timeout):
+            if session["status"] == "expired":
+                await self._end_pending(purchase_id, EXPIRED)
+            elif session["status"] == "complete":
+                await self._on_session_paid_or_pending(session)
+
+    async def _repair_seat_ledger(self, horizon: float) -> None:
+        """Release reservations no purchase holds (a crash between two writes), after a grace."""
+        for program_id, holder in await self.seats.holders():
+            if holder["at"] >= horizon:
+                continue
+            purchase = await self.purchases.find_one({"_id": holder["purchase_id"]})
+            if purchase is None:
+                # tombstone first: a late insert by a stalled request now fails on the duplicate id
+                try:
+                    await self.purchases.insert_one(
+                        {
+                            "_id": holder["purchase_id"],
+                            "status": FAILED,
+                            "class_rep": True,
+                            "program_id": program_id,
+                            "user_id": None,
+                            "reason": "orphan seat",
+                        }
+                    )
+                except DuplicateKeyError:
+                    continue
+                await self.seats.release(program_id, holder["ref"])
+                continue
+            if purchase.get("seat_ref") == holder["ref"] and purchase["status"] in SEAT_HOLDING:
+                continue
+            # burn the ref so a stalled re-seat cannot adopt it, then release it
+            burned = await self.purchases.update_one(
+                {"_id": purchase["_id"], "seat_ref": {"$ne": holder["ref"]}},
+                {"$addToSet": {"burned_seat_refs": holder["ref"]}},
+            )
+            if burned.matched_count or purchase["status"] not in SEAT_HOLDING:
+                await self.seats.release(program_id, holder["ref"])
+
+    async def _retry_receipts(self) -> None:
+        owed = await self.purchases.find(
+            {"status": COMPLETED, "receipt_sent": {"$ne": True}}
+        ).to_list()
+        for purchase in owed:
+            await self._send_receipt(purchase)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _lock(self, key: str, timeout: float) -> _Locked:
+        return _Locked(self.env, key, timeout)
+
+    async def _ensure_indexes(self) -> None:
+        if not self._indexes_ready:
+            await self.purchases.create_index("active_key", unique=True, sparse=True)
+            await self.purchases.create_index("stripe_session_id")
+            self._indexes_ready = True
+
+
+class _Locked:
+    """`async with` a keyed lock, turning a lock timeout or outage into `Busy` (HTTP 503)."""
+
+    def __init__(self, env: EngineEnv, key: str, timeout: float) -> None:
+        self._cm = env.locks.hold(key, wait_timeout=timeout)
+
+    async def __aenter__(self) -> None:
+        try:
+            await self._cm.__aenter__()
+        except (LockTimeout, LockUnavailable) as exc:
+            raise Busy(str(exc)) from exc
+
+    async def __aexit__(self, *exc: object) -> bool | None:
+        return await self._cm.__aexit__(*exc)  # type: ignore[arg-type]
+
+
+def _active_key(user_id: str, program_id: str) -> str:
+    return f"{user_id}:{program_id}"
+
+
+def _purchase_id(session: dict[str, Any]) -> str | None:
+    return session.get("client_reference_id") or (session.get("metadata") or {}).get("purchase_id")
+
+
+def _paid_fields(session: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stripe_session_id": session["id"],
+        "stripe_payment_intent_id": session.get("payment_intent"),
+    }
+
+
+def _result(purchase: dict[str, Any], *, reused: bool) -> PurchaseResult:
+    return PurchaseResult(
+        purchase["_id"], purchase["stripe_session_id"], purchase["checkout_url"], reused
+    )

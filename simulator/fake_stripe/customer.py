@@ -1,0 +1,57 @@
+"""The customer in the Checkout tab: pays, is declined and retries, or pays with a delayed
+method. These are the only way money moves at the fake, so every flow is explicit."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import anyio
+
+from simulator.fake_stripe.objects import CheckoutSession
+from simulator.fake_stripe.state import StripeState
+
+Flow = Literal["card", "decline", "decline_then_card", "async_success", "async_failure"]
+FLOWS: tuple[str, ...] = ("card", "decline", "decline_then_card", "async_success", "async_failure")
+
+
+async def customer_pay(
+    state: StripeState,
+    session_id: str,
+    flow: str,
+    *,
+    retry_after_s: float,
+    settle_after_s: float,
+) -> bool:
+    """False, and nothing happens, when the session is not open (expired, complete)."""
+    if flow not in FLOWS:
+        raise ValueError(f"unknown payment flow {flow!r}; expected one of {FLOWS}")
+    session = state.sessions.get(session_id)
+    if session is None:
+        raise KeyError(f"no such checkout session {session_id!r}")
+    if not _still_open(state, session):
+        state.record("stripe.customer", session_id=session_id, flow=flow, result="not_open")
+        return False
+    state.record("stripe.customer", session_id=session_id, flow=flow, result="paying")
+    if flow == "card":
+        state.card_succeeded(session)
+    elif flow == "decline":
+        state.card_declined(session)
+    elif flow == "decline_then_card":
+        state.card_declined(session)
+        await anyio.sleep(retry_after_s)  # typing another card number
+        if _still_open(state, session):
+            state.card_succeeded(session)
+        else:
+            state.record("stripe.customer", session_id=session_id, flow=flow, result="not_open")
+    else:
+        state.async_payment_started(session)
+        await anyio.sleep(settle_after_s)  # the bank debit clears, or bounces
+        state.async_payment_settled(session, succeeded=flow == "async_success")
+    return True
+
+
+def _still_open(state: StripeState, session: CheckoutSession) -> bool:
+    """Open, and not past `expires_at` (expired on the spot if the sweeper has not run yet)."""
+    if session.status == "open" and state.now() >= session.expires_at:
+        state.expire_session(session, reason="expires_at")
+    return session.status == "open"

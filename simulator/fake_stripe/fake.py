@@ -1,0 +1,149 @@
+"""FakeStripe: a stateful Stripe reached only through the real SDK, over an in-process wire.
+
+It wires the pieces: state (objects and events), the API, the front door (idempotency, rate
+limit, 500s), the network (latency, lost requests and responses), the expiry sweeper and the
+customer. The engine gets a `stripe.StripeClient` from `client()` and cannot tell it is fake.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import anyio.abc
+import stripe
+
+from simulator.clock import SimClock
+from simulator.fake_stripe import signing
+from simulator.fake_stripe.api import StripeApi
+from simulator.fake_stripe.customer import customer_pay
+from simulator.fake_stripe.expiry import ExpirySweeper
+from simulator.fake_stripe.faults import StripeFaults
+from simulator.fake_stripe.http_client import SimHTTPXClient
+from simulator.fake_stripe.objects import CheckoutSession, PaymentIntent, Refund
+from simulator.fake_stripe.server import StripeServer
+from simulator.fake_stripe.state import API_VERSION, StripeState, Subscriber, no_record
+from simulator.fake_stripe.transport import SimNetwork
+
+API_BASE = "https://api.stripe.sim"
+
+
+class FakeStripe:
+    def __init__(
+        self,
+        clock: SimClock,
+        rng: random.Random,
+        task_group: anyio.abc.TaskGroup,
+        *,
+        webhook_secret: str = "whsec_sim",
+        faults: StripeFaults | None = None,
+        record: Callable[..., Any] | None = None,
+        live_mode: bool = False,
+    ) -> None:
+        self.clock = clock
+        self.rng = rng
+        self.webhook_secret = webhook_secret
+        self.faults = faults if faults is not None else StripeFaults()
+        self.record: Callable[..., Any] = record or no_record
+        self.live_mode = live_mode
+        self.api_version = API_VERSION
+        self._state = StripeState(clock, live_mode=live_mode, record=self.record)
+        self._sweeper = ExpirySweeper(self._state, clock, task_group)
+        self._state.on_open = self._sweeper.schedule
+        self._state.on_closed = self._sweeper.discard
+        self._server = StripeServer(StripeApi(self._state), lambda: self.faults, rng, self.record)
+        self._network = SimNetwork(self._server, lambda: self.faults, rng, task_group, self.record)
+
+    # ---- the engine's side
+
+    def client(
+        self,
+        max_network_retries: int = 2,
+        *,
+        api_key: str | None = None,
+        timeout_s: float | None = 80.0,
+    ) -> stripe.StripeClient:
+        """A real `stripe.StripeClient` wired to this fake. Each client draws its retry jitter
+        from its own rng, derived from the fake's, so clients do not perturb each other."""
+        http_client = SimHTTPXClient(
+            self._network.handle, random.Random(self.rng.getrandbits(64)), timeout_s=timeout_s
+        )
+        key = api_key or ("sk_live_sim" if self.live_mode else "sk_test_sim")
+        return stripe.StripeClient(
+            key,
+            base_addresses={"api": API_BASE},
+            max_network_retries=max_network_retries,
+            http_client=http_client,
+        )
+
+    # ---- ledgers, for the checkers and tests
+
+    @property
+    def sessions(self) -> dict[str, CheckoutSession]:
+        return self._state.sessions
+
+    @property
+    def payment_intents(self) -> dict[str, PaymentIntent]:
+        return self._state.payment_intents
+
+    @property
+    def refunds(self) -> list[Refund]:
+        return self._state.refunds
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self._state.events
+
+    def paid_session_ids(self) -> set[str]:
+        return {s.id for s in self._state.sessions.values() if s.payment_status == "paid"}
+
+    def refunded_payment_intents(self) -> set[str]:
+        """Payment intents refunded in full."""
+        return {
+            pi.id for pi in self._state.payment_intents.values()
+            if pi.amount_refunded > 0 and pi.amount_refunded >= pi.amount_received
+        }
+
+    def session_id_of(self, event: dict[str, Any]) -> str | None:
+        """The Checkout Session an event concerns (payment intent events map back to it)."""
+        return self._state.session_id_of(event)
+
+    # ---- the customer's side
+
+    async def customer_pay(
+        self,
+        session_id: str,
+        flow: str = "card",
+        *,
+        retry_after_s: float = 20.0,
+        settle_after_s: float = 120.0,
+    ) -> bool:
+        """Pay in the Checkout tab. Flows: card, decline, decline_then_card (second card after
+        `retry_after_s`), async_success / async_failure (settles after `settle_after_s`).
+        Returns False, doing nothing, when the session is not open. Raises KeyError for an
+        unknown session id."""
+        return await customer_pay(
+            self._state, session_id, flow,
+            retry_after_s=retry_after_s, settle_after_s=settle_after_s,
+        )
+
+    # ---- webhooks
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """`callback(event)` runs synchronously for every event created from now on."""
+        self._state.subscribe(callback)
+
+    def sign(
+        self, payload: bytes, *, timestamp: int | None = None, secret: str | None = None
+    ) -> str:
+        """`Stripe-Signature` header for `payload`, stamped now (virtual) unless told."""
+        when = int(self.clock.now()) if timestamp is None else timestamp
+        return signing.sign(payload, secret if secret is not None else self.webhook_secret, when)
+
+    def event_payload(self, event: dict[str, Any]) -> bytes:
+        return signing.event_payload(event)
+
+    def stop(self) -> None:
+        """Stop background work (the expiry sweeper), e.g. before closing the task group."""
+        self._sweeper.stop()

@@ -1,0 +1,102 @@
+"""The fake's Stripe objects, and their JSON as the API and webhook events show them."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class CheckoutSession:
+    id: str
+    status: str  # open | complete | expired
+    payment_status: str  # unpaid | paid | no_payment_required
+    payment_intent: str | None
+    client_reference_id: str | None
+    metadata: dict[str, str]
+    expires_at: int
+    amount_total: int
+    currency: str
+    url: str | None
+    created: int
+    livemode: bool = False
+    mode: str = "payment"
+    success_url: str | None = None
+    cancel_url: str | None = None
+    payment_intent_metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "checkout.session",
+            "amount_subtotal": self.amount_total,
+            "amount_total": self.amount_total,
+            "cancel_url": self.cancel_url,
+            "client_reference_id": self.client_reference_id,
+            "created": self.created,
+            "currency": self.currency,
+            "expires_at": self.expires_at,
+            "livemode": self.livemode,
+            "metadata": copy.deepcopy(self.metadata),
+            "mode": self.mode,
+            "payment_intent": self.payment_intent,
+            "payment_status": self.payment_status,
+            "status": self.status,
+            "success_url": self.success_url,
+            "url": self.url if self.status == "open" else None,
+        }
+
+
+@dataclass
+class PaymentIntent:
+    id: str
+    status: str  # requires_payment_method | processing | succeeded | canceled
+    amount: int
+    currency: str
+    metadata: dict[str, str]
+    created: int
+    livemode: bool = False
+    last_payment_error: dict[str, Any] | None = None
+    amount_refunded: int = 0  # kept on the charge in real Stripe; here for refund checks
+
+    @property
+    def amount_received(self) -> int:
+        return self.amount if self.status == "succeeded" else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "payment_intent",
+            "amount": self.amount,
+            "amount_received": self.amount_received,
+            "created": self.created,
+            "currency": self.currency,
+            "last_payment_error": copy.deepcopy(self.last_payment_error),
+            "livemode": self.livemode,
+            "metadata": copy.deepcopy(self.metadata),
+            "status": self.status,
+        }
+
+
+@dataclass
+class Refund:
+    id: str
+    payment_intent: str
+    amount: int
+    created: int
+    currency: str = "usd"
+    status: str = "succeeded"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "refund",
+            "amount": self.amount,
+            "created": self.created,
+            "currency": self.currency,
+            "metadata": copy.deepcopy(self.metadata),
+            "payment_intent": self.payment_intent,
+            "status": self.status,
+        }

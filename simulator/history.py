@@ -1,0 +1,45 @@
+"""Append-only JSONL history, streamed to disk so memory does not grow with run length.
+
+Every line is one entry: `{"seq", "t" (virtual seconds since start), "type", ...}`. Values must
+be JSON-serialisable and deterministic (no wall-clock times, no random ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import IO, Any
+
+from simulator.clock import SimClock
+
+
+class History:
+    def __init__(self, path: Path | None, clock: SimClock) -> None:
+        self._clock = clock
+        self._file: IO[str] | None = path.open("w", encoding="utf-8") if path else None
+        self._hash = hashlib.sha256()
+        self.seq = 0
+        self.path = path
+
+    def record(self, type: str, **fields: Any) -> dict[str, Any]:
+        entry = {"seq": self.seq, "t": round(self._clock.elapsed(), 6), "type": type, **fields}
+        line = json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str) + "\n"
+        self._hash.update(line.encode())
+        if self._file is not None:
+            self._file.write(line)
+        self.seq += 1
+        return entry
+
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]

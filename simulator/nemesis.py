@@ -1,0 +1,189 @@
+"""The nemesis: switches faults on and off on a schedule, and decides per event whether one hits.
+
+Every decision draws from the `faults` random stream, so the fault schedule is part of the seed
+and adding a fault kind never reshuffles the workload. In swarm mode a seed first switches whole
+fault kinds on or off (Groce et al.'s swarm testing), so that no fault masks another in every run.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from simulator.scenario import FaultSpec
+from simulator.topology import Cluster, Instance
+
+STRIPE_KINDS = {
+    "stripe_latency",
+    "stripe_errors",
+    "stripe_outage",
+    "stripe_connection_errors",
+    "stripe_lost_response",
+    "stripe_rate_limit",
+}
+WEBHOOK_KINDS = {"webhook_duplicates", "webhook_reorder", "webhook_failures"}
+INSTANCE_KINDS = {"store_latency", "slow_handler", "crash", "pause", "email_outage"}
+FAULT_KINDS = frozenset(STRIPE_KINDS | WEBHOOK_KINDS | INSTANCE_KINDS)
+
+#: how long a crashed instance stays down before it restarts (virtual seconds)
+RESTART_AFTER_S = 5.0
+
+
+@dataclass
+class Nemesis:
+    specs: tuple[FaultSpec, ...]
+    rng: random.Random
+    record: Callable[..., Any]
+    stripe_faults: Any  # the fake's mutable StripeFaults
+    webhook_policy: Any  # the delivery's mutable WebhookPolicy
+    cluster: Cluster
+    task_group: Any = None
+    swarm: bool = False
+    active: list[FaultSpec] = field(default_factory=list)
+    stopped: bool = False
+
+    def __post_init__(self) -> None:
+        if self.swarm:
+            kinds = sorted({s.kind for s in self.specs})
+            enabled = {k for k in kinds if self.rng.random() < 0.5}
+            self.record(
+                "nemesis.swarm", enabled=sorted(enabled), disabled=sorted(set(kinds) - enabled)
+            )
+            self.specs = tuple(s for s in self.specs if s.kind in enabled)
+
+    async def run(self, faults_end: float) -> None:
+        """Apply the schedule until `faults_end`, then switch every fault off (liveness phase)."""
+        edges: list[tuple[float, int, FaultSpec]] = []
+        for spec in self.specs:
+            edges.append((spec.start, 1, spec))
+            if spec.end < faults_end:
+                edges.append((spec.end, 0, spec))
+        edges.sort(key=lambda e: (e[0], e[1]))
+        for at, starting, spec in edges:
+            if at >= faults_end:
+                break
+            await _sleep_until(at)
+            if starting:
+                self._start(spec)
+            else:
+                self._end(spec)
+        await _sleep_until(faults_end)
+        self.stop_all()
+
+    def stop_all(self) -> None:
+        for spec in list(self.active):
+            self._end(spec)
+        self.stopped = True
+        for instance in self.cluster.instances:
+            instance.resume()
+        self.record("nemesis.stop")
+
+    def _start(self, spec: FaultSpec) -> None:
+        self.active.append(spec)
+        self.record(
+            "fault.start",
+            kind=spec.kind,
+            probability=spec.probability,
+            value_s=spec.value_s,
+            target=spec.target,
+        )
+        self._apply()
+        if spec.kind == "pause":
+            instance = self.cluster.by_name(spec.target)
+            if instance is not None:
+                instance.pause()
+
+    def _end(self, spec: FaultSpec) -> None:
+        if spec in self.active:
+            self.active.remove(spec)
+            self.record("fault.end", kind=spec.kind, target=spec.target)
+            self._apply()
+            if spec.kind == "pause" and not self._has("pause", spec.target):
+                instance = self.cluster.by_name(spec.target)
+                if instance is not None:
+                    instance.resume()
+
+    def _has(self, kind: str, target: str | None = None) -> bool:
+        return any(s.kind == kind and (target is None or s.target == target) for s in self.active)
+
+    def _strongest(self, kind: str) -> FaultSpec | None:
+        specs = [s for s in self.active if s.kind == kind]
+        return max(specs, key=lambda s: s.probability) if specs else None
+
+    def _apply(self) -> None:
+        """Project the active specs onto the fakes' mutable fault settings."""
+        sf, wp = self.stripe_faults, self.webhook_policy
+        latency = self._strongest("stripe_latency")
+        sf.latency_spike_probability = latency.probability if latency else 0.0
+        sf.latency_spike_s = latency.value_s if latency else 0.0
+        sf.error_5xx_probability = _p(self._strongest("stripe_errors"))
+        sf.connection_error_probability = _p(self._strongest("stripe_connection_errors"))
+        sf.lost_response_probability = _p(self._strongest("stripe_lost_response"))
+        sf.outage = self._has("stripe_outage")
+        limit = self._strongest("stripe_rate_limit")
+        sf.rate_limit_per_s = limit.rate if limit else None
+        wp.duplicate_probability = _p(self._strongest("webhook_duplicates"))
+        reorder = self._strongest("webhook_reorder")
+        wp.reorder_jitter_s = reorder.value_s if reorder else 0.0
+
+    # ---- per-event decisions, consulted by the fakes and the store observer
+
+    def webhook_fails(self) -> bool:
+        spec = self._strongest("webhook_failures")
+        return spec is not None and self.rng.random() < spec.probability
+
+    def email_fails(self) -> bool:
+        spec = self._strongest("email_outage")
+        return spec is not None and self.rng.random() < spec.probability
+
+    async def before_store_call(self, instance: Instance, collection: str, op: str) -> None:
+        """Store latency, slow handlers, pauses and crash points, at one engine store call."""
+        await instance.stall_if_paused()
+        for spec in self.active:
+            if spec.kind == "store_latency" and self.rng.random() < spec.probability:
+                await anyio.sleep(spec.value_s * self.rng.random())
+            elif (
+                spec.kind == "slow_handler"
+                and spec.target in (instance.name, "any")
+                and self.rng.random() < spec.probability
+            ):
+                self.record(
+                    "fault.slow",
+                    instance=instance.name,
+                    coll=collection,
+                    op=op,
+                    delay_s=spec.value_s,
+                )
+                await anyio.sleep(spec.value_s)
+            elif (
+                spec.kind == "crash"
+                and spec.target in (instance.name, "any")
+                and self.rng.random() < spec.probability
+            ):
+                instance.crash(f"crash point before {collection}.{op}")
+                self._restart_later(instance)
+                await anyio.lowlevel.checkpoint()  # the cancelled request stops here
+
+    def _restart_later(self, instance: Instance) -> None:
+        if self.task_group is not None:
+            self.task_group.start_soon(self._restart, instance)
+
+    async def _restart(self, instance: Instance) -> None:
+        """Bring a crashed instance back after RESTART_AFTER_S, like an orchestrator would."""
+        await anyio.sleep(RESTART_AFTER_S)
+        if not instance.up and not instance.retired:
+            instance.start()
+
+
+def _p(spec: FaultSpec | None) -> float:
+    return spec.probability if spec else 0.0
+
+
+async def _sleep_until(at: float) -> None:
+    delay = at - anyio.current_time()
+    if delay > 0:
+        await anyio.sleep(delay)

@@ -1,0 +1,377 @@
+"""One simulated run: build the world from a scenario and a seed, drive it, record everything.
+
+Phases: the workload phase (clients and the nemesis act until `durations.workload_s`), then a
+fault-free liveness phase in which Stripe keeps retrying webhooks, sessions expire and
+`reconcile` runs, until the system is quiescent or `durations.liveness_s` runs out. The run
+writes `history.jsonl`, `final_state.json` and `ledgers.json` for the checkers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import trio.testing
+
+from reference_impl.lock_stats import LockStats
+from reference_impl.ports import EngineEnv, EngineFactory
+from reference_impl.registry import load_factory
+from reference_impl.schema import PROGRAMS, PURCHASES, program_doc
+from reference_impl.seed_locks import SeedLockService
+from reference_impl.store import AsyncDatabase, open_database
+from simulator.clock import SimClock
+from simulator.fake_stripe import FakeStripe, StripeFaults, WebhookDelivery, WebhookPolicy
+from simulator.history import History
+from simulator.ids import SequentialIds
+from simulator.nemesis import Nemesis
+from simulator.randomness import RandomStreams
+from simulator.scenario import Scenario
+from simulator.scheduling import seed_scheduler
+from simulator.services import FakeEmail, RecordingFulfilment
+from simulator.store_observer import StoreObserver
+from simulator.topology import Cluster, Instance, memory_locks_for
+from simulator.workload import Clients, plan_arrivals
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    seed: int
+    engine: str
+    quiescent: bool
+    history_sha256: str
+    history_lines: int
+    virtual_s: float
+    wall_s: float
+    counts: dict[str, Any]
+    lock_wait_ms: dict[str, dict[str, float | int]]
+    seed_lock_stats: dict[str, Any] | None
+    out_dir: Path | None
+    final_state: dict[str, Any] = field(repr=False, default_factory=dict)
+    ledgers: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def simulate(
+    scenario: Scenario,
+    seed: int,
+    engine: str | EngineFactory = "reference",
+    out_dir: Path | None = None,
+    *,
+    wall_clock: bool = False,
+    extra_engines: dict[str, Callable[[], EngineFactory]] | None = None,
+) -> RunResult:
+    """Run `scenario` once. Same (scenario, seed, engine) → byte-identical history."""
+    factory = load_factory(engine, extra_engines) if isinstance(engine, str) else engine
+    name = engine if isinstance(engine, str) else f"{factory.__module__}:{factory.__qualname__}"
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    world = _World(scenario, seed, factory, name, out_dir, wall_clock)
+    started = time.perf_counter()
+    seed_scheduler(seed)
+    options: dict[str, Any] = (
+        {} if wall_clock else {"clock": trio.testing.MockClock(autojump_threshold=0)}
+    )
+    anyio.run(world.main, backend="trio", backend_options=options)
+    return world.result(time.perf_counter() - started)
+
+
+class _World:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        factory: EngineFactory,
+        engine_name: str,
+        out_dir: Path | None,
+        wall_clock: bool,
+    ) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.factory = factory
+        self.engine_name = engine_name
+        self.out_dir = out_dir
+        self.wall_clock = wall_clock
+        self.streams = RandomStreams(seed)
+        self.quiescent = False
+
+    async def main(self) -> None:
+        sc = self.scenario
+        self.clock = (
+            SimClock()
+            if not self.wall_clock
+            else SimClock(epoch=time.time() - anyio.current_time())
+        )
+        self.history = History(self.out_dir / "history.jsonl" if self.out_dir else None, self.clock)
+        record = self.history.record
+        record("run.start", scenario=sc.name, seed=self.seed, engine=self.engine_name)
+        self.db: AsyncDatabase = open_database(f"paysim_{self.seed}")
+        for p in sc.programs:
+            self.db.sync[PROGRAMS].insert_one(
+                program_doc(p.id, class_rep_limit=p.class_rep_limit, price_cents=p.price_cents)
+            )
+        self.lock_stats = LockStats(on_event=self._record_lock_event)
+        self.seed_lock_services: list[SeedLockService] = []
+        self.fulfilment = RecordingFulfilment(record=record)
+        async with anyio.create_task_group() as tg:
+            self.fake = FakeStripe(
+                self.clock,
+                self.streams.stream("stripe"),
+                tg,
+                record=record,
+                faults=StripeFaults(base_latency_s=sc.stripe_latency_s),
+                live_mode=sc.webhooks.mode == "live",
+            )
+            policy = (
+                WebhookPolicy.live() if sc.webhooks.mode == "live" else WebhookPolicy.test_mode()
+            )
+            policy.delivery_timeout_s = sc.webhooks.delivery_timeout_s
+            self.cluster = Cluster([], sc.topology.balancer, self.streams.stream("balancer"))
+            self.nemesis = Nemesis(
+                sc.faults,
+                self.streams.stream("faults"),
+                record,
+                self.fake.faults,
+                policy,
+                self.cluster,
+                task_group=tg,
+                swarm=sc.swarm,
+            )
+            self.email = FakeEmail(record=record, fail=self.nemesis.email_fails)
+            self.delivery = WebhookDelivery(
+                self.fake,
+                self._webhook_endpoint,
+                self.streams.stream("webhooks"),
+                tg,
+                policy=policy,
+                record=record,
+            )
+            self._build_instances(tg)
+            tg.start_soon(self.nemesis.run, sc.durations.workload_s)
+            tg.start_soon(self._reconcile_loop)
+            clients = Clients(
+                sc,
+                self.cluster,
+                self.fake,
+                record,
+                self.streams.stream("customers"),
+                redirects=hasattr(self.factory, "handle_success_redirect"),
+            )
+            self.clients = clients
+            await clients.run(plan_arrivals(sc, self.streams.stream("workload")))
+            await self._liveness_phase()
+            tg.cancel_scope.cancel()
+        self.virtual_s = anyio.current_time()
+        self._snapshot()
+        record("run.end", quiescent=self.quiescent, counts=self._counts())
+        self.history.close()
+
+    # ---- wiring
+
+    def _build_instances(self, tg: Any) -> None:
+        topo = self.scenario.topology
+        shared = memory_locks_for(self.factory, self.lock_stats) if topo.locks == "shared" else None
+        count = topo.instances + (1 if topo.rolling_deploy else 0)
+        for n in range(count):
+            instance = Instance(
+                f"i{n}",
+                lambda inst, s=shared: self._make_env(inst, s),
+                self.factory,
+                self.history.record,
+            )
+            self.cluster.instances.append(instance)
+        for instance in self.cluster.instances[: topo.instances]:
+            instance.start()
+        if topo.rolling_deploy:
+            tg.start_soon(self._rolling_deploy)
+
+    def _make_env(self, instance: Instance, shared_locks: Any) -> EngineEnv:
+        locks = shared_locks or memory_locks_for(self.factory, self.lock_stats)
+        if isinstance(locks, SeedLockService):
+            self.seed_lock_services.append(locks)
+
+        async def before_call(collection: str, op: str) -> None:
+            await self.nemesis.before_store_call(instance, collection, op)
+
+        observer = StoreObserver(
+            instance=instance.name,
+            record=self.history.record,
+            sync_db=self.db.sync,
+            before_call=before_call,
+        )
+        return EngineEnv(
+            store=AsyncDatabase(self.db.sync, observer),
+            locks=locks,
+            stripe=self.fake.client(max_network_retries=self.scenario.stripe_max_network_retries),
+            webhook_secret=self.fake.webhook_secret,
+            fulfilment=self.fulfilment,
+            email=self.email,
+            clock=self.clock,
+            ids=SequentialIds(f"{instance.name}g{instance.generation}x"),
+            config=self.scenario.engine_config,
+            instance=instance.name,
+        )
+
+    async def _rolling_deploy(self) -> None:
+        deploy = self.scenario.topology.rolling_deploy
+        assert deploy is not None
+        old, new = self.cluster.instances[0], self.cluster.instances[-1]
+        await anyio.sleep(deploy.at)
+        new.start()
+        self.history.record(
+            "deploy.overlap", old=old.name, new=new.name, overlap_s=deploy.overlap_s
+        )
+        await anyio.sleep(deploy.overlap_s)
+        old.stop()
+
+    async def _webhook_endpoint(self, payload: bytes, signature: str) -> int:
+        if self.nemesis.webhook_fails():
+            self.history.record("fault.webhook_failure")
+            return 500
+        _, status = await self.cluster.call(lambda e: e.handle_webhook(payload, signature))
+        return int(status)
+
+    def _record_lock_event(
+        self,
+        kind: str,
+        key: str,
+        family: str,
+        wait_s: float | None,
+        hold_s: float | None,
+        token: int | None,
+    ) -> None:
+        self.history.record(
+            f"lock.{kind}",
+            key=key,
+            family=family,
+            wait_s=_r(wait_s),
+            hold_s=_r(hold_s),
+            token=token,
+        )
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.scenario.durations.reconcile_every_s)
+            await self._reconcile_once()
+
+    async def _reconcile_once(self) -> None:
+        for instance in self.cluster.instances:
+            if instance.up:
+                try:
+                    await instance.call(lambda e: e.reconcile())
+                except Exception as exc:  # a crashing sweeper is recorded, never fatal
+                    self.history.record(
+                        "reconcile.error",
+                        instance=instance.name,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+
+    # ---- liveness
+
+    async def _liveness_phase(self) -> None:
+        sc = self.scenario
+        faults_end = sc.durations.workload_s
+        if anyio.current_time() < faults_end:
+            await anyio.sleep(faults_end - anyio.current_time())
+        self.history.record("liveness.start")
+        for instance in self.cluster.instances:
+            if not instance.up and not instance.retired:
+                instance.start()
+        deadline = faults_end + sc.durations.liveness_s
+        step = sc.durations.reconcile_every_s
+        while not self.quiescent and anyio.current_time() < deadline:
+            if self._quiet():
+                await self._reconcile_once()
+                self.quiescent = await self.delivery.wait_idle(step) and self._quiet()
+            else:
+                await anyio.sleep(step)
+        self.history.record(
+            "liveness.end",
+            quiescent=self.quiescent,
+            outstanding_webhooks=self.delivery.outstanding(),
+            open_sessions=self._open_sessions(),
+        )
+
+    def _quiet(self) -> bool:
+        """No session a customer could still pay, no webhook Stripe still has to deliver."""
+        return self._open_sessions() == 0 and self.delivery.outstanding() == 0
+
+    def _open_sessions(self) -> int:
+        return sum(1 for s in self.fake.sessions.values() if s.status == "open")
+
+    # ---- output
+
+    def _counts(self) -> dict[str, Any]:
+        return {
+            "operations": dict(self.clients.counts),
+            "sessions": len(self.fake.sessions),
+            "events": len(self.fake.events),
+            "fulfilments": len(self.fulfilment.grants),
+            "receipts": len(self.email.delivered),
+            "refunds": len(self.fake.refunds),
+            "webhook_attempts": self.delivery.stats.attempts,
+        }
+
+    def _snapshot(self) -> None:
+        sync = self.db.sync
+        self.final_state = {
+            "programs": sorted(sync[PROGRAMS].find({}), key=lambda d: d["_id"]),
+            "purchases": sorted(sync[PURCHASES].find({}), key=lambda d: d["_id"]),
+        }
+        self.ledgers = {
+            "sessions": [
+                {
+                    "id": s.id,
+                    "status": s.status,
+                    "payment_status": s.payment_status,
+                    "payment_intent": s.payment_intent,
+                    "client_reference_id": s.client_reference_id,
+                    "metadata": dict(s.metadata),
+                }
+                for s in self.fake.sessions.values()
+            ],
+            "refunds": [
+                {"id": r.id, "payment_intent": r.payment_intent, "amount": r.amount}
+                for r in self.fake.refunds
+            ],
+            "fulfilments": [vars(g) for g in self.fulfilment.grants],
+            "receipts": [vars(r) for r in self.email.delivered],
+        }
+        if self.out_dir is not None:
+            _write_json(self.out_dir / "final_state.json", self.final_state)
+            _write_json(self.out_dir / "ledgers.json", self.ledgers)
+
+    def result(self, wall_s: float) -> RunResult:
+        seed_stats = None
+        if self.seed_lock_services:
+            seed_stats = [vars(s.seed_stats()) for s in self.seed_lock_services]
+        return RunResult(
+            scenario=self.scenario.name,
+            seed=self.seed,
+            engine=self.engine_name,
+            quiescent=self.quiescent,
+            history_sha256=self.history.sha256(),
+            history_lines=self.history.seq,
+            virtual_s=self.virtual_s,
+            wall_s=wall_s,
+            counts=self._counts(),
+            lock_wait_ms=self.lock_stats.report(),
+            seed_lock_stats={"instances": seed_stats} if seed_stats else None,
+            out_dir=self.out_dir,
+            final_state=self.final_state,
+            ledgers=self.ledgers,
+        )
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(
+        json.dumps(data, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8"
+    )

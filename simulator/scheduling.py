@@ -1,0 +1,57 @@
+"""Deterministic task scheduling on trio, behind one small adapter over private trio internals.
+
+trio deliberately makes scheduling order unpredictable, in three ways this module undoes:
+1. each batch of runnable tasks is reordered from a module-level RNG (`trio._core._run._r`):
+   we seed it from the run seed;
+2. how a batch is reordered depends on whether Hypothesis was imported (its trio plugin flips
+   `_ALLOW_DETERMINISTIC_SCHEDULING`): we always use the deterministic mode, so a CLI run and a
+   test run of the same seed schedule identically;
+3. timers that expire at the same instant fire in `id(cancel_scope)` order, i.e. by memory
+   address: we tie-break them by creation order instead.
+All of it is private API: the trio version range is pinned in pyproject.toml, and
+tests/test_scheduling.py proves the property (same seed, same order; in one process and across
+processes), so an upgrade that moves any of it fails loudly there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from heapq import heappush
+from typing import Any
+
+import trio
+
+_run: Any = trio._core._run  # noqa: SLF001 - see module docstring
+_tiebreak = itertools.count()
+_installed = False
+
+
+def scheduler_rng() -> random.Random:
+    rng = getattr(_run, "_r", None)
+    if not isinstance(rng, random.Random) or not hasattr(_run, "Deadlines"):
+        raise RuntimeError(
+            f"trio {trio.__version__} moved its scheduler internals (trio._core._run._r, "
+            "Deadlines); paysim cannot make scheduling deterministic with this version"
+        )
+    return rng
+
+
+def _add_deadline(self: Any, deadline: float, cancel_scope: Any) -> None:
+    heappush(self._heap, (deadline, next(_tiebreak), cancel_scope))
+    self._active += 1
+
+
+def _install() -> None:
+    global _installed
+    if not _installed:
+        scheduler_rng()
+        _run._ALLOW_DETERMINISTIC_SCHEDULING = True
+        _run.Deadlines.add = _add_deadline
+        _installed = True
+
+
+def seed_scheduler(seed: int) -> None:
+    """Call before starting each trio run: the scheduling order then depends on `seed` only."""
+    _install()
+    scheduler_rng().seed(seed)

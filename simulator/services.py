@@ -1,0 +1,87 @@
+"""Fakes of the engine's side-effect ports: fulfilment and receipt email.
+
+They are the ledgers the checkers trust: every grant call and every delivered email is kept
+here, independent of what the engine wrote in its own store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from reference_impl.ports import EmailError
+
+Recorder = Callable[..., Any]
+
+
+def _no_record(type: str, **fields: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Grant:
+    purchase_id: str
+    user_id: str
+    program_id: str
+    session_id: str
+    instance: str
+
+
+@dataclass
+class RecordingFulfilment:
+    """Every call is a real grant; a second call for one purchase is a double fulfilment."""
+
+    instance: str = "i0"
+    record: Recorder = _no_record
+    grants: list[Grant] = field(default_factory=list)
+
+    async def grant(
+        self, *, purchase_id: str, user_id: str, program_id: str, session_id: str
+    ) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.grants.append(Grant(purchase_id, user_id, program_id, session_id, self.instance))
+        self.record(
+            "fulfilment",
+            purchase_id=purchase_id,
+            user_id=user_id,
+            program_id=program_id,
+            session_id=session_id,
+            instance=self.instance,
+        )
+
+
+@dataclass(frozen=True)
+class Receipt:
+    purchase_id: str
+    user_id: str
+    idempotency_key: str
+
+
+@dataclass
+class FakeEmail:
+    """An email provider that delivers once per idempotency key, and can be made to fail.
+
+    `fail` is consulted per call (the nemesis sets it); a failed call delivers nothing.
+    """
+
+    record: Recorder = _no_record
+    fail: Callable[[], bool] = lambda: False
+    delivered: list[Receipt] = field(default_factory=list)
+    attempts: int = 0
+    _keys: set[str] = field(default_factory=set)
+
+    async def send_receipt(self, *, purchase_id: str, user_id: str, idempotency_key: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.attempts += 1
+        if self.fail():
+            self.record("email.failed", purchase_id=purchase_id, key=idempotency_key)
+            raise EmailError(f"email provider unavailable (receipt for {purchase_id})")
+        if idempotency_key in self._keys:
+            self.record("email.deduplicated", purchase_id=purchase_id, key=idempotency_key)
+            return
+        self._keys.add(idempotency_key)
+        self.delivered.append(Receipt(purchase_id, user_id, idempotency_key))
+        self.record("email.sent", purchase_id=purchase_id, key=idempotency_key)

@@ -1,0 +1,441 @@
+"""The reference engine, path by path, against the fake Stripe reached through the real SDK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from reference_impl import errors
+from reference_impl.memory_locks import MemoryLockService
+from reference_impl.ports import Engine, EngineConfig
+from reference_impl.reference_engine import ReferenceEngine
+from reference_impl.schema import program_doc
+from reference_impl.seats import SeatLedger
+from simulator.services import FakeEmail
+from tests.enginehelpers import World, make_env, run_virtual, world
+
+USER = "user_1"
+PROG = "prog_1"
+
+
+async def _pay_and_deliver(w: World, session_id: str, flow: str = "card") -> list[int]:
+    before = len(w.fake.events)
+    assert await w.fake.customer_pay(session_id, flow=flow)
+    return [await w.deliver(e) for e in w.fake.events[before:]]
+
+
+async def _count(w: World) -> int:
+    return (await w.program(PROG))["class_rep_count"]
+
+
+def test_happy_path_completes_fulfils_and_emails_once() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            assert isinstance(w.engine, Engine)
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert await _count(w) == 1
+            [p] = await w.purchases()
+            assert p["status"] == "pending" and p["stripe_session_id"] == result.session_id
+            assert set(await _pay_and_deliver(w, result.session_id)) == {200}
+            [p] = await w.purchases()
+            assert p["status"] == "completed"
+            assert [g.purchase_id for g in w.fulfilment.grants] == [result.purchase_id]
+            assert [r.purchase_id for r in w.email.delivered] == [result.purchase_id]
+            assert await _count(w) == 1
+            with pytest.raises(errors.AlreadyPurchased):
+                await w.engine.create_purchase(USER, PROG, class_rep=True)
+
+    run_virtual(main)
+
+
+def test_create_is_idempotent_while_the_session_is_open() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            first = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            again = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert again.reused and again.purchase_id == first.purchase_id
+            assert again.session_id == first.session_id
+            assert len(w.fake.sessions) == 1 and await _count(w) == 1
+
+    run_virtual(main)
+
+
+def test_concurrent_double_click_creates_one_purchase_and_one_seat() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine, programs=[program_doc(PROG, class_rep_limit=5)]) as w:
+            results: list[Any] = []
+
+            async def click() -> None:
+                results.append(await w.engine.create_purchase(USER, PROG, class_rep=True))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(click)
+            assert len({r.purchase_id for r in results}) == 1
+            assert len(w.fake.sessions) == 1 and await _count(w) == 1
+
+    run_virtual(main)
+
+
+def test_limit_reached_takes_no_seat() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            await w.engine.create_purchase("a", PROG, class_rep=True)
+            with pytest.raises(errors.LimitReached):
+                await w.engine.create_purchase("b", PROG, class_rep=True)
+            assert await _count(w) == 1
+            assert len(await w.purchases()) == 1
+
+    run_virtual(main)
+
+
+def test_definite_stripe_failure_releases_the_seat_exactly_once() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            w.fake.faults.error_5xx_probability = 1.0
+            with pytest.raises(errors.UpstreamError) as info:
+                await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert info.value.outcome_known
+            [p] = await w.purchases()
+            assert p["status"] == "failed"
+            assert await _count(w) == 0
+            w.fake.faults.error_5xx_probability = 0.0
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert await _count(w) == 1 and result.session_id in w.fake.sessions
+
+    run_virtual(main)
+
+
+def test_timeout_after_stripe_committed_is_resolved_by_replaying_the_same_key() -> None:
+    config = EngineConfig(stripe_timeout=2.0)
+
+    async def main() -> None:
+        async with world(ReferenceEngine, config=config, max_network_retries=0) as w:
+            w.fake.faults.latency_spike_probability = 1.0
+            w.fake.faults.latency_spike_s = 30.0
+            with pytest.raises(errors.UpstreamError) as info:
+                await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert not info.value.outcome_known
+            [p] = await w.purchases()
+            assert p["status"] == "pending" and p["stripe_session_id"] is None
+            assert await _count(w) == 1  # held: the outcome is unknown, nothing may be released
+            await anyio.sleep(60)  # the request landed at Stripe meanwhile
+            assert len(w.fake.sessions) == 1
+            w.fake.faults.latency_spike_probability = 0.0
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert len(w.fake.sessions) == 1, "the retry must replay, not create a second session"
+            assert result.session_id in w.fake.sessions and result.purchase_id == p["_id"]
+
+    run_virtual(main)
+
+
+def test_reconcile_closes_an_intent_no_client_came_back_for() -> None:
+    config = EngineConfig(stripe_timeout=2.0, reconcile_grace=600.0)
+
+    async def main() -> None:
+        async with world(ReferenceEngine, config=config, max_network_retries=0) as w:
+            w.fake.faults.latency_spike_probability = 1.0
+            w.fake.faults.latency_spike_s = 30.0
+            with pytest.raises(errors.UpstreamError):
+                await w.engine.create_purchase(USER, PROG, class_rep=True)
+            w.fake.faults.latency_spike_probability = 0.0
+            await w.engine.reconcile()  # within the grace: nothing happens
+            assert (await w.purchases())[0]["status"] == "pending"
+            await anyio.sleep(700)
+            await w.engine.reconcile()
+            [p] = await w.purchases()
+            [session] = w.fake.sessions.values()
+            assert session.status == "expired" and p["stripe_session_id"] == session.id
+            assert p["status"] == "expired" and await _count(w) == 0
+
+    run_virtual(main)
+
+
+def test_concurrent_duplicate_deliveries_complete_once() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.fake.customer_pay(result.session_id, flow="card")
+            [event] = w.events("checkout.session.completed")
+            statuses: list[int] = []
+
+            async def deliver() -> None:
+                statuses.append(await w.deliver(event))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(10):
+                    tg.start_soon(deliver)
+            assert statuses == [200] * 10
+            assert len(w.fulfilment.grants) == 1 and len(w.email.delivered) == 1
+
+    run_virtual(main)
+
+
+def test_expiry_releases_the_seat_once_however_often_delivered() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine, config=EngineConfig(session_ttl=1800)) as w:
+            await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await anyio.sleep(1801)
+            [event] = w.events("checkout.session.expired")
+            assert [await w.deliver(event) for _ in range(3)] == [200, 200, 200]
+            assert (await w.purchases())[0]["status"] == "expired"
+            assert await _count(w) == 0
+
+    run_virtual(main)
+
+
+def test_declined_card_keeps_the_seat_and_the_retry_completes() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            statuses = await _pay_and_deliver(w, result.session_id, flow="decline_then_card")
+            assert set(statuses) == {200}
+            assert "payment_intent.payment_failed" in {e["type"] for e in w.fake.events}
+            assert (await w.purchases())[0]["status"] == "completed"
+            assert await _count(w) == 1 and len(w.fulfilment.grants) == 1
+
+    run_virtual(main)
+
+
+def test_cancel_expires_the_session_first_so_nobody_pays_after() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.engine.cancel_purchase(USER, result.purchase_id)
+            assert w.fake.sessions[result.session_id].status == "expired"
+            assert (await w.purchases())[0]["status"] == "cancelled"
+            assert await _count(w) == 0
+            assert not await w.fake.customer_pay(result.session_id, flow="card")
+            with pytest.raises(errors.NotCancellable):
+                await w.engine.cancel_purchase(USER, result.purchase_id)
+            with pytest.raises(errors.NotFound):
+                await w.engine.cancel_purchase("someone_else", result.purchase_id)
+
+    run_virtual(main)
+
+
+def test_a_paid_session_cannot_be_cancelled() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.fake.customer_pay(result.session_id, flow="card")  # webhook not yet delivered
+            with pytest.raises(errors.NotCancellable):
+                await w.engine.cancel_purchase(USER, result.purchase_id)
+            assert (await w.purchases())[0]["status"] == "pending"
+            assert await _count(w) == 1
+
+    run_virtual(main)
+
+
+async def _paid_but_released(w: World) -> tuple[Any, dict[str, Any]]:
+    """A purchase whose seat was given back (expired in our store) although the customer paid."""
+    result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+    await w.fake.customer_pay(result.session_id, flow="card")
+    [event] = w.events("checkout.session.completed")
+    engine: Any = w.engine
+    assert await engine._end_pending(result.purchase_id, "expired")
+    return result, event
+
+
+def test_late_payment_is_reseated_when_a_seat_is_free() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result, event = await _paid_but_released(w)
+            assert await _count(w) == 0
+            assert await w.deliver(event) == 200
+            [p] = await w.purchases()
+            assert p["status"] == "completed" and await _count(w) == 1
+            assert len(w.fulfilment.grants) == 1 and not w.fake.refunds
+
+    run_virtual(main)
+
+
+def test_late_payment_is_refunded_when_the_program_is_full() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result, event = await _paid_but_released(w)
+            await w.engine.create_purchase("other", PROG, class_rep=True)  # takes the last seat
+            assert await w.deliver(event) == 200
+            assert await w.deliver(event) == 200
+            p = (await w.purchases(_id=result.purchase_id))[0]
+            assert p["status"] == "refunded" and await _count(w) == 1
+            assert len(w.fake.refunds) == 1 and not w.fulfilment.grants
+
+    run_virtual(main)
+
+
+def test_async_payment_waits_for_the_money() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            before = len(w.fake.events)
+            await w.fake.customer_pay(result.session_id, flow="async_success")
+            [completed] = [
+                e for e in w.fake.events[before:] if e["type"] == "checkout.session.completed"
+            ]
+            assert completed["data"]["object"]["payment_status"] == "unpaid"
+            assert await w.deliver(completed) == 200
+            assert (await w.purchases())[0]["status"] == "pending" and not w.fulfilment.grants
+            await anyio.sleep(7 * 86400)
+            [succeeded] = w.events("checkout.session.async_payment_succeeded")
+            assert await w.deliver(succeeded) == 200
+            assert (await w.purchases())[0]["status"] == "completed"
+            assert len(w.fulfilment.grants) == 1
+
+    run_virtual(main)
+
+
+def test_async_payment_failure_releases_the_seat() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.fake.customer_pay(result.session_id, flow="async_failure")
+            await anyio.sleep(7 * 86400)
+            [failed] = w.events("checkout.session.async_payment_failed")
+            assert [await w.deliver(failed) for _ in range(2)] == [200, 200]
+            assert (await w.purchases())[0]["status"] == "failed" and await _count(w) == 0
+
+    run_virtual(main)
+
+
+def test_email_outage_never_loses_the_completion_and_reconcile_sends_once() -> None:
+    down = {"now": True}
+    email = FakeEmail(fail=lambda: down["now"])
+
+    async def main() -> None:
+        async with world(ReferenceEngine, email=email) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert set(await _pay_and_deliver(w, result.session_id)) == {200}
+            assert (await w.purchases())[0]["status"] == "completed"
+            assert email.delivered == [] and email.attempts >= 1
+            down["now"] = False
+            await w.engine.reconcile()
+            await w.engine.reconcile()
+            assert len(email.delivered) == 1
+
+    run_virtual(main)
+
+
+def test_success_redirect_racing_the_webhook_fulfils_once() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.fake.customer_pay(result.session_id, flow="card")
+            [event] = w.events("checkout.session.completed")
+            engine: Any = w.engine
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(w.deliver, event)
+                tg.start_soon(engine.handle_success_redirect, result.session_id)
+            assert len(w.fulfilment.grants) == 1
+            assert (await w.purchases())[0]["status"] == "completed"
+
+    run_virtual(main)
+
+
+def test_bad_webhooks_get_400_and_change_nothing() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.fake.customer_pay(result.session_id, flow="card")
+            [event] = w.events("checkout.session.completed")
+            payload = w.fake.event_payload(event)
+            now = int(w.env.clock.now())
+            bad = [
+                (payload, w.fake.sign(payload, secret="whsec_wrong")),
+                (payload, w.fake.sign(payload, timestamp=now - 301)),
+                (payload, None),
+                (payload, "garbage"),
+                (payload + b" ", w.fake.sign(payload)),
+                (b"not json", w.fake.sign(b"not json")),
+                (b'{"id": "evt_x"}', w.fake.sign(b'{"id": "evt_x"}')),
+            ]
+            for body, header in bad:
+                assert await w.engine.handle_webhook(body, header) == 400, header
+            assert (await w.purchases())[0]["status"] == "pending"
+            assert not w.fulfilment.grants
+            # a signature from the future is accepted, as in the SDK
+            assert (
+                await w.engine.handle_webhook(payload, w.fake.sign(payload, timestamp=now + 600))
+                == 200
+            )
+
+    run_virtual(main)
+
+
+def test_unknown_event_types_are_acknowledged_and_ignored() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            body = b'{"id": "evt_1", "object": "event", "type": "customer.created", "data": {"object": {"id": "cus_1"}}}'
+            assert await w.engine.handle_webhook(body, w.fake.sign(body)) == 200
+
+    run_virtual(main)
+
+
+def test_two_instances_with_separate_locks_still_keep_one_pending_purchase() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine, programs=[program_doc(PROG, class_rep_limit=5)]) as w:
+            env2 = await make_env(
+                stripe_client=w.env.stripe,
+                store=w.env.store,
+                locks=MemoryLockService(),
+                clock=w.env.clock,
+                fulfilment=w.fulfilment,
+                email=w.email,
+                instance="i1",
+            )
+            env2.ids = type(w.env.ids)("b")
+            engines = [w.engine, ReferenceEngine(env2)]
+            results: list[Any] = []
+
+            async def click(engine: Any) -> None:
+                try:
+                    results.append(await engine.create_purchase(USER, PROG, class_rep=True))
+                except errors.Busy:
+                    results.append(None)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(6):
+                    tg.start_soon(click, engines[i % 2])
+            pending = await w.purchases(status="pending")
+            assert len(pending) == 1
+            assert await _count(w) == 1
+            assert {r.purchase_id for r in results if r} == {pending[0]["_id"]}
+
+    run_virtual(main)
+
+
+def test_reconcile_releases_an_orphan_seat_and_tombstones_its_id() -> None:
+    config = EngineConfig(reconcile_grace=600.0)
+
+    async def main() -> None:
+        async with world(ReferenceEngine, config=config) as w:
+            ledger = SeatLedger(w.env.store)
+            program = await w.program(PROG)
+            # a crash between reserving the seat and inserting the purchase
+            assert await ledger.reserve(
+                program, purchase_id="pur_lost", ref="seat_lost", at=w.env.clock.now()
+            )
+            await w.engine.reconcile()
+            assert await _count(w) == 1, "within the grace the request may still be running"
+            await anyio.sleep(601)
+            await w.engine.reconcile()
+            assert await _count(w) == 0
+            [tomb] = await w.purchases(_id="pur_lost")
+            assert tomb["status"] == "failed"
+            await w.engine.reconcile()
+            assert await _count(w) == 0
+
+    run_virtual(main)
+
+
+def test_reconcile_ends_pending_purchases_whose_expiry_event_was_lost() -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine, config=EngineConfig(session_ttl=1800)) as w:
+            await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await anyio.sleep(1900)  # the expiry event was never delivered
+            await w.engine.reconcile()
+            assert (await w.purchases())[0]["status"] == "expired" and await _count(w) == 0
+
+    run_virtual(main)

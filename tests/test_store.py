@@ -1,0 +1,103 @@
+"""The store port and the conditional transitions that make the reference engine correct."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from reference_impl.schema import program_doc
+from reference_impl.seats import SeatLedger
+from reference_impl.store import AsyncDatabase, open_database
+from tests.enginehelpers import run_virtual
+
+
+def test_every_call_goes_through_the_observer() -> None:
+    calls: list[tuple[str, str]] = []
+    results: list[str] = []
+
+    class Observer:
+        async def before(self, collection: str, op: str, args: Any, kwargs: Any) -> None:
+            calls.append((collection, op))
+
+        def after(self, collection: str, op: str, args: Any, kwargs: Any, result: Any) -> None:
+            results.append(op)
+
+    async def main() -> None:
+        db = AsyncDatabase(open_database().sync, Observer())
+        await db.purchases.insert_one({"_id": "p1", "status": "pending"})
+        assert (await db.purchases.find_one({"_id": "p1"}))["status"] == "pending"
+        docs = await db["purchases"].find({"status": "pending"}).to_list()
+        assert [d["_id"] for d in docs] == ["p1"]
+
+    run_virtual(main)
+    assert calls == [("purchases", "insert_one"), ("purchases", "find_one"), ("purchases", "find")]
+    assert results == ["insert_one", "find_one", "find"]
+
+
+def test_conditional_transition_has_exactly_one_winner() -> None:
+    async def main() -> list[bool]:
+        db = open_database()
+        await db.purchases.insert_one({"_id": "p1", "status": "pending"})
+        wins: list[bool] = []
+
+        async def complete() -> None:
+            doc = await db.purchases.find_one_and_update(
+                {"_id": "p1", "status": "pending"},
+                {"$set": {"status": "completed"}},
+                return_document=ReturnDocument.BEFORE,
+            )
+            wins.append(doc is not None)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(complete)
+        return wins
+
+    wins = run_virtual(main)
+    assert sorted(wins) == [False] * 9 + [True]
+
+
+def test_unique_active_key_allows_one_pending_purchase() -> None:
+    async def main() -> None:
+        db = open_database()
+        await db.purchases.create_index("active_key", unique=True, sparse=True)
+        await db.purchases.insert_one({"_id": "a", "active_key": "u:p"})
+        with pytest.raises(DuplicateKeyError):
+            await db.purchases.insert_one({"_id": "b", "active_key": "u:p"})
+        await db.purchases.update_one({"_id": "a"}, {"$unset": {"active_key": ""}})
+        await db.purchases.insert_one({"_id": "b", "active_key": "u:p"})
+
+    run_virtual(main)
+
+
+def test_seat_ledger_never_exceeds_limit_and_releases_each_ref_once() -> None:
+    async def main() -> None:
+        db = open_database()
+        await db.programs.insert_one(program_doc("prog", class_rep_limit=2))
+        ledger = SeatLedger(db)
+        program = await db.programs.find_one({"_id": "prog"})
+        granted: list[bool] = []
+
+        async def reserve(i: int) -> None:
+            granted.append(await ledger.reserve(program, purchase_id=f"p{i}", ref=f"r{i}", at=0.0))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(reserve, i)
+        assert granted.count(True) == 2
+        assert (await db.programs.find_one({"_id": "prog"}))["class_rep_count"] == 2
+        holder = (await ledger.holders())[0][1]["ref"]
+        releases = [await ledger.release("prog", holder) for _ in range(3)]
+        assert releases == [True, False, False]
+        assert (await db.programs.find_one({"_id": "prog"}))["class_rep_count"] == 1
+        # the same ref cannot take a second seat
+        again = await ledger.reserve(
+            program, purchase_id="x", ref=(await ledger.holders())[0][1]["ref"], at=0
+        )
+        assert again is False
+
+    run_virtual(main)
