@@ -29,7 +29,9 @@ from simulator.fake_stripe import FakeStripe, StripeFaults, WebhookDelivery, Web
 from simulator.history import History
 from simulator.ids import SequentialIds
 from simulator.nemesis import Nemesis
+from simulator.probes import SignatureProbe
 from simulator.randomness import RandomStreams
+from simulator.requests import request_scope
 from simulator.scenario import Scenario
 from simulator.scheduling import seed_scheduler
 from simulator.services import FakeEmail, RecordingFulfilment
@@ -98,6 +100,8 @@ class _World:
         self.wall_clock = wall_clock
         self.streams = RandomStreams(seed)
         self.quiescent = False
+        self._deliveries = 0
+        self._reconciles = 0
 
     async def main(self) -> None:
         sc = self.scenario
@@ -108,7 +112,13 @@ class _World:
         )
         self.history = History(self.out_dir / "history.jsonl" if self.out_dir else None, self.clock)
         record = self.history.record
-        record("run.start", scenario=sc.name, seed=self.seed, engine=self.engine_name)
+        record(
+            "run.start",
+            scenario=sc.name,
+            seed=self.seed,
+            engine=self.engine_name,
+            programs=[{"id": p.id, "class_rep_limit": p.class_rep_limit} for p in sc.programs],
+        )
         self.db: AsyncDatabase = open_database(f"paysim_{self.seed}")
         for p in sc.programs:
             self.db.sync[PROGRAMS].insert_one(
@@ -151,6 +161,14 @@ class _World:
                 record=record,
             )
             self._build_instances(tg)
+            self.probe = SignatureProbe(
+                self.fake,
+                self.cluster,
+                self.streams.stream("probes"),
+                record,
+                tolerance_s=sc.engine_config.webhook_tolerance,
+            )
+            self.fake.subscribe(lambda event: self._on_event(tg, event))
             tg.start_soon(self.nemesis.run, sc.durations.workload_s)
             tg.start_soon(self._reconcile_loop)
             clients = Clients(
@@ -228,11 +246,17 @@ class _World:
         await anyio.sleep(deploy.overlap_s)
         old.stop()
 
+    def _on_event(self, tg: Any, event: dict[str, Any]) -> None:
+        if self.probe.wants(event):
+            tg.start_soon(self.probe.probe, event)
+
     async def _webhook_endpoint(self, payload: bytes, signature: str) -> int:
+        self._deliveries += 1
         if self.nemesis.webhook_fails():
             self.history.record("fault.webhook_failure")
             return 500
-        _, status = await self.cluster.call(lambda e: e.handle_webhook(payload, signature))
+        with request_scope(f"wh{self._deliveries}"):
+            _, status = await self.cluster.call(lambda e: e.handle_webhook(payload, signature))
         return int(status)
 
     def _record_lock_event(
@@ -259,10 +283,12 @@ class _World:
             await self._reconcile_once()
 
     async def _reconcile_once(self) -> None:
+        self._reconciles += 1
         for instance in self.cluster.instances:
             if instance.up:
                 try:
-                    await instance.call(lambda e: e.reconcile())
+                    with request_scope(f"reconcile{self._reconciles}"):
+                        await instance.call(lambda e: e.reconcile())
                 except Exception as exc:  # a crashing sweeper is recorded, never fatal
                     self.history.record(
                         "reconcile.error",
@@ -283,8 +309,10 @@ class _World:
                 instance.start()
         deadline = faults_end + sc.durations.liveness_s
         step = sc.durations.reconcile_every_s
+        # give the engine's sweeper one full grace period to resolve unknown outcomes
+        settled = faults_end + sc.engine_config.reconcile_grace + step
         while not self.quiescent and anyio.current_time() < deadline:
-            if self._quiet():
+            if self._quiet() and anyio.current_time() >= settled:
                 await self._reconcile_once()
                 self.quiescent = await self.delivery.wait_idle(step) and self._quiet()
             else:

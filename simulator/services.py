@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 
 from reference_impl.ports import EmailError
+from simulator.requests import current_request
 
 Recorder = Callable[..., Any]
 
@@ -50,6 +51,7 @@ class RecordingFulfilment:
             program_id=program_id,
             session_id=session_id,
             instance=self.instance,
+            req=current_request.get(),
         )
 
 

@@ -1,0 +1,45 @@
+"""One checker per invariant of DESIGN.md, under its stable name."""
+
+from __future__ import annotations
+
+from simulator.checkers.base import HELD, UNKNOWN, VIOLATED, Checker, FinalFacts, Outcome, Violation
+from simulator.checkers.counter import CounterConsistent
+from simulator.checkers.double_completion import NoDoubleCompletion
+from simulator.checkers.limit_bypass import NoLimitBypass
+from simulator.checkers.lost_payment import NoLostPayment
+from simulator.checkers.orphan_session import NoOrphanSession
+from simulator.checkers.signature import SignatureEnforced
+from simulator.checkers.single_pending import SinglePendingPerUser
+from simulator.checkers.unpaid_fulfilment import NoUnpaidFulfilment
+from simulator.checkers.webhooks_acknowledged import WebhooksAcknowledged
+
+CHECKERS: tuple[type, ...] = (
+    NoDoubleCompletion,
+    NoLimitBypass,
+    CounterConsistent,
+    NoLostPayment,
+    NoUnpaidFulfilment,
+    NoOrphanSession,
+    SinglePendingPerUser,
+    WebhooksAcknowledged,
+    SignatureEnforced,
+)
+INVARIANTS: tuple[str, ...] = tuple(c.name for c in CHECKERS)
+
+
+def new_checkers() -> list[Checker]:
+    return [cls() for cls in CHECKERS]
+
+
+__all__ = [
+    "CHECKERS",
+    "HELD",
+    "INVARIANTS",
+    "UNKNOWN",
+    "VIOLATED",
+    "Checker",
+    "FinalFacts",
+    "Outcome",
+    "Violation",
+    "new_checkers",
+]

@@ -1,0 +1,57 @@
+"""no_lost_payment: every session Stripe marked paid ends in a completed purchase, or a refund."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulator.checkers.base import FinalFacts, Outcome, Violation, outcome
+
+NAME = "no_lost_payment"
+
+
+class NoLostPayment:
+    name = NAME
+    types = frozenset({"stripe.session"})
+
+    def __init__(self) -> None:
+        self.paid_at: dict[str, dict[str, Any]] = {}
+
+    def observe(self, entry: dict[str, Any]) -> None:
+        if entry.get("payment_status") == "paid" and entry["id"] not in self.paid_at:
+            self.paid_at[entry["id"]] = entry
+
+    def finish(self, facts: FinalFacts) -> Outcome:
+        refunded = {r["payment_intent"] for r in facts.ledgers.get("refunds", [])}
+        found = []
+        for session_id, paid in self.paid_at.items():
+            purchase = purchase_of(session_id, facts)
+            if purchase is not None and purchase.get("status") == "completed":
+                continue
+            if paid.get("payment_intent") in refunded:
+                continue
+            state = (
+                "no purchase"
+                if purchase is None
+                else f"purchase {purchase['_id']} is {purchase.get('status')}"
+            )
+            found.append(
+                Violation(
+                    NAME,
+                    f"session {session_id} was paid but {state} and nothing was refunded",
+                    at=paid["t"],
+                    evidence=(paid["seq"],),
+                    purchase_id=purchase["_id"] if purchase else None,
+                    session_id=session_id,
+                )
+            )
+        return outcome(NAME, found, known=facts.quiescent)
+
+
+def purchase_of(session_id: str, facts: FinalFacts) -> dict[str, Any] | None:
+    """The purchase a session belongs to: by the engine's own reference, else Stripe's metadata."""
+    for p in facts.purchases:
+        if p.get("stripe_session_id") == session_id:
+            return p
+    session = facts.sessions.get(session_id) or {}
+    pid = session.get("client_reference_id") or (session.get("metadata") or {}).get("purchase_id")
+    return next((p for p in facts.purchases if p["_id"] == pid), None) if pid else None

@@ -1,0 +1,44 @@
+"""no_orphan_session: every Checkout Session created is referenced by exactly one purchase."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from simulator.checkers.base import FinalFacts, Outcome, Violation, outcome
+
+NAME = "no_orphan_session"
+
+
+class NoOrphanSession:
+    name = NAME
+    types = frozenset({"stripe.session"})
+
+    def __init__(self) -> None:
+        self.created: dict[str, dict[str, Any]] = {}
+
+    def observe(self, entry: dict[str, Any]) -> None:
+        if entry.get("action") == "created":
+            self.created.setdefault(entry["id"], entry)
+
+    def finish(self, facts: FinalFacts) -> Outcome:
+        refs: defaultdict[str, list[str]] = defaultdict(list)
+        for p in facts.purchases:
+            if p.get("stripe_session_id"):
+                refs[p["stripe_session_id"]].append(p["_id"])
+        found = []
+        for session_id, created in self.created.items():
+            owners = refs.get(session_id, [])
+            if len(owners) == 1:
+                continue
+            detail = (
+                f"session {session_id} is referenced by no purchase"
+                if not owners
+                else f"session {session_id} is referenced by {len(owners)} purchases ({', '.join(owners)})"
+            )
+            found.append(
+                Violation(
+                    NAME, detail, at=created["t"], evidence=(created["seq"],), session_id=session_id
+                )
+            )
+        return outcome(NAME, found, known=facts.quiescent)

@@ -1,0 +1,49 @@
+"""signature_enforced: a forged, stale or unsigned webhook gets 400 and changes nothing.
+
+The harness probes every run: it posts forged copies of real events (wrong secret, stale
+timestamp, no header, a tampered body, a correctly signed non-event) and records each answer as
+`probe.forged`; any store write made under a probe's request id is a change it must not make.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulator.checkers.base import FinalFacts, Outcome, Violation, outcome
+
+NAME = "signature_enforced"
+
+
+class SignatureEnforced:
+    name = NAME
+    types = frozenset({"probe.forged", "store.write", "fulfilment"})
+
+    def __init__(self) -> None:
+        self.probes = 0
+        self.found: list[Violation] = []
+
+    def observe(self, entry: dict[str, Any]) -> None:
+        if entry["type"] == "probe.forged":
+            self.probes += 1
+            if entry.get("status") != 400:
+                self.found.append(
+                    Violation(
+                        NAME,
+                        f"forged webhook ({entry['variant']}) for {entry.get('event_id')} got {entry.get('status')}, not 400",
+                        at=entry["t"],
+                        evidence=(entry["seq"],),
+                        session_id=entry.get("session_id"),
+                    )
+                )
+        elif str(entry.get("req") or "").startswith("probe"):
+            self.found.append(
+                Violation(
+                    NAME,
+                    f"forged webhook {entry['req']} caused a write to {entry.get('coll')} ({entry.get('op')} {entry.get('id')})",
+                    at=entry["t"],
+                    evidence=(entry["seq"],),
+                )
+            )
+
+    def finish(self, facts: FinalFacts) -> Outcome:
+        return outcome(NAME, self.found, known=self.probes > 0)

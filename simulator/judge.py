@@ -1,0 +1,122 @@
+"""Judging a run: stream its history once through every checker, then read the final facts.
+
+Works the same on a run that just finished and on one stored on disk (`paysim check`), because
+it reads only `history.jsonl`, `final_state.json` and `ledgers.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reference_impl.lock_stats import LockStats
+from simulator.checkers import HELD, UNKNOWN, VIOLATED, FinalFacts, Outcome, new_checkers
+from simulator.checkers.evidence import Evidence
+from simulator.scenario import Scenario
+from simulator.thresholds import check_thresholds
+
+
+@dataclass
+class Judgement:
+    verdict: str  # pass / fail / unknown
+    outcomes: list[Outcome]
+    vacuous: list[str]
+    thresholds: dict[str, Any]
+    lock_wait_ms: dict[str, dict[str, float | int]]
+    quiescent: bool
+    history_sha256: str
+
+    @property
+    def violations(self) -> list[dict[str, Any]]:
+        return [v.as_dict() for o in self.outcomes for v in o.violations]
+
+    @property
+    def invariants(self) -> dict[str, str]:
+        return {o.invariant: o.status for o in self.outcomes}
+
+    @property
+    def exit_code(self) -> int:
+        if self.verdict != "pass":
+            return 1
+        return 0 if self.thresholds["met"] else 3
+
+
+def judge(
+    history: Iterable[dict[str, Any]],
+    final_state: dict[str, Any],
+    ledgers: dict[str, Any],
+    scenario: Scenario,
+    history_sha256: str = "",
+) -> Judgement:
+    checkers = new_checkers()
+    by_type: dict[str, list[Any]] = {}
+    for checker in checkers:
+        for kind in checker.types:
+            by_type.setdefault(kind, []).append(checker)
+    evidence = Evidence()
+    locks = LockStats(now=lambda: 0.0)
+    quiescent, end_t = False, 0.0
+    for entry in history:
+        kind = entry["type"]
+        for checker in by_type.get(kind, ()):
+            checker.observe(entry)
+        evidence.observe(entry)
+        if kind.startswith("lock."):
+            _feed_lock_stats(locks, entry)
+        elif kind == "liveness.end":
+            quiescent = bool(entry.get("quiescent"))
+        end_t = entry["t"]
+    facts = FinalFacts(final_state, ledgers, quiescent, end_t)
+    outcomes = [c.finish(facts) for c in checkers]
+    fault_kinds = sorted({f.kind for f in scenario.faults})
+    vacuous = evidence.missing(list(getattr(scenario, "expect", ()) or ()), fault_kinds)
+    statuses = {o.status for o in outcomes}
+    if VIOLATED in statuses or vacuous:
+        verdict = "fail"
+    elif UNKNOWN in statuses:
+        verdict = "unknown"
+    else:
+        verdict = "pass"
+    snapshot = locks.snapshot()
+    return Judgement(
+        verdict=verdict,
+        outcomes=outcomes,
+        vacuous=[f"the run never showed {m.replace('fault:', 'the fault ')}" for m in vacuous],
+        thresholds=check_thresholds(scenario.thresholds, snapshot),
+        lock_wait_ms={family: snap.report_row() for family, snap in snapshot.items()},
+        quiescent=quiescent,
+        history_sha256=history_sha256,
+    )
+
+
+def _feed_lock_stats(stats: LockStats, entry: dict[str, Any]) -> None:
+    kind, key, wait = entry["type"], entry.get("key", ""), entry.get("wait_s")
+    if kind == "lock.granted":
+        stats.granted(key, wait or 0.0)
+    elif kind == "lock.timeout":
+        stats.timed_out(key, wait)
+    elif kind == "lock.released" and entry.get("hold_s") is not None:
+        stats.released(key, entry["hold_s"])
+
+
+def read_history(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def judge_dir(run_dir: Path, scenario: Scenario) -> Judgement:
+    import hashlib
+
+    digest = hashlib.sha256((run_dir / "history.jsonl").read_bytes()).hexdigest()
+    return judge(
+        read_history(run_dir / "history.jsonl"),
+        json.loads((run_dir / "final_state.json").read_text()),
+        json.loads((run_dir / "ledgers.json").read_text()),
+        scenario,
+        digest,
+    )

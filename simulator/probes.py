@@ -1,0 +1,81 @@
+"""Forged webhooks the harness posts during every run, to check `signature_enforced`.
+
+Each probe is a copy of a real event, forged one way: signed with the wrong secret, with a stale
+timestamp, with no signature, with a body tampered after signing (marked paid), or correctly
+signed but not an event at all. A correct engine answers 400 to each and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+from simulator.requests import request_scope
+from simulator.topology import Cluster
+
+VARIANTS = ("wrong_secret", "stale", "unsigned", "tampered", "not_an_event")
+
+
+class SignatureProbe:
+    def __init__(
+        self,
+        fake: Any,
+        cluster: Cluster,
+        rng: random.Random,
+        record: Callable[..., Any],
+        *,
+        tolerance_s: float,
+        probability: float = 0.1,
+    ) -> None:
+        self.fake = fake
+        self.cluster = cluster
+        self.rng = rng
+        self.record = record
+        self.tolerance_s = tolerance_s
+        self.probability = probability
+        self._types_probed: set[str] = set()
+        self._count = 0
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        """Every event type is probed once, then a sample of events."""
+        first = event["type"] not in self._types_probed
+        self._types_probed.add(event["type"])
+        return first or self.rng.random() < self.probability
+
+    async def probe(self, event: dict[str, Any]) -> None:
+        variant = VARIANTS[self._count % len(VARIANTS)]
+        self._count += 1
+        probe_id = f"probe{self._count}"
+        payload, header = self._forge(event, variant)
+        with request_scope(probe_id):
+            try:
+                _, status = await self.cluster.call(lambda e: e.handle_webhook(payload, header))
+            except Exception as exc:  # the engine blew up: Stripe sees a 500
+                status = f"error: {type(exc).__name__}"
+        self.record(
+            "probe.forged",
+            probe=probe_id,
+            variant=variant,
+            event_id=event["id"],
+            session_id=self.fake.session_id_of(event),
+            status=status,
+        )
+
+    def _forge(self, event: dict[str, Any], variant: str) -> tuple[bytes, str | None]:
+        payload = self.fake.event_payload(event)
+        now = int(self.fake.clock.now())
+        if variant == "wrong_secret":
+            return payload, self.fake.sign(payload, secret="whsec_forged")
+        if variant == "stale":
+            return payload, self.fake.sign(payload, timestamp=now - int(self.tolerance_s) - 60)
+        if variant == "unsigned":
+            return payload, None
+        if variant == "tampered":
+            body = json.loads(payload)
+            body["type"] = "checkout.session.completed"
+            body["data"]["object"]["payment_status"] = "paid"
+            return json.dumps(body).encode(), self.fake.sign(payload)
+        junk = json.dumps({"id": event["id"], "forged": True}).encode()
+        return junk, self.fake.sign(junk)
