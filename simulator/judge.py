@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reference_impl.lock_stats import LockStats
-from simulator.checkers import HELD, UNKNOWN, VIOLATED, FinalFacts, Outcome, new_checkers
+from simulator.checkers import UNKNOWN, VIOLATED, FinalFacts, Outcome, new_checkers
 from simulator.checkers.evidence import Evidence
 from simulator.scenario import Scenario
 from simulator.thresholds import check_thresholds

@@ -1,133 +1,357 @@
 """A scenario: programs, workload, faults, topology, durations and thresholds, as plain values.
 
 Every field has a default, so a scenario states only what it is about. Scenario files (TOML) map
-one-to-one onto these dataclasses; times are virtual seconds.
+one-to-one onto these dataclasses; times are virtual seconds. Each field carries its own
+documentation and valid range in `metadata` (keys `help`, `min`, `max`, `choices`,
+`infinite_ok`, `ordered`), so the file loader validates and the key reference documents a new
+field without new code. Cross-field rules live in each class's `problems()`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from reference_impl.ports import EngineConfig
+
+WORKLOAD_KINDS: Mapping[str, str] = {
+    "herd": "`count` users each buy the same program at `at` (a thundering herd)",
+    "double_click": "each of `count` users clicks Buy `clicks` times at once, at `at`",
+    "steady": "open-model arrivals at `rate_per_s` from `at` for `duration_s`, at most `count`",
+}
+
+#: the nemesis' fault kinds (simulator/nemesis.py implements them; a test keeps the two equal)
+FAULT_KINDS: Mapping[str, str] = {
+    "stripe_latency": "a Stripe API call is delayed by `value_s` with `probability`",
+    "stripe_errors": "a Stripe API call answers HTTP 500 with `probability`",
+    "stripe_outage": "every Stripe API call fails while the fault is active",
+    "stripe_connection_errors": "a Stripe API call fails to connect with `probability`",
+    "stripe_lost_response": "Stripe acts on a request but its response is lost, with `probability`",
+    "stripe_rate_limit": "Stripe answers 429 above `rate` requests per second",
+    "email_outage": "sending a receipt fails with `probability`",
+    "store_latency": "a store call waits up to `value_s` with `probability`",
+    "slow_handler": "instance `target` (or `any`) stalls `value_s` before a store call",
+    "webhook_duplicates": "an event is delivered again (at once or late) with `probability`",
+    "webhook_reorder": "deliveries are jittered by up to `value_s`, so events arrive out of order",
+    "webhook_failures": "the webhook endpoint answers 500 before the engine sees the event",
+    "crash": "instance `target` (or `any`) crashes at a store call with `probability`",
+    "pause": "instance `target` stops making progress for the fault window (a GC/VM pause)",
+}
+
+#: what a run must show for its verdict to mean something (the checkers call a run vacuous
+#: when an expected kind of evidence is missing from its history)
+EVIDENCE_KINDS: Mapping[str, str] = {
+    "lock_contention": "some lock request waited longer than 0 s (`lock.granted` wait_s > 0)",
+    "lock_timeout": "some lock request timed out (`lock.timeout`)",
+    "limit_reached": "some purchase was refused because the class-rep seats were full",
+    "duplicate_webhook": "some event was delivered more than once (`webhook.attempt` duplicate)",
+    "webhook_retry": "Stripe retried some event after a failed delivery (attempt > 1)",
+    "unknown_outcome": "some operation ended with an unknown outcome (`op.info`)",
+    "payment": "some Checkout Session was paid (`stripe.session` payment_status paid)",
+    "async_payment": "some payment completed unpaid and settled later",
+    "cancel": "some purchase was cancelled by its user (an `op.ok` of op cancel)",
+    "refund": "some payment was refunded (`stripe.refund`)",
+    "crash": "some engine instance crashed mid-request (`instance.crash`)",
+    "pause": "some engine instance was paused (`instance.pause`)",
+    "fault": "some nemesis fault was active (`fault.start`)",
+}
+
+BALANCERS: Mapping[str, str] = {
+    "round_robin": "requests go to the live instances in turn",
+    "random": "each request goes to a random live instance",
+}
+
+LOCK_MODES: Mapping[str, str] = {
+    "memory": "each instance has its own in-memory lock table (the seed's design)",
+    "shared": "one in-memory lock service shared by every instance",
+    "redis": "a Redis lock service at `redis_url` (wall-clock load runs)",
+}
+
+WEBHOOK_MODES: Mapping[str, str] = {
+    "live": "Stripe live mode: retries with back-off for up to 3 days",
+    "test": "Stripe test mode: a few retries over a few hours",
+}
+
+#: a Checkout Session may expire between 30 minutes and 24 hours after creation (Stripe's rule)
+MIN_SESSION_TTL_S = 1800.0
+MAX_SESSION_TTL_S = 86400.0
+
+#: EngineConfig lives in reference_impl (the engine boundary) and carries no metadata of its
+#: own; its documentation and ranges as scenario keys are kept here.
+EXTERNAL_METADATA: Mapping[type, Mapping[str, Mapping[str, Any]]] = {
+    EngineConfig: {
+        "purchase_lock_timeout": {
+            "help": "seconds a purchase waits for its user+program lock before answering busy (503)",
+            "min": 0.0,
+        },
+        "webhook_lock_timeout": {
+            "help": "seconds a webhook waits for its session lock before answering 5xx (Stripe retries)",
+            "min": 0.0,
+        },
+        "stripe_timeout": {"help": "seconds before a Stripe API call is abandoned", "min": 0.0},
+        "webhook_tolerance": {
+            "help": "seconds a webhook signature's timestamp may be old before it is refused",
+            "min": 0.0,
+        },
+        "session_ttl": {
+            "help": "seconds until a Checkout Session expires (Stripe allows 30 min to 24 h)",
+            "min": MIN_SESSION_TTL_S,
+            "max": MAX_SESSION_TTL_S,
+        },
+        "reconcile_grace": {
+            "help": "seconds an unresolved purchase or orphan seat waits before `reconcile` resolves it",
+            "min": 0.0,
+        },
+        "currency": {"help": "ISO currency code of the Checkout Session's price"},
+        "success_url": {"help": "where Stripe sends the customer after paying"},
+        "cancel_url": {"help": "where Stripe sends the customer who backs out"},
+    }
+}
+
+
+def setting(default: Any, help: str, **limits: Any) -> Any:
+    """A dataclass field with a default, its documentation and its valid range or choices."""
+    return field(default=default, metadata={"help": help, **limits})
+
+
+Problems = list[tuple[str, str]]
+"""(dotted key relative to the object, what is wrong) pairs from a cross-field check."""
 
 
 @dataclass(frozen=True)
 class ProgramSpec:
-    id: str = "prog_1"
-    class_rep_limit: int = 3
-    price_cents: int = 5000
+    """A program users can buy, with a cap on class-rep seats."""
+
+    id: str = setting("prog_1", "program id; workload parts name it in `program`")
+    class_rep_limit: int = setting(
+        3, "class-rep seats the program sells at most", min=0, max=1_000_000
+    )
+    price_cents: int = setting(
+        5000, "price in cents (Stripe's smallest unit)", min=1, max=99_999_999
+    )
+
+    def problems(self) -> Problems:
+        return [("id", "expected a non-empty string")] if not self.id else []
 
 
 @dataclass(frozen=True)
 class CustomerMix:
     """What a customer does with the Checkout page, as relative weights."""
 
-    pay: float = 0.6
-    decline_then_pay: float = 0.05
-    decline: float = 0.05  # declines, then gives up: the session stays open until it expires
-    async_success: float = 0.05
-    async_failure: float = 0.02
-    abandon: float = 0.13
-    cancel: float = 0.05  # cancels on the site, then leaves
-    pay_after_cancel: float = 0.05  # cancels in one tab, pays in the still-open other tab
-    think_time_s: tuple[float, float] = (5.0, 120.0)
-    redirect: bool = True  # the success page calls the engine too, racing the webhook
+    pay: float = setting(0.6, "weight: pays by card", min=0.0)
+    decline_then_pay: float = setting(0.05, "weight: the card is declined, then pays", min=0.0)
+    decline: float = setting(
+        0.05, "weight: declined, gives up; the session stays open until it expires", min=0.0
+    )
+    async_success: float = setting(
+        0.05, "weight: an async method (bank debit) that later succeeds", min=0.0
+    )
+    async_failure: float = setting(
+        0.02, "weight: an async method (bank debit) that later fails", min=0.0
+    )
+    abandon: float = setting(0.13, "weight: closes the page; the session expires", min=0.0)
+    cancel: float = setting(0.05, "weight: cancels on the site, then leaves", min=0.0)
+    pay_after_cancel: float = setting(
+        0.05, "weight: cancels in one tab, pays in the still-open other tab", min=0.0
+    )
+    think_time_s: tuple[float, float] = setting(
+        (5.0, 120.0),
+        "[low, high] seconds between opening Checkout and acting, drawn uniformly",
+        min=0.0,
+        ordered=True,
+    )
+    redirect: bool = setting(
+        True, "the success page calls the engine too, racing the webhook (if the engine can)"
+    )
+
+    def problems(self) -> Problems:
+        weights = (
+            self.pay,
+            self.decline_then_pay,
+            self.decline,
+            self.async_success,
+            self.async_failure,
+            self.abandon,
+            self.cancel,
+            self.pay_after_cancel,
+        )
+        return (
+            [("pay", "expected at least one customer weight above 0")] if not any(weights) else []
+        )
 
 
 @dataclass(frozen=True)
 class WorkloadPart:
-    """One generator of client operations.
+    """One generator of client operations (see `kind`)."""
 
-    kind: `herd` (count users buy the same program at `at`, a thundering herd),
-    `double_click` (each of `count` users clicks `clicks` times at once),
-    `steady` (open-model arrivals at `rate_per_s` from `at` for `duration_s`).
-    """
-
-    kind: str = "steady"
-    program: str = "prog_1"
-    count: int = 10
-    at: float = 1.0
-    clicks: int = 3
-    rate_per_s: float = 1.0
-    duration_s: float = 60.0
-    class_rep: bool = True
+    kind: str = setting("steady", "the shape of the arrivals", choices=WORKLOAD_KINDS)
+    program: str = setting("prog_1", "id of the program bought (one of `[[programs]]`)")
+    count: int = setting(
+        10, "users (herd, double_click) or at most this many arrivals (steady)", min=0, max=100_000
+    )
+    at: float = setting(1.0, "virtual second the part starts", min=0.0)
+    clicks: int = setting(3, "clicks per user (double_click)", min=1, max=100)
+    rate_per_s: float = setting(
+        1.0, "mean arrivals per virtual second (steady)", min=0.001, max=10_000.0
+    )
+    duration_s: float = setting(60.0, "seconds the arrivals last (steady)", min=0.0)
+    class_rep: bool = setting(True, "users buy a class-rep seat (counted against the limit)")
 
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """One nemesis fault, active in [start, end) virtual seconds.
+    """One nemesis fault, active in [start, end) virtual seconds (see `kind`)."""
 
-    kind: stripe_latency, stripe_errors, stripe_outage, stripe_connection_errors,
-    stripe_lost_response, stripe_rate_limit, email_outage, store_latency, slow_handler,
-    webhook_duplicates, webhook_reorder, webhook_failures, crash, pause.
-    `probability` is per event (request, operation, delivery); `value_s` is a duration
-    (latency, spike, pause length); `rate` a rate limit per second; `target` an instance.
-    """
+    kind: str = field(metadata={"help": "what goes wrong (required)", "choices": FAULT_KINDS})
+    start: float = setting(0.0, "virtual second the fault switches on", min=0.0)
+    end: float = setting(
+        float("inf"),
+        "virtual second it switches off; every fault stops when the workload phase ends",
+        min=0.0,
+        infinite_ok=True,
+    )
+    probability: float = setting(
+        1.0, "chance per event (request, operation, delivery)", min=0.0, max=1.0
+    )
+    value_s: float = setting(0.0, "a duration: latency, stall, jitter", min=0.0)
+    rate: float = setting(25.0, "requests per second (stripe_rate_limit)", min=0.01)
+    target: str = setting("i0", "instance `i0`, `i1`, ... or `any` (crash, pause, slow_handler)")
 
-    kind: str
-    start: float = 0.0
-    end: float = float("inf")
-    probability: float = 1.0
-    value_s: float = 0.0
-    rate: float = 25.0
-    target: str = "i0"
+    def problems(self) -> Problems:
+        if self.end < self.start:
+            return [
+                ("end", f"expected a time at or after start ({self.start:g}), got {self.end:g}")
+            ]
+        return []
 
 
 @dataclass(frozen=True)
 class RollingDeploy:
     """At `at`, a new instance starts; the old one keeps serving for `overlap_s`, then stops."""
 
-    at: float = 30.0
-    overlap_s: float = 60.0
+    at: float = setting(30.0, "virtual second the new instance starts", min=0.0)
+    overlap_s: float = setting(60.0, "seconds old and new instances serve together", min=0.0)
 
 
 @dataclass(frozen=True)
 class Topology:
-    instances: int = 1
-    balancer: str = "round_robin"  # or "random"
-    locks: str = "memory"  # per-instance in-memory; "shared" one in-memory service; "redis"
-    redis_url: str | None = None
-    rolling_deploy: RollingDeploy | None = None
+    """Engine instances behind a load balancer, and where their locks live."""
+
+    instances: int = setting(1, "engine instances behind the load balancer", min=1, max=64)
+    balancer: str = setting("round_robin", "how requests are spread", choices=BALANCERS)
+    locks: str = setting("memory", "which lock service the instances use", choices=LOCK_MODES)
+    redis_url: str | None = setting(None, 'Redis URL when `locks = "redis"`')
+    rolling_deploy: RollingDeploy | None = setting(
+        None, "replace instance i0 by a new one mid-run (a table; omit for none)"
+    )
+
+    def instance_names(self) -> tuple[str, ...]:
+        extra = 1 if self.rolling_deploy else 0
+        return tuple(f"i{n}" for n in range(self.instances + extra))
 
 
 @dataclass(frozen=True)
 class Durations:
-    workload_s: float = 300.0  # client operations start within this window
-    liveness_s: float = 4 * 86400.0  # fault-free phase: Stripe keeps retrying, reconcile runs
-    reconcile_every_s: float = 300.0
+    """How long each phase of the run may last, in virtual seconds."""
+
+    workload_s: float = setting(
+        300.0, "client operations and faults happen within this window", min=0.0
+    )
+    liveness_s: float = setting(
+        4 * 86400.0,
+        "fault-free phase after it: Stripe keeps retrying, sessions expire, reconcile runs",
+        min=0.0,
+    )
+    reconcile_every_s: float = setting(300.0, "seconds between `reconcile` sweeps", min=1.0)
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Lock-wait SLOs; defaults are the seed document's own targets."""
+    """Lock-wait SLOs; defaults are the seed document's own targets. Missed → exit code 3."""
 
-    mean_wait_ms: float = 50.0
-    p95_wait_ms: float | None = None
-    p99_wait_ms: float | None = None
-    max_wait_ms: float | None = None
-    timeout_ratio: float = 0.001
+    mean_wait_ms: float = setting(50.0, "mean lock wait, milliseconds", min=0.0)
+    p95_wait_ms: float | None = setting(None, "95th percentile lock wait, milliseconds", min=0.0)
+    p99_wait_ms: float | None = setting(None, "99th percentile lock wait, milliseconds", min=0.0)
+    max_wait_ms: float | None = setting(None, "longest lock wait, milliseconds", min=0.0)
+    timeout_ratio: float = setting(
+        0.001, "lock timeouts per lock request, at most", min=0.0, max=1.0
+    )
 
 
 @dataclass(frozen=True)
 class WebhookSettings:
-    mode: str = "live"  # "live": retries for 3 days; "test": a few attempts over hours
-    delivery_timeout_s: float = 30.0
+    """How Stripe delivers webhook events."""
+
+    mode: str = setting("live", "Stripe's retry schedule", choices=WEBHOOK_MODES)
+    delivery_timeout_s: float = setting(
+        30.0, "seconds Stripe waits for a response before counting a failure", min=0.1, max=300.0
+    )
 
 
 @dataclass(frozen=True)
 class Scenario:
-    name: str = "scenario"
-    description: str = ""
-    programs: tuple[ProgramSpec, ...] = (ProgramSpec(),)
-    workload: tuple[WorkloadPart, ...] = (WorkloadPart(),)
-    customers: CustomerMix = CustomerMix()
-    faults: tuple[FaultSpec, ...] = ()
-    swarm: bool = False  # each fault kind is switched on or off per seed
-    topology: Topology = Topology()
-    durations: Durations = Durations()
-    thresholds: Thresholds = Thresholds()
-    webhooks: WebhookSettings = WebhookSettings()
-    stripe_latency_s: float = 0.15  # typical API latency (mean of an exponential)
-    stripe_max_network_retries: int = 2
-    engine_config: EngineConfig = field(default_factory=lambda: EngineConfig(session_ttl=3600.0))
-    expect_contention: bool = True  # a run without any lock wait or duplicate is vacuous
+    """One scenario file."""
+
+    name: str = setting("scenario", "shown in reports and the replay command")
+    description: str = setting("", "what the scenario is about, in a sentence or two")
+    seeds: tuple[int, ...] = setting(
+        (1,), "seeds a suite runs when not given --seeds", min=0, max=2**63 - 1
+    )
+    programs: tuple[ProgramSpec, ...] = setting(
+        (ProgramSpec(),), "the programs for sale (array of tables)"
+    )
+    workload: tuple[WorkloadPart, ...] = setting(
+        (WorkloadPart(),), "generators of client operations (array of tables)"
+    )
+    customers: CustomerMix = setting(CustomerMix(), "what customers do on the Checkout page")
+    faults: tuple[FaultSpec, ...] = setting((), "the nemesis' schedule (array of tables)")
+    swarm: bool = setting(False, "each seed switches every fault kind on or off (swarm testing)")
+    topology: Topology = setting(Topology(), "instances, load balancer and locks")
+    durations: Durations = setting(Durations(), "phase lengths")
+    thresholds: Thresholds = setting(Thresholds(), "lock-wait SLOs")
+    webhooks: WebhookSettings = setting(WebhookSettings(), "webhook delivery")
+    stripe_latency_s: float = setting(
+        0.15, "typical Stripe API latency, seconds (mean of an exponential)", min=0.0, max=60.0
+    )
+    stripe_max_network_retries: int = setting(
+        2, "retries the Stripe SDK makes on a network error or 5xx", min=0, max=10
+    )
+    engine_config: EngineConfig = field(
+        default_factory=lambda: EngineConfig(session_ttl=3600.0),
+        metadata={"help": "timeouts and policies handed to the engine (seconds)"},
+    )
+    expect_contention: bool = setting(
+        True, "a run without any lock wait or duplicate delivery is vacuous"
+    )
+    expect: tuple[str, ...] = setting(
+        (), "evidence the run must show, else it is vacuous", choices=EVIDENCE_KINDS
+    )
+
+    def problems(self) -> Problems:
+        found: Problems = []
+        if not self.name:
+            found.append(("name", "expected a non-empty string"))
+        ids = [p.id for p in self.programs]
+        if not ids:
+            found.append(("programs", "expected at least one [[programs]] table"))
+        for n, pid in enumerate(ids):
+            if pid in ids[:n]:
+                found.append((f"programs[{n}].id", f"duplicate program id {pid!r}"))
+        for n, part in enumerate(self.workload):
+            if part.program not in ids:
+                known = ", ".join(repr(i) for i in ids)
+                found.append(
+                    (
+                        f"workload[{n}].program",
+                        f"expected a program id ({known}), got {part.program!r}",
+                    )
+                )
+        targets = (*self.topology.instance_names(), "any")
+        for n, fault in enumerate(self.faults):
+            if fault.target not in targets:
+                known = ", ".join(repr(t) for t in targets)
+                found.append(
+                    (f"faults[{n}].target", f"expected one of {known}, got {fault.target!r}")
+                )
+        return found

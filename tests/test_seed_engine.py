@@ -389,3 +389,23 @@ def test_email_failure_is_ignored() -> None:
             assert email.attempts == 1 and email.delivered == []
 
     run_virtual(main)
+
+
+def test_unpaid_completion_is_fulfilled_and_a_failed_debit_changes_nothing() -> None:
+    async def main() -> None:
+        async with world(SeedEngine) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.fake.customer_pay(result.session_id, flow="async_failure")
+            kinds = [e["type"] for e in w.fake.events]
+            assert "checkout.session.completed" in kinds
+            assert "payment_intent.payment_failed" in kinds
+            for event in list(w.fake.events):
+                assert await w.deliver(event) == 200
+            assert w.fake.sessions[result.session_id].payment_status == "unpaid"
+            # fulfilled without payment_status == "paid", and the failed debit takes nothing back
+            [done] = await w.purchases()
+            assert done["status"] == "completed"
+            assert [g.session_id for g in w.fulfilment.grants] == [result.session_id]
+            assert (await w.program(PROG))["class_rep_count"] == 1
+
+    run_virtual(main)
