@@ -12,13 +12,24 @@ SIM_EPOCH = 1_767_225_600.0
 
 @dataclass
 class SimClock:
-    """`now()` = epoch + the loop's clock. For wall-clock runs pass `epoch=time.time() - loop time`."""
+    """`now()` = epoch + seconds since the run started on the event loop's clock.
+
+    Virtual runs start at SIM_EPOCH; wall-clock runs pass `epoch=time.time()`. `origin` is the
+    loop clock's reading at the start (trio's real clock has an arbitrary offset).
+    """
 
     epoch: float = SIM_EPOCH
+    origin: float = 0.0
 
     def now(self) -> float:
-        return self.epoch + anyio.current_time()
+        return self.epoch + self.elapsed()
 
     def elapsed(self) -> float:
-        """Seconds since the run started (the loop clock), used to stamp the history."""
-        return anyio.current_time()
+        """Seconds since the run started, used to stamp the history and schedule the run."""
+        return anyio.current_time() - self.origin
+
+    async def sleep_until(self, at: float) -> None:
+        """Sleep until `at` seconds after the start (no-op if that is past)."""
+        delay = at - self.elapsed()
+        if delay > 0:
+            await anyio.sleep(delay)

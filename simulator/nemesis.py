@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 
+from simulator.clock import SimClock
 from simulator.scenario import FaultSpec
 from simulator.topology import Cluster, Instance
 
@@ -41,6 +42,7 @@ class Nemesis:
     stripe_faults: Any  # the fake's mutable StripeFaults
     webhook_policy: Any  # the delivery's mutable WebhookPolicy
     cluster: Cluster
+    clock: SimClock
     task_group: Any = None
     swarm: bool = False
     active: list[FaultSpec] = field(default_factory=list)
@@ -66,12 +68,12 @@ class Nemesis:
         for at, starting, spec in edges:
             if at >= faults_end:
                 break
-            await _sleep_until(at)
+            await self.clock.sleep_until(at)
             if starting:
                 self._start(spec)
             else:
                 self._end(spec)
-        await _sleep_until(faults_end)
+        await self.clock.sleep_until(faults_end)
         self.stop_all()
 
     def stop_all(self) -> None:
@@ -181,9 +183,3 @@ class Nemesis:
 
 def _p(spec: FaultSpec | None) -> float:
     return spec.probability if spec else 0.0
-
-
-async def _sleep_until(at: float) -> None:
-    delay = at - anyio.current_time()
-    if delay > 0:
-        await anyio.sleep(delay)

@@ -105,10 +105,11 @@ class _World:
 
     async def main(self) -> None:
         sc = self.scenario
+        # wall-clock runs read the real time once, here; simulated code only reads `self.clock`
         self.clock = (
-            SimClock()
-            if not self.wall_clock
-            else SimClock(epoch=time.time() - anyio.current_time())
+            SimClock(epoch=time.time(), origin=anyio.current_time())
+            if self.wall_clock
+            else SimClock()
         )
         self.history = History(self.out_dir / "history.jsonl" if self.out_dir else None, self.clock)
         record = self.history.record
@@ -148,6 +149,7 @@ class _World:
                 self.fake.faults,
                 policy,
                 self.cluster,
+                self.clock,
                 task_group=tg,
                 swarm=sc.swarm,
             )
@@ -178,12 +180,13 @@ class _World:
                 record,
                 self.streams.stream("customers"),
                 redirects=hasattr(self.factory, "handle_success_redirect"),
+                clock=self.clock,
             )
             self.clients = clients
             await clients.run(plan_arrivals(sc, self.streams.stream("workload")))
             await self._liveness_phase()
             tg.cancel_scope.cancel()
-        self.virtual_s = anyio.current_time()
+        self.virtual_s = self.clock.elapsed()
         self._snapshot()
         record("run.end", quiescent=self.quiescent, counts=self._counts())
         self.history.close()
@@ -301,8 +304,7 @@ class _World:
     async def _liveness_phase(self) -> None:
         sc = self.scenario
         faults_end = sc.durations.workload_s
-        if anyio.current_time() < faults_end:
-            await anyio.sleep(faults_end - anyio.current_time())
+        await self.clock.sleep_until(faults_end)
         self.history.record("liveness.start")
         for instance in self.cluster.instances:
             if not instance.up and not instance.retired:
@@ -311,8 +313,8 @@ class _World:
         step = sc.durations.reconcile_every_s
         # give the engine's sweeper one full grace period to resolve unknown outcomes
         settled = faults_end + sc.engine_config.reconcile_grace + step
-        while not self.quiescent and anyio.current_time() < deadline:
-            if self._quiet() and anyio.current_time() >= settled:
+        while not self.quiescent and self.clock.elapsed() < deadline:
+            if self._quiet() and self.clock.elapsed() >= settled:
                 await self._reconcile_once()
                 self.quiescent = await self.delivery.wait_idle(step) and self._quiet()
             else:

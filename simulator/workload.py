@@ -16,6 +16,7 @@ import anyio
 
 from reference_impl.errors import PurchaseError, UpstreamError
 from reference_impl.ports import Engine, PurchaseResult
+from simulator.clock import SimClock
 from simulator.requests import request_scope
 from simulator.scenario import CustomerMix, Scenario
 from simulator.topology import Cluster, InstanceCrashed, InstanceDown
@@ -91,7 +92,9 @@ class Clients:
         record: Callable[..., Any],
         customer_rng: random.Random,
         redirects: bool,
+        clock: SimClock,
     ) -> None:
+        self.clock = clock
         self.scenario = scenario
         self.cluster = cluster
         self.stripe = fake_stripe
@@ -104,7 +107,7 @@ class Clients:
     async def run(self, arrivals: list[Arrival]) -> None:
         async with anyio.create_task_group() as tg:
             for arrival in arrivals:
-                await _sleep_until(arrival.at)
+                await self.clock.sleep_until(arrival.at)
                 tg.start_soon(self._visit, arrival)
 
     async def _visit(self, arrival: Arrival) -> None:
@@ -227,9 +230,3 @@ async def _perform(
             purchase_id=value.purchase_id, session_id=value.session_id, reused=value.reused
         )
     return "ok", detail, value
-
-
-async def _sleep_until(at: float) -> None:
-    delay = at - anyio.current_time()
-    if delay > 0:
-        await anyio.sleep(delay)

@@ -1,0 +1,301 @@
+"""End-to-end runs of the simulator: determinism, every fault kind really happening, liveness."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reference_impl.ports import EngineConfig
+from simulator.judge import read_history
+from simulator.run import simulate
+from simulator.scenario import (
+    CustomerMix,
+    Durations,
+    FaultSpec,
+    ProgramSpec,
+    RollingDeploy,
+    Scenario,
+    Topology,
+    WorkloadPart,
+)
+
+BASE = Scenario(
+    name="sim-test",
+    programs=(ProgramSpec(class_rep_limit=3),),
+    workload=(
+        WorkloadPart(kind="herd", count=6, at=1.0),
+        WorkloadPart(kind="double_click", count=2, clicks=3, at=2.0, program="prog_1"),
+        WorkloadPart(
+            kind="steady", count=6, at=3.0, rate_per_s=0.5, duration_s=60.0, class_rep=False
+        ),
+    ),
+    customers=CustomerMix(think_time_s=(1.0, 5.0)),
+    durations=Durations(workload_s=120.0),
+    engine_config=EngineConfig(session_ttl=1800.0, stripe_timeout=5.0, reconcile_grace=300.0),
+)
+
+
+def run(
+    tmp_path: Path,
+    scenario: Scenario = BASE,
+    seed: int = 1,
+    engine: str = "reference",
+    name: str = "run",
+) -> tuple[Any, list[dict[str, Any]]]:
+    out = tmp_path / name
+    result = simulate(scenario, seed, engine, out)
+    return result, list(read_history(out / "history.jsonl"))
+
+
+def of(history: list[dict[str, Any]], kind: str, **match: Any) -> list[dict[str, Any]]:
+    return [
+        e for e in history if e["type"] == kind and all(e.get(k) == v for k, v in match.items())
+    ]
+
+
+def with_fault(kind: str, **fields: Any) -> Scenario:
+    return replace(BASE, faults=(FaultSpec(kind=kind, **fields),))
+
+
+# ---- determinism
+
+
+def test_same_seed_same_bytes_twice_in_one_process(tmp_path: Path) -> None:
+    scenario = with_fault("webhook_duplicates", probability=0.5)
+    a, _ = run(tmp_path, scenario, name="a")
+    b, _ = run(tmp_path, scenario, name="b")
+    assert (tmp_path / "a" / "history.jsonl").read_bytes() == (
+        tmp_path / "b" / "history.jsonl"
+    ).read_bytes()
+    assert a.history_sha256 == b.history_sha256
+
+
+def test_same_seed_same_bytes_across_processes_and_hash_seeds(tmp_path: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from dataclasses import replace;"
+        "from tests.test_simulation import with_fault; from simulator.run import simulate;"
+        "r = simulate(with_fault('crash', probability=0.05, target='any'), 5, 'reference', Path(sys.argv[1]));"
+        "print(r.history_sha256)"
+    )
+    digests = []
+    for n, hashseed in enumerate(("1", "2")):
+        out = tmp_path / f"p{n}"
+        env = {"PYTHONHASHSEED": hashseed, "PATH": "/usr/bin:/bin"}
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=Path(__file__).parent.parent,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        digests.append(proc.stdout.strip())
+    assert digests[0] == digests[1]
+    assert (tmp_path / "p0" / "history.jsonl").read_bytes() == (
+        tmp_path / "p1" / "history.jsonl"
+    ).read_bytes()
+
+
+def test_a_different_seed_gives_a_different_history(tmp_path: Path) -> None:
+    a, _ = run(tmp_path, seed=1, name="a")
+    b, _ = run(tmp_path, seed=2, name="b")
+    assert a.history_sha256 != b.history_sha256
+
+
+def test_history_entries_carry_virtual_time_and_instance(tmp_path: Path) -> None:
+    _, history = run(tmp_path)
+    assert [e["seq"] for e in history] == list(range(len(history)))
+    assert all(isinstance(e["t"], float | int) for e in history)
+    assert all(a["t"] <= b["t"] for a, b in zip(history, history[1:], strict=False))
+    writes = of(history, "store.write")
+    assert writes and all(w["instance"] == "i0" for w in writes)
+    ops = of(history, "op.invoke")
+    assert len({e["op_id"] for e in ops}) == len(ops)
+    assert len(of(history, "op.ok")) + len(of(history, "op.fail")) + len(
+        of(history, "op.info")
+    ) == len(ops)
+
+
+def test_a_clean_run_reaches_quiescence_and_settles_every_session(tmp_path: Path) -> None:
+    result, history = run(tmp_path)
+    assert result.quiescent
+    assert all(s["status"] != "open" for s in result.ledgers["sessions"])
+    assert of(history, "liveness.end")[0]["quiescent"] is True
+    assert of(history, "op.fail", error="limit_reached"), "the herd of 6 must hit the limit of 3"
+
+
+def test_wall_clock_mode_runs_the_same_code_path(tmp_path: Path) -> None:
+    scenario = replace(
+        BASE,
+        workload=(WorkloadPart(kind="herd", count=3, at=0.01),),
+        customers=CustomerMix(
+            think_time_s=(0.01, 0.02),
+            abandon=0,
+            cancel=0,
+            pay_after_cancel=0,
+            decline=0,
+            async_success=0,
+            async_failure=0,
+            decline_then_pay=0,
+        ),
+        durations=Durations(workload_s=0.2, liveness_s=2.0, reconcile_every_s=0.1),
+        engine_config=EngineConfig(session_ttl=1800.0, reconcile_grace=0.1),
+        stripe_latency_s=0.001,
+    )
+    result = simulate(scenario, 1, "reference", tmp_path / "wall", wall_clock=True)
+    history = list(read_history(tmp_path / "wall" / "history.jsonl"))
+    assert len(of(history, "op.ok", op="create")) == 3
+    assert len(of(history, "fulfilment")) == 3
+    assert result.virtual_s < 5.0  # real seconds: it did not jump ahead in time
+
+
+# ---- every fault kind visibly happens
+
+
+def test_stripe_latency_spike_beyond_the_timeout_gives_unknown_outcomes(tmp_path: Path) -> None:
+    _, history = run(
+        tmp_path, with_fault("stripe_latency", probability=0.5, value_s=30.0, end=60.0)
+    )
+    assert of(history, "stripe.client_gone")
+    assert of(history, "op.info", error="upstream_error")
+
+
+@pytest.mark.parametrize(
+    ("kind", "fault"),
+    [
+        ("stripe_errors", "error_5xx"),
+        ("stripe_connection_errors", "connection_error"),
+        ("stripe_lost_response", "lost_response"),
+    ],
+)
+def test_stripe_faults_reach_the_engine(tmp_path: Path, kind: str, fault: str) -> None:
+    _, history = run(tmp_path, with_fault(kind, probability=0.5, end=60.0))
+    assert of(history, "stripe.request", fault=fault)
+
+
+def test_lost_responses_are_replayed_by_the_sdk_with_the_same_key(tmp_path: Path) -> None:
+    _, history = run(tmp_path, with_fault("stripe_lost_response", probability=0.5, end=60.0))
+    assert of(history, "stripe.request", replayed=True)
+
+
+def test_stripe_outage_and_rate_limit(tmp_path: Path) -> None:
+    _, outage = run(tmp_path, with_fault("stripe_outage", start=0.0, end=30.0), name="outage")
+    assert of(outage, "stripe.request", fault="outage")
+    assert of(outage, "op.fail", error="upstream_error") or of(
+        outage, "op.info", error="upstream_error"
+    )
+    _, limited = run(tmp_path, with_fault("stripe_rate_limit", rate=1.0, end=60.0), name="limited")
+    assert of(limited, "stripe.request", status=429)
+
+
+def test_email_outage_fails_sends_and_receipts_arrive_later(tmp_path: Path) -> None:
+    result, history = run(tmp_path, with_fault("email_outage", probability=1.0, end=60.0))
+    assert of(history, "email.failed")
+    assert result.counts["receipts"] == result.counts["fulfilments"]
+
+
+def test_store_latency_slows_operations(tmp_path: Path) -> None:
+    def mean_latency(history: list[dict[str, Any]]) -> float:
+        start = {e["op_id"]: e["t"] for e in of(history, "op.invoke")}
+        ends = [e["t"] - start[e["op_id"]] for e in history if e["type"] in ("op.ok", "op.fail")]
+        return sum(ends) / len(ends)
+
+    _, fast = run(tmp_path, name="fast")
+    _, slow = run(tmp_path, with_fault("store_latency", probability=1.0, value_s=2.0), name="slow")
+    assert mean_latency(slow) > mean_latency(fast) + 0.5
+
+
+def test_slow_handler_makes_lock_waiters_time_out_while_the_holder_works(tmp_path: Path) -> None:
+    scenario = replace(
+        with_fault("slow_handler", probability=1.0, value_s=6.0, end=60.0),
+        engine_config=EngineConfig(
+            purchase_lock_timeout=3.0, session_ttl=1800.0, reconcile_grace=300.0
+        ),
+    )
+    _, history = run(tmp_path, scenario)
+    assert of(history, "fault.slow")
+    timeouts = of(history, "lock.timeout", family="purchase:create")
+    assert timeouts
+    assert of(history, "op.fail", error="busy")
+
+
+def test_duplicate_webhooks_really_reach_the_engine_twice(tmp_path: Path) -> None:
+    _, history = run(tmp_path, with_fault("webhook_duplicates", probability=1.0))
+    dup_events = {e["event_id"] for e in of(history, "webhook.attempt") if e.get("duplicate")}
+    assert dup_events
+    answered = Counter(
+        e["event_id"] for e in of(history, "webhook.response") if isinstance(e.get("status"), int)
+    )
+    assert any(answered[event] >= 2 for event in dup_events)
+
+
+def test_reordered_webhooks_arrive_out_of_creation_order(tmp_path: Path) -> None:
+    _, history = run(tmp_path, with_fault("webhook_reorder", value_s=120.0))
+    created = [e["id"] for e in of(history, "stripe.event")]
+    first_attempts = list(dict.fromkeys(e["event_id"] for e in of(history, "webhook.attempt")))
+    assert sorted(first_attempts, key=created.index) != first_attempts
+
+
+def test_webhook_failures_are_retried(tmp_path: Path) -> None:
+    _, history = run(tmp_path, with_fault("webhook_failures", probability=0.7, end=60.0))
+    assert of(history, "fault.webhook_failure")
+    assert any(e["attempt"] > 1 for e in of(history, "webhook.attempt"))
+
+
+def test_crash_loses_in_flight_requests_and_the_instance_restarts(tmp_path: Path) -> None:
+    _, history = run(tmp_path, with_fault("crash", probability=0.05, target="any", end=60.0))
+    crashes = of(history, "instance.crash")
+    assert crashes
+    assert [e["generation"] for e in of(history, "instance.start")][-1] >= 2
+    assert of(history, "op.info", error="crashed") or any(e["inflight"] == 0 for e in crashes)
+
+
+def test_pause_stalls_an_instance_until_resumed(tmp_path: Path) -> None:
+    _, history = run(tmp_path, with_fault("pause", start=1.5, end=40.0, target="i0"))
+    [pause] = of(history, "instance.pause")
+    [resume] = of(history, "instance.resume")
+    assert resume["t"] - pause["t"] == pytest.approx(38.5)
+    stalled = [e for e in of(history, "store.write") if pause["t"] < e["t"] < resume["t"]]
+    assert not stalled, "a paused instance writes nothing"
+
+
+def test_swarm_mode_switches_fault_kinds_per_seed(tmp_path: Path) -> None:
+    scenario = replace(
+        BASE,
+        swarm=True,
+        faults=tuple(
+            FaultSpec(kind=k, probability=0.2, end=60.0)
+            for k in ("webhook_duplicates", "email_outage", "stripe_errors", "webhook_failures")
+        ),
+    )
+    choices = set()
+    for seed in range(6):
+        _, history = run(tmp_path, scenario, seed=seed, name=f"s{seed}")
+        [swarm] = of(history, "nemesis.swarm")
+        choices.add(tuple(swarm["enabled"]))
+    assert len(choices) > 1
+
+
+def test_rolling_deploy_overlaps_two_instances(tmp_path: Path) -> None:
+    scenario = replace(
+        BASE, topology=Topology(rolling_deploy=RollingDeploy(at=1.5, overlap_s=30.0))
+    )
+    _, history = run(tmp_path, scenario)
+    served = {e["instance"] for e in of(history, "op.ok")}
+    assert served == {"i0", "i1"}
+    assert of(history, "instance.stop", instance="i0")
+
+
+def test_run_output_files(tmp_path: Path) -> None:
+    run(tmp_path)
+    for name in ("history.jsonl", "final_state.json", "ledgers.json"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+    state = json.loads((tmp_path / "run" / "final_state.json").read_text())
+    assert state["programs"][0]["_id"] == "prog_1"
