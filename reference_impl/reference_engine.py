@@ -5,8 +5,8 @@ Locks only reduce contention here; correctness never depends on them:
   of any number of concurrent deliveries, redirects, cancels or sweeps wins it;
 - seats live in a ledger on the program document (`seats.py`): reserve and release are single
   atomic updates, released only by whoever won the transition out of a seat-holding status;
-- a unique `active_key` allows one pending purchase per (user, program) even if two instances
-  hold "the" lock at once;
+- a slot document per (user, program), claimed by `_id`, allows one pending purchase per user
+  even if two instances hold "the" lock at once;
 - the purchase is written before Stripe is called (intent record) and the Checkout Session is
   created with an idempotency key derived from the purchase id, so a timeout is resolved by
   replaying the same request, and `reconcile` resolves what no client came back for.
@@ -44,6 +44,7 @@ from reference_impl.schema import (
     PURCHASES,
     REFUNDED,
     SEAT_HOLDING,
+    SLOTS,
 )
 from reference_impl.seats import SeatLedger
 from reference_impl.webhook_signature import InvalidWebhook, event_object, verify_event
@@ -66,15 +67,14 @@ class ReferenceEngine:
         self.config = env.config
         self.purchases = env.store[PURCHASES]
         self.programs = env.store[PROGRAMS]
+        self.slots = env.store[SLOTS]
         self.seats = SeatLedger(env.store)
-        self._indexes_ready = False
 
     # ------------------------------------------------------------------ create
 
     async def create_purchase(
         self, user_id: str, program_id: str, class_rep: bool
     ) -> PurchaseResult:
-        await self._ensure_indexes()
         program = await self.programs.find_one({"_id": program_id})
         if program is None:
             raise NotFound(f"program {program_id} not found")
@@ -86,17 +86,19 @@ class ReferenceEngine:
     async def _create_locked(
         self, user_id: str, program: dict[str, Any], class_rep: bool
     ) -> PurchaseResult:
-        program_id = program["_id"]
-        if await self.purchases.find_one(
-            {"user_id": user_id, "program_id": program_id, "status": COMPLETED}
-        ):
-            raise AlreadyPurchased(f"{user_id} already owns {program_id}")
-        existing = await self.purchases.find_one({"active_key": _active_key(user_id, program_id)})
-        if existing is not None:
-            reused = await self._reuse_pending(existing)
-            if reused is not None:
-                return reused
-        return await self._start_purchase(user_id, program, class_rep)
+        slot_id = _slot_id(user_id, program["_id"])
+        slot = await self.slots.find_one({"_id": slot_id})
+        if slot is not None:
+            current = await self.purchases.find_one({"_id": slot["purchase_id"]})
+            if current is None and slot["at"] > self.env.clock.now() - self.config.reconcile_grace:
+                raise Busy("a concurrent purchase is being created")
+            if current is not None and current["status"] == COMPLETED:
+                raise AlreadyPurchased(f"{user_id} already owns {program['_id']}")
+            if current is not None and current["status"] == PENDING:
+                reused = await self._reuse_pending(current)
+                if reused is not None:
+                    return reused
+        return await self._start_purchase(user_id, program, class_rep, slot)
 
     async def _reuse_pending(self, purchase: dict[str, Any]) -> PurchaseResult | None:
         """An open pending purchase is returned as is (idempotent create); a stale one is ended."""
@@ -115,8 +117,13 @@ class ReferenceEngine:
         return None
 
     async def _start_purchase(
-        self, user_id: str, program: dict[str, Any], class_rep: bool
+        self,
+        user_id: str,
+        program: dict[str, Any],
+        class_rep: bool,
+        slot: dict[str, Any] | None,
     ) -> PurchaseResult:
+        """Seat, then slot, then intent record, then Stripe: each step undone if a later one loses."""
         now = self.env.clock.now()
         purchase_id = self.env.ids.new_id("pur")
         seat_ref = self.env.ids.new_id("seat") if class_rep else None
@@ -124,13 +131,16 @@ class ReferenceEngine:
             program, purchase_id=purchase_id, ref=seat_ref, at=now
         ):
             raise LimitReached(f"class rep limit reached for {program['_id']}")
+        if not await self._claim_slot(_slot_id(user_id, program["_id"]), slot, purchase_id, now):
+            if seat_ref:
+                await self.seats.release(program["_id"], seat_ref)
+            raise Busy("a concurrent purchase of this program is in progress")
         purchase = {
             "_id": purchase_id,
             "user_id": user_id,
             "program_id": program["_id"],
             "class_rep": class_rep,
             "status": PENDING,
-            "active_key": _active_key(user_id, program["_id"]),
             "seat_ref": seat_ref,
             "amount": program.get("price_cents", 5000),
             "stripe_session_id": None,
@@ -142,14 +152,30 @@ class ReferenceEngine:
         try:
             await self.purchases.insert_one(purchase)
         except DuplicateKeyError:
-            # another instance created the pending purchase (or reconcile tombstoned this id)
-            if seat_ref:
-                await self.seats.release(program["_id"], seat_ref)
-            other = await self.purchases.find_one({"active_key": purchase["active_key"]})
-            if other is None or other.get("stripe_session_id") is None:
-                raise Busy("a concurrent purchase is in progress") from None
-            return _result(other, reused=True)
+            # reconcile tombstoned this id: we stalled past the grace and our seat is gone
+            raise Busy("the purchase was abandoned while it stalled") from None
         return await self._open_session(purchase)
+
+    async def _claim_slot(
+        self, slot_id: str, seen: dict[str, Any] | None, purchase_id: str, now: float
+    ) -> bool:
+        """Point the user's slot for this program at the new purchase, if nobody moved it since.
+
+        The slot (one document per user and program, keyed by `_id`) is what allows a single
+        pending purchase per user even when two instances hold "the" lock at once: only one of
+        them can insert it, or swing it from the purchase they both saw.
+        """
+        if seen is None:
+            try:
+                await self.slots.insert_one({"_id": slot_id, "purchase_id": purchase_id, "at": now})
+            except DuplicateKeyError:
+                return False
+            return True
+        moved = await self.slots.update_one(
+            {"_id": slot_id, "purchase_id": seen["purchase_id"]},
+            {"$set": {"purchase_id": purchase_id, "at": now}},
+        )
+        return moved.modified_count == 1
 
     async def _open_session(self, purchase: dict[str, Any]) -> PurchaseResult:
         try:
@@ -157,7 +183,7 @@ class ReferenceEngine:
         except OutcomeUnknown as exc:
             raise UpstreamError(f"Stripe outcome unknown: {exc}", outcome_known=False) from exc
         except stripe.StripeError as exc:
-            await self._end_pending(purchase["_id"], FAILED)
+            await self._fail_create(purchase)
             raise UpstreamError(f"Stripe failed: {exc.user_message or exc}") from exc
         await self.purchases.update_one(
             {"_id": purchase["_id"], "status": PENDING, "stripe_session_id": None},
@@ -221,7 +247,7 @@ class ReferenceEngine:
                 if session_id is None:
                     session_id = (await self._create_checkout_session(purchase))["id"]
                 # expire first, so nobody can pay in an open tab after the cancel
-                if not await self._expire_session(session_id):
+                if not await self._cancel_session(session_id):
                     raise NotCancellable(f"purchase {purchase_id} is already paid")
             except OutcomeUnknown as exc:
                 raise UpstreamError(str(exc), outcome_known=False) from exc
@@ -229,6 +255,10 @@ class ReferenceEngine:
                 raise UpstreamError(f"Stripe failed: {exc.user_message or exc}") from exc
             if not await self._end_pending(purchase_id, CANCELLED):
                 raise NotCancellable(f"purchase {purchase_id} changed meanwhile")
+
+    async def _cancel_session(self, session_id: str) -> bool:
+        """Cancel's step at Stripe: the session must be unpayable before the seat is given back."""
+        return await self._expire_session(session_id)
 
     async def _expire_session(self, session_id: str) -> bool:
         """Make the session unpayable. False when the customer already completed it."""
@@ -244,15 +274,21 @@ class ReferenceEngine:
 
     async def handle_webhook(self, payload: bytes, signature_header: str | None) -> int:
         try:
-            event = verify_event(
-                payload,
-                signature_header,
-                self.env.webhook_secret,
-                clock=self.env.clock,
-                tolerance=self.config.webhook_tolerance,
-            )
+            event = self._verified_event(payload, signature_header)
         except InvalidWebhook:
             return 400
+        return await self._dispatch(event)
+
+    def _verified_event(self, payload: bytes, signature_header: str | None) -> dict[str, Any]:
+        return verify_event(
+            payload,
+            signature_header,
+            self.env.webhook_secret,
+            clock=self.env.clock,
+            tolerance=self.config.webhook_tolerance,
+        )
+
+    async def _dispatch(self, event: dict[str, Any]) -> int:
         handler = self._webhook_handlers().get(event["type"])
         if handler is None:
             return 200  # unknown or deliberately ignored types change nothing
@@ -311,6 +347,9 @@ class ReferenceEngine:
 
     async def _reseat_or_refund(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
         """Paid after cancel/expiry: honour it if a seat is free, otherwise refund. Never lost."""
+        if not await self._may_reclaim_slot(purchase):
+            await self._refund(session, purchase)  # the user has bought the program again since
+            return
         fields = _paid_fields(session)
         seat_ref = None
         if purchase["class_rep"]:
@@ -334,6 +373,21 @@ class ReferenceEngine:
         latest = await self.purchases.find_one({"_id": purchase["_id"]})
         if latest is not None and latest["status"] != purchase["status"]:
             await self._honour_payment(latest, session)
+
+    async def _may_reclaim_slot(self, purchase: dict[str, Any]) -> bool:
+        """A late payment is honoured only if the user holds no other live purchase of the program."""
+        slot_id = _slot_id(purchase["user_id"], purchase["program_id"])
+        slot = await self.slots.find_one({"_id": slot_id})
+        if slot is None or slot["purchase_id"] == purchase["_id"]:
+            return True
+        other = await self.purchases.find_one({"_id": slot["purchase_id"]})
+        if other is not None and other["status"] in SEAT_HOLDING:
+            return False
+        moved = await self.slots.update_one(
+            {"_id": slot_id, "purchase_id": slot["purchase_id"]},
+            {"$set": {"purchase_id": purchase["_id"], "at": self.env.clock.now()}},
+        )
+        return moved.modified_count == 1
 
     async def _refund(self, session: dict[str, Any], purchase: dict[str, Any] | None) -> None:
         await self._stripe(
@@ -402,8 +456,6 @@ class ReferenceEngine:
         Leaving a seat-holding status releases the seat the purchase held, exactly once.
         """
         update: dict[str, Any] = {"$set": {"status": new, **fields}}
-        if old == PENDING:
-            update["$unset"] = {"active_key": ""}
         before = await self.purchases.find_one_and_update(
             {"_id": purchase_id, "status": old, **(guard or {})},
             update,
@@ -415,6 +467,10 @@ class ReferenceEngine:
             await self.seats.release(before["program_id"], before["seat_ref"])
         return {**before, "status": new, **fields}
 
+    async def _fail_create(self, purchase: dict[str, Any]) -> bool:
+        """Stripe definitely refused the Checkout Session: give the seat back, exactly once."""
+        return await self._end_pending(purchase["_id"], FAILED)
+
     async def _end_pending(self, purchase_id: str, new: str) -> bool:
         return (
             await self._transition(purchase_id, PENDING, new, {"ended_at": self.env.clock.now()})
@@ -425,7 +481,6 @@ class ReferenceEngine:
 
     async def reconcile(self) -> None:
         """Resolve what no client or webhook came back for. Safe to run anywhere, any time."""
-        await self._ensure_indexes()
         now = self.env.clock.now()
         horizon = now - self.config.reconcile_grace
         await self._resolve_intents(horizon)
@@ -445,7 +500,7 @@ class ReferenceEngine:
             except OutcomeUnknown:
                 continue
             except stripe.StripeError:
-                await self._end_pending(purchase["_id"], FAILED)
+                await self._fail_create(purchase)
                 continue
             # no client ever received this session's URL: close it
             await self.purchases.update_one(
@@ -525,12 +580,6 @@ class ReferenceEngine:
     def _lock(self, key: str, timeout: float) -> _Locked:
         return _Locked(self.env, key, timeout)
 
-    async def _ensure_indexes(self) -> None:
-        if not self._indexes_ready:
-            await self.purchases.create_index("active_key", unique=True, sparse=True)
-            await self.purchases.create_index("stripe_session_id")
-            self._indexes_ready = True
-
 
 class _Locked:
     """`async with` a keyed lock, turning a lock timeout or outage into `Busy` (HTTP 503)."""
@@ -548,7 +597,7 @@ class _Locked:
         return await self._cm.__aexit__(*exc)  # type: ignore[arg-type]
 
 
-def _active_key(user_id: str, program_id: str) -> str:
+def _slot_id(user_id: str, program_id: str) -> str:
     return f"{user_id}:{program_id}"
 
 

@@ -8,6 +8,8 @@ from reference_impl.store import AsyncDatabase
 
 PROGRAMS = "programs"
 PURCHASES = "purchases"
+#: reference engine: one document per (user, program) pointing at the current purchase
+SLOTS = "purchase_slots"
 
 PENDING = "pending"
 COMPLETED = "completed"

@@ -123,6 +123,6 @@ def open_database(name: str = "paysim") -> AsyncDatabase:
         client: Any = pymongo.MongoClient(uri)
         client.drop_database(name)
         return AsyncDatabase(client[name])
-    import mongomock
+    from reference_impl.embedded_store import client
 
-    return AsyncDatabase(mongomock.MongoClient()[name])
+    return AsyncDatabase(client()[name])

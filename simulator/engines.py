@@ -19,3 +19,7 @@ def engine_names() -> list[tuple[str, str]]:
 
 def resolve(spec: str) -> EngineFactory:
     return load_factory(spec, EXTRA)
+
+
+# the mutants register themselves into EXTRA on import; imported last, after EXTRA exists
+from simulator import mutants as _mutants  # noqa: E402,F401

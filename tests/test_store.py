@@ -61,17 +61,42 @@ def test_conditional_transition_has_exactly_one_winner() -> None:
     assert sorted(wins) == [False] * 9 + [True]
 
 
-def test_unique_active_key_allows_one_pending_purchase() -> None:
-    async def main() -> None:
-        db = open_database()
-        await db.purchases.create_index("active_key", unique=True, sparse=True)
-        await db.purchases.insert_one({"_id": "a", "active_key": "u:p"})
-        with pytest.raises(DuplicateKeyError):
-            await db.purchases.insert_one({"_id": "b", "active_key": "u:p"})
-        await db.purchases.update_one({"_id": "a"}, {"$unset": {"active_key": ""}})
-        await db.purchases.insert_one({"_id": "b", "active_key": "u:p"})
+def test_primary_key_fast_path_gives_the_same_answers_as_a_scan() -> None:
+    import mongomock
 
-    run_virtual(main)
+    from reference_impl.embedded_store import _scan, client
+
+    db = client()["t"]
+    plain = mongomock.MongoClient()["t"]
+    for coll in (db.c, plain.c):
+        coll.insert_many(
+            [{"_id": f"p{i}", "n": i, "status": "pending" if i % 2 else "done"} for i in range(50)]
+        )
+    filters = [
+        {"_id": "p3"},
+        {"_id": "p3", "status": "pending"},
+        {"_id": "p4", "status": "pending"},
+        {"_id": "missing"},
+        {"_id": {"$in": ["p1", "p2"]}},
+        {"status": "done", "n": {"$lt": 10}},
+    ]
+    for flt in filters:
+        fast = list(db.c.find(flt))
+        assert fast == list(plain.c.find(flt)) == list(_scan(db.c, flt)), flt
+    assert (
+        db.c.update_one(
+            {"_id": "p3", "status": "pending"}, {"$set": {"status": "x"}}
+        ).modified_count
+        == 1
+    )
+    assert (
+        db.c.update_one(
+            {"_id": "p3", "status": "pending"}, {"$set": {"status": "y"}}
+        ).modified_count
+        == 0
+    )
+    with pytest.raises(DuplicateKeyError):
+        db.c.insert_one({"_id": "p3"})
 
 
 def test_seat_ledger_never_exceeds_limit_and_releases_each_ref_once() -> None:

@@ -1,0 +1,343 @@
+"""Known-bad variants of the reference engine: the harness must catch every one of them.
+
+Each mutant is a `ReferenceEngine` that differs in ONE step (one or two small overrides), and
+names the invariants it must violate. A suite that lets a mutant pass is too weak to trust on a
+real engine (mutation testing). They register as engines `mutant:{name}` (`paysim engines`).
+
+Some reference steps are only reachable through a longer method; where that forced a workaround
+it is said in the mutant's docstring (see also the seams noted there).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+    suppress,
+)
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from reference_impl.errors import Busy, UpstreamError
+from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult
+from reference_impl.reference_engine import ReferenceEngine, _paid_fields
+from reference_impl.schema import COMPLETED, FAILED, PENDING
+from reference_impl.seats import SeatLedger
+from reference_impl.webhook_signature import InvalidWebhook
+from simulator.engines import EXTRA, EXTRA_DESCRIPTIONS
+
+#: the lock wait of `short-lock-timeout`: shorter than a create takes under any store latency
+SHORT_LOCK_TIMEOUT_S = 0.05
+#: where `event-recorded-first` keeps the ids of the events it considers handled
+PROCESSED_EVENTS = "processed_events"
+PURCHASE_LOCK_PREFIX = "purchase:create:"
+
+
+class _NoSlotGuard(ReferenceEngine):
+    """Shared step: the purchase slot is overwritten instead of claimed, so the store no longer
+    refuses a second pending purchase for one (user, program) — only the lock stands in the way."""
+
+    async def _claim_slot(
+        self, slot_id: str, seen: dict[str, Any] | None, purchase_id: str, now: float
+    ) -> bool:
+        await self.slots.update_one(
+            {"_id": slot_id}, {"$set": {"purchase_id": purchase_id, "at": now}}, upsert=True
+        )
+        return True
+
+
+class NoCreateLock(_NoSlotGuard):
+    """Creates (and cancels) without the purchase lock and without the slot guard:
+    two concurrent clicks both miss the pending purchase and both insert one.
+
+    Violates single_pending_per_user (and reserves one seat per click for the same user)."""
+
+    def _lock(self, key: str, timeout: float) -> AbstractAsyncContextManager[Any]:
+        if key.startswith(PURCHASE_LOCK_PREFIX):
+            return nullcontext()
+        return super()._lock(key, timeout)
+
+
+class ShortLockTimeout(_NoSlotGuard):
+    """Waits 0.05 s for the purchase lock and, on timeout, does the work anyway without it; with
+    no slot guard behind the lock, a caller that times out while the holder is slow
+    (before its insert) creates a second pending purchase. (With the slot guard kept, every lock
+    mistake is harmless in the reference, so a lock-only mutant would be equivalent.)
+
+    Violates single_pending_per_user when the holder is slow (store latency, slow handler)."""
+
+    def _lock(self, key: str, timeout: float) -> AbstractAsyncContextManager[Any]:
+        if key.startswith(PURCHASE_LOCK_PREFIX):
+            return _proceed_on_timeout(super()._lock(key, SHORT_LOCK_TIMEOUT_S))
+        return super()._lock(key, timeout)
+
+
+@asynccontextmanager
+async def _proceed_on_timeout(lock: AbstractAsyncContextManager[Any]) -> Any:
+    """Hold `lock` if it is granted in time; otherwise run the body anyway (the bug)."""
+    async with AsyncExitStack() as stack:
+        with suppress(Busy):  # timed out: run the body anyway (the bug)
+            await stack.enter_async_context(lock)
+        yield
+
+
+class _CheckThenActLedger(SeatLedger):
+    """Reserve by reading the count, comparing with the limit, then an unconditional `$inc`."""
+
+    async def reserve(
+        self, program: dict[str, Any], *, purchase_id: str, ref: str, at: float
+    ) -> bool:
+        current = await self._programs.find_one({"_id": program["_id"]})
+        if current is None or current["class_rep_count"] >= program["class_rep_limit"]:
+            return False
+        # another request may reserve between the read above and the write below
+        await self._programs.update_one(
+            {"_id": program["_id"]},
+            {
+                "$inc": {"class_rep_count": 1},
+                "$push": {"seat_holders": {"ref": ref, "purchase_id": purchase_id, "at": at}},
+            },
+        )
+        return True
+
+
+class CheckThenActCounter(ReferenceEngine):
+    """Reserves a class-rep seat by read-compare-then-increment instead of one conditional update:
+    a herd of buyers all read a free seat before any of them increments.
+
+    Violates no_limit_bypass (under a herd, seats held exceed the limit)."""
+
+    def __init__(self, env: EngineEnv) -> None:
+        super().__init__(env)
+        self.seats = _CheckThenActLedger(env.store)
+
+
+class NoTransitionGuard(ReferenceEngine):
+    """Completes a paid session with an unconditional status write (no `status: pending` in the
+    filter) and fulfils every time it is told: each duplicate delivery fulfils again.
+
+    Violates no_double_completion under duplicate deliveries."""
+
+    async def _honour_payment(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
+        fields = _paid_fields(session)
+        await self.purchases.update_one(
+            {"_id": purchase["_id"]},
+            {"$set": {"status": COMPLETED, **fields}},
+        )
+        await self._fulfil({**purchase, "status": COMPLETED, **fields})
+
+
+class ReleaseOnPaymentFailed(ReferenceEngine):
+    """Gives the seat back on `payment_intent.payment_failed` but leaves the purchase pending. A
+    decline does not end a Checkout Session: the customer pays with another card, the purchase
+    completes holding no seat, and the freed seat has meanwhile been sold to someone else.
+
+    Violates no_limit_bypass (two holders of one seat) and counter_consistent (the count is one
+    short of the seats held). The ledger release is idempotent, so it leaks once, not per retry."""
+
+    def _webhook_handlers(self) -> dict[str, Any]:
+        return {**super()._webhook_handlers(), "payment_intent.payment_failed": self._on_declined}
+
+    async def _on_declined(self, intent: dict[str, Any]) -> None:
+        purchase = await self._purchase_for(intent)
+        if purchase and purchase["status"] == PENDING and purchase.get("seat_ref"):
+            await self.seats.release(purchase["program_id"], purchase["seat_ref"])
+
+
+class DecrementWithoutStateChange(ReferenceEngine):
+    """On `checkout.session.expired` decrements the counter with a bare `$inc: -1`, without the
+    conditional transition or the ledger: every delivery of the event decrements again (and the
+    purchase stays pending, so reconcile releases its seat once more).
+
+    Violates counter_consistent (the count drifts below the seats held, even negative)."""
+
+    async def _on_session_expired(self, session: dict[str, Any]) -> None:
+        purchase = await self._purchase_for(session)
+        if purchase is not None and purchase["class_rep"]:
+            await self.programs.update_one(
+                {"_id": purchase["program_id"]}, {"$inc": {"class_rep_count": -1}}
+            )
+
+
+class NoCompensation(ReferenceEngine):
+    """On a definite Stripe failure at create, marks the purchase failed but keeps its seat (the
+    seed's leak). The count is kept and the reservation record dropped, as the seed has it: a
+    leak the ledger still listed would be given back by reconcile's ledger repair.
+
+    Violates counter_consistent (one seat leaked per failed create)."""
+
+    async def _fail_create(self, purchase: dict[str, Any]) -> bool:
+        before = await self.purchases.find_one_and_update(
+            {"_id": purchase["_id"], "status": PENDING}, {"$set": {"status": FAILED}}
+        )
+        if before is not None and before.get("seat_ref"):
+            await self.programs.update_one(
+                {"_id": before["program_id"]},
+                {"$pull": {"seat_holders": {"ref": before["seat_ref"]}}},
+            )
+        return before is not None
+
+
+class IgnoreExpired(ReferenceEngine):
+    """No `checkout.session.expired` handler, and reconcile never settles expired sessions: an
+    abandoned checkout keeps its seat (and a pending purchase) forever.
+
+    Violates counter_consistent (seats held by sessions nobody can pay any more)."""
+
+    def _webhook_handlers(self) -> dict[str, Any]:
+        handlers = super()._webhook_handlers()
+        del handlers["checkout.session.expired"]
+        return handlers
+
+    async def _resolve_expired_sessions(self, now: float) -> None:
+        return None
+
+
+class CancelWithoutExpire(ReferenceEngine):
+    """Cancel does not expire the Stripe session (the customer can still pay in the open tab),
+    and a payment for a released purchase completes it without taking a seat again (as the seed
+    does) instead of re-seating or refunding.
+
+    Violates no_limit_bypass (pay-after-cancel while the seat was resold) and counter_consistent."""
+
+    async def _cancel_session(self, session_id: str) -> bool:
+        return True
+
+    async def _reseat_or_refund(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
+        won = await self._transition(
+            purchase["_id"], purchase["status"], COMPLETED, _paid_fields(session)
+        )
+        if won is not None:
+            await self._fulfil(won)
+
+
+class FulfilBeforeCommit(ReferenceEngine):
+    """Fulfils a pending purchase first and only then tries the conditional transition: every
+    concurrent delivery that read `pending` fulfils, whichever of them wins the transition.
+
+    Violates no_double_completion under concurrent deliveries (two instances, or a redirect)."""
+
+    async def _honour_payment(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
+        if purchase["status"] != PENDING:
+            return await super()._honour_payment(purchase, session)
+        fields = _paid_fields(session)
+        await self._fulfil({**purchase, **fields})
+        await self._transition(purchase["_id"], PENDING, COMPLETED, fields)
+
+
+class EventRecordedFirst(ReferenceEngine):
+    """Records the event id in `processed_events` before processing it and acknowledges known ids
+    unprocessed: a crash (or a 5xx) between recording and completing, and Stripe's retry is
+    skipped, so the payment is lost.
+
+    Violates no_lost_payment under crash faults. Note: reconcile's expired-session sweep still
+    honours the paid session once its `expires_at` has passed; before that the payment is lost."""
+
+    async def _dispatch(self, event: dict[str, Any]) -> int:
+        try:
+            await self.env.store[PROCESSED_EVENTS].insert_one({"_id": event["id"]})
+        except DuplicateKeyError:
+            return 200  # "already processed": or only recorded by a request that died
+        return await super()._dispatch(event)
+
+
+class NoSignatureCheck(ReferenceEngine):
+    """Accepts webhooks without verifying the signature (`construct_event_without_verification`):
+    anyone who can reach the endpoint can complete a purchase.
+
+    Violates signature_enforced."""
+
+    def _verified_event(self, payload: bytes, signature_header: str | None) -> dict[str, Any]:
+        try:
+            event = json.loads(payload)
+        except ValueError as exc:
+            raise InvalidWebhook("not JSON") from exc
+        if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
+            raise InvalidWebhook("not an event")
+        return event
+
+
+class UnpaidFulfilment(ReferenceEngine):
+    """Treats `checkout.session.completed` with `payment_status: unpaid` (a delayed method whose
+    money has not arrived, and may never) as paid, and fulfils at once.
+
+    Violates no_unpaid_fulfilment."""
+
+    async def _on_session_paid_or_pending(self, session: dict[str, Any]) -> None:
+        await super()._on_session_paid_or_pending({**session, "payment_status": "paid"})
+
+
+class OrphanSession(ReferenceEngine):
+    """On a timeout at Stripe create, marks the purchase failed and releases the seat although the
+    session may exist: no intent resolution, so a session that landed is referenced by nobody
+    (and the retry creates a second one).
+
+    Violates no_orphan_session."""
+
+    async def _open_session(self, purchase: dict[str, Any]) -> PurchaseResult:
+        try:
+            return await super()._open_session(purchase)
+        except UpstreamError as exc:
+            if not exc.outcome_known:
+                await self._end_pending(purchase["_id"], FAILED)
+            raise
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    factory: EngineFactory
+    description: str
+    violates: tuple[str, ...]
+
+
+def _mutant(name: str, cls: type[ReferenceEngine], *violates: str) -> Mutant:
+    summary = (inspect.getdoc(cls) or name).split("\n\n")[0].replace("\n", " ")
+    return Mutant(name, cls, summary, violates)
+
+
+MUTANTS: dict[str, Mutant] = {
+    m.name: m
+    for m in (
+        _mutant("no-create-lock", NoCreateLock, "single_pending_per_user"),
+        _mutant("check-then-act-counter", CheckThenActCounter, "no_limit_bypass"),
+        _mutant("no-transition-guard", NoTransitionGuard, "no_double_completion"),
+        _mutant(
+            "release-on-payment-failed",
+            ReleaseOnPaymentFailed,
+            "no_limit_bypass",
+            "counter_consistent",
+        ),
+        _mutant(
+            "decrement-without-state-change", DecrementWithoutStateChange, "counter_consistent"
+        ),
+        _mutant("no-compensation", NoCompensation, "counter_consistent"),
+        _mutant("ignore-expired", IgnoreExpired, "counter_consistent"),
+        _mutant(
+            "cancel-without-expire", CancelWithoutExpire, "no_limit_bypass", "counter_consistent"
+        ),
+        _mutant("fulfil-before-commit", FulfilBeforeCommit, "no_double_completion"),
+        _mutant("event-recorded-first", EventRecordedFirst, "no_lost_payment"),
+        _mutant("short-lock-timeout", ShortLockTimeout, "single_pending_per_user"),
+        _mutant("no-signature-check", NoSignatureCheck, "signature_enforced"),
+        _mutant("unpaid-fulfilment", UnpaidFulfilment, "no_unpaid_fulfilment"),
+        _mutant("orphan-session", OrphanSession, "no_orphan_session"),
+    )
+}
+
+
+def register() -> None:
+    """Make every mutant an engine named `mutant:{name}`. Idempotent."""
+    for mutant in MUTANTS.values():
+        key = f"mutant:{mutant.name}"
+        EXTRA[key] = lambda factory=mutant.factory: factory
+        EXTRA_DESCRIPTIONS[key] = mutant.description
+
+
+register()

@@ -1,0 +1,382 @@
+"""Each mutant shows its bug in a direct run, and the same steps on the reference do not.
+
+Every test runs one scenario function against both engines: `bug=True` for the mutant, where the
+violation must show, `bug=False` for `ReferenceEngine`, where it must not (so each can fail).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+import pytest
+
+from reference_impl import errors
+from reference_impl.memory_locks import MemoryLockService
+from reference_impl.ports import EngineConfig, EngineEnv
+from reference_impl.reference_engine import ReferenceEngine
+from reference_impl.schema import program_doc
+from reference_impl.store import AsyncDatabase
+from simulator import mutants
+from simulator.engines import EXTRA, EXTRA_DESCRIPTIONS, resolve
+from simulator.ids import SequentialIds
+from tests.enginehelpers import World, make_env, run_virtual, world
+
+USER = "user_1"
+PROG = "prog_1"
+INVARIANTS = {
+    "no_double_completion",
+    "no_limit_bypass",
+    "counter_consistent",
+    "no_lost_payment",
+    "no_unpaid_fulfilment",
+    "no_orphan_session",
+    "single_pending_per_user",
+    "webhooks_acknowledged",
+    "signature_enforced",
+}
+
+Scenario = Callable[[Any, bool], Awaitable[None]]
+
+
+def both(mutant: str, scenario: Scenario) -> None:
+    """Run `scenario(factory, bug)` on the mutant (bug shows) and on the reference (it does not)."""
+    for factory, bug in ((mutants.MUTANTS[mutant].factory, True), (ReferenceEngine, False)):
+        run_virtual(lambda f=factory, b=bug: scenario(f, b))
+
+
+async def _count(w: World) -> int:
+    return (await w.program(PROG))["class_rep_count"]
+
+
+async def _seat_holders(w: World) -> int:
+    """Class-rep purchases holding a seat, counted from the purchases (as the checkers do)."""
+    return len(
+        [p for p in await w.purchases(class_rep=True) if p["status"] in ("pending", "completed")]
+    )
+
+
+class Crash(Exception):
+    """The process dies here (nothing after this point runs)."""
+
+
+class _Interpose:
+    """Store observer that runs `action` once, before the next `collection.op` call once armed."""
+
+    def __init__(self, collection: str, op: str, action: Callable[[], Awaitable[None]]) -> None:
+        self.target = (collection, op)
+        self.action = action
+        self.armed = False
+
+    async def before(
+        self, collection: str, op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> None:
+        await anyio.lowlevel.checkpoint()
+        if self.armed and (collection, op) == self.target:
+            self.armed = False
+            await self.action()
+
+    def after(self, *args: Any) -> None:
+        return None
+
+
+def _observed(factory: Any, observer: _Interpose) -> Callable[[EngineEnv], Any]:
+    def build(env: EngineEnv) -> Any:
+        env.store = AsyncDatabase(env.store.sync, observer)
+        return factory(env)
+
+    return build
+
+
+async def _second_instance(w: World, factory: Any) -> Any:
+    """Another instance of the deployment: same store and Stripe, its own in-memory locks."""
+    env = await make_env(
+        stripe_client=w.env.stripe,
+        store=w.env.store,
+        locks=MemoryLockService(),
+        clock=w.env.clock,
+        ids=SequentialIds("b"),
+        fulfilment=w.fulfilment,
+        email=w.email,
+        instance="i1",
+    )
+    return factory(env)
+
+
+# ---------------------------------------------------------------- the catalogue
+
+
+def test_catalogue_names_invariants_and_registers_engines() -> None:
+    assert len(mutants.MUTANTS) == 14
+    for name, mutant in mutants.MUTANTS.items():
+        assert mutant.name == name and mutant.description
+        assert mutant.violates and set(mutant.violates) <= INVARIANTS, name
+        assert issubclass(mutant.factory, ReferenceEngine)  # type: ignore[arg-type]
+        assert resolve(f"mutant:{name}") is mutant.factory
+        assert EXTRA_DESCRIPTIONS[f"mutant:{name}"] == mutant.description
+    mutants.register()
+    assert sum(key.startswith("mutant:") for key in EXTRA) == 14
+
+
+# ---------------------------------------------------------------- create
+
+
+def test_no_create_lock_two_clicks_make_two_pending_purchases() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory, programs=[program_doc(PROG, class_rep_limit=5)]) as w:
+            async with anyio.create_task_group() as tg:
+                for _ in range(2):
+                    tg.start_soon(w.engine.create_purchase, USER, PROG, True)
+            pending = await w.purchases(user_id=USER, status="pending")
+            assert len(pending) == (2 if bug else 1)
+            assert await _count(w) == len(pending)
+
+    both("no-create-lock", scenario)
+
+
+def test_short_lock_timeout_proceeds_while_a_slow_holder_works() -> None:
+    config = EngineConfig(purchase_lock_timeout=mutants.SHORT_LOCK_TIMEOUT_S)
+
+    async def scenario(factory: Any, bug: bool) -> None:
+        slow = _Interpose("programs", "find_one_and_update", lambda: anyio.sleep(1.0))
+        programs = [program_doc(PROG, class_rep_limit=5)]
+        async with world(_observed(factory, slow), programs=programs, config=config) as w:
+            busy: list[errors.Busy] = []
+
+            async def click() -> None:
+                try:
+                    await w.engine.create_purchase(USER, PROG, class_rep=True)
+                except errors.Busy as exc:
+                    busy.append(exc)
+
+            slow.armed = True  # the holder stalls while reserving its seat
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(click)
+                await anyio.sleep(0.01)
+                tg.start_soon(click)
+            pending = await w.purchases(user_id=USER, status="pending")
+            assert len(pending) == (2 if bug else 1)
+            assert len(busy) == (0 if bug else 1)
+
+    both("short-lock-timeout", scenario)
+
+
+def test_check_then_act_counter_lets_a_herd_past_the_limit() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:  # one seat
+            refused: list[str] = []
+
+            async def buy(user: str) -> None:
+                try:
+                    await w.engine.create_purchase(user, PROG, class_rep=True)
+                except errors.LimitReached:
+                    refused.append(user)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(5):
+                    tg.start_soon(buy, f"user_{i}")
+            held = await _seat_holders(w)
+            if bug:
+                assert held > 1 and await _count(w) > 1
+            else:
+                assert held == 1 and await _count(w) == 1 and len(refused) == 4
+
+    both("check-then-act-counter", scenario)
+
+
+def test_no_compensation_leaks_the_seat_on_a_stripe_failure_even_after_reconcile() -> None:
+    config = EngineConfig(reconcile_grace=600.0)
+
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory, config=config) as w:
+            w.fake.faults.error_5xx_probability = 1.0
+            with pytest.raises(errors.UpstreamError) as info:
+                await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert info.value.outcome_known
+            assert [p["status"] for p in await w.purchases()] == ["failed"]
+            await anyio.sleep(601)
+            await w.engine.reconcile()
+            assert await _seat_holders(w) == 0
+            assert await _count(w) == (1 if bug else 0)
+
+    both("no-compensation", scenario)
+
+
+def test_orphan_session_gives_up_on_a_session_that_landed() -> None:
+    config = EngineConfig(stripe_timeout=2.0)
+
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory, config=config, max_network_retries=0) as w:
+            w.fake.faults.latency_spike_probability = 1.0
+            with pytest.raises(errors.UpstreamError) as info:
+                await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert not info.value.outcome_known
+            await anyio.sleep(60)  # the request landed at Stripe meanwhile
+            w.fake.faults.latency_spike_probability = 0.0
+            await w.engine.create_purchase(USER, PROG, class_rep=True)
+            referenced = {p["stripe_session_id"] for p in await w.purchases()}
+            orphans = set(w.fake.sessions) - referenced
+            assert len(orphans) == (1 if bug else 0)
+
+    both("orphan-session", scenario)
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+async def _paid_event(w: World, session_id: str) -> dict[str, Any]:
+    await w.fake.customer_pay(session_id, flow="card")
+    [event] = w.events("checkout.session.completed")
+    return event
+
+
+def test_no_transition_guard_fulfils_every_duplicate_delivery() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            event = await _paid_event(w, result.session_id)
+            assert [await w.deliver(event) for _ in range(2)] == [200, 200]
+            assert len(w.fulfilment.grants) == (2 if bug else 1)
+
+    both("no-transition-guard", scenario)
+
+
+def test_fulfil_before_commit_double_fulfils_concurrent_deliveries() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            event = await _paid_event(w, result.session_id)
+            other = await _second_instance(w, factory)
+            payload = w.fake.event_payload(event)
+            async with anyio.create_task_group() as tg:
+                for engine in (w.engine, other):
+                    tg.start_soon(engine.handle_webhook, payload, w.fake.sign(payload))
+            assert len(w.fulfilment.grants) == (2 if bug else 1)
+            assert [p["status"] for p in await w.purchases()] == ["completed"]
+
+    both("fulfil-before-commit", scenario)
+
+
+def test_event_recorded_first_loses_the_payment_after_a_crash() -> None:
+    async def crash() -> None:
+        raise Crash("crash point before purchases.find_one_and_update")
+
+    async def scenario(factory: Any, bug: bool) -> None:
+        point = _Interpose("purchases", "find_one_and_update", crash)
+        async with world(_observed(factory, point)) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            event = await _paid_event(w, result.session_id)
+            point.armed = True
+            with pytest.raises(Crash):
+                await w.deliver(event)
+            assert await w.deliver(event) == 200  # Stripe's retry
+            [p] = await w.purchases()
+            assert w.fake.sessions[result.session_id].payment_status == "paid"
+            assert p["status"] == ("pending" if bug else "completed")
+            assert len(w.fulfilment.grants) == (0 if bug else 1)
+
+    both("event-recorded-first", scenario)
+
+
+def test_no_signature_check_accepts_a_forged_webhook() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            event = await _paid_event(w, result.session_id)
+            payload = w.fake.event_payload(event)
+            forged = w.fake.sign(payload, secret="whsec_attacker")
+            assert await w.engine.handle_webhook(payload, forged) == (200 if bug else 400)
+            assert len(w.fulfilment.grants) == (1 if bug else 0)
+
+    both("no-signature-check", scenario)
+
+
+def test_unpaid_fulfilment_fulfils_a_session_whose_money_never_came() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.fake.customer_pay(result.session_id, flow="async_failure")
+            [completed] = w.events("checkout.session.completed")
+            assert completed["data"]["object"]["payment_status"] == "unpaid"
+            assert await w.deliver(completed) == 200
+            assert result.session_id not in w.fake.paid_session_ids()
+            assert len(w.fulfilment.grants) == (1 if bug else 0)
+
+    both("unpaid-fulfilment", scenario)
+
+
+# ---------------------------------------------------------------- seats after checkout
+
+
+def test_release_on_payment_failed_sells_the_seat_twice() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:  # one seat
+            first = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.fake.customer_pay(first.session_id, flow="decline")
+            [declined] = w.events("payment_intent.payment_failed")
+            assert [await w.deliver(declined) for _ in range(2)] == [200, 200]
+            try:
+                await w.engine.create_purchase("user_2", PROG, class_rep=True)
+            except errors.LimitReached:
+                assert not bug
+            await w.deliver(await _paid_event(w, first.session_id))  # the second card
+            held = await _seat_holders(w)
+            assert [p["status"] for p in await w.purchases(_id=first.purchase_id)] == ["completed"]
+            assert held == (2 if bug else 1)  # over the limit of 1
+            assert await _count(w) == 1 and (held > await _count(w)) == bug
+
+    both("release-on-payment-failed", scenario)
+
+
+def test_decrement_without_state_change_decrements_per_expiry_delivery() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory, config=EngineConfig(session_ttl=1800)) as w:
+            await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await anyio.sleep(1801)
+            [expired] = w.events("checkout.session.expired")
+            assert [await w.deliver(expired) for _ in range(2)] == [200, 200]
+            assert await _count(w) == (-1 if bug else 0)
+
+    both("decrement-without-state-change", scenario)
+
+
+def test_ignore_expired_keeps_the_seat_of_an_abandoned_checkout() -> None:
+    config = EngineConfig(session_ttl=1800, reconcile_grace=600.0)
+
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory, config=config) as w:
+            first = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await anyio.sleep(1900)
+            assert w.fake.sessions[first.session_id].status == "expired"
+            [expired] = w.events("checkout.session.expired")
+            assert await w.deliver(expired) == 200
+            await w.engine.reconcile()
+            assert await _count(w) == (1 if bug else 0)
+            [p] = await w.purchases()
+            assert p["status"] == ("pending" if bug else "expired")
+            if bug:
+                with pytest.raises(errors.LimitReached):
+                    await w.engine.create_purchase("user_2", PROG, class_rep=True)
+            else:
+                await w.engine.create_purchase("user_2", PROG, class_rep=True)
+
+    both("ignore-expired", scenario)
+
+
+def test_cancel_without_expire_completes_a_cancelled_purchase_past_the_limit() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:  # one seat
+            first = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.engine.cancel_purchase(USER, first.purchase_id)
+            await w.engine.create_purchase("user_2", PROG, class_rep=True)  # the freed seat
+            # the customer pays in the tab still open
+            assert await w.fake.customer_pay(first.session_id, flow="card") == bug
+            for event in w.events("checkout.session.completed"):
+                assert await w.deliver(event) == 200
+            [p] = await w.purchases(_id=first.purchase_id)
+            assert p["status"] == ("completed" if bug else "cancelled")
+            assert await _seat_holders(w) == (2 if bug else 1)  # over the limit of 1
+            assert await _count(w) == 1
+
+    both("cancel-without-expire", scenario)
