@@ -32,6 +32,7 @@ class EngineConfig:
     purchase_lock_timeout: float = 10.0
     webhook_lock_timeout: float = 15.0
     stripe_timeout: float = 10.0
+    stripe_retries: int = 2  # the reference engine's own retries of Checkout Session creation
     webhook_tolerance: float = 300.0
     session_ttl: float = 24 * 3600.0
     # how long an intent record (Stripe outcome unknown) or orphan seat may wait before

@@ -191,7 +191,15 @@ class ReferenceEngine:
         )
         return PurchaseResult(purchase["_id"], session["id"], session["url"])
 
-    async def _create_checkout_session(self, purchase: dict[str, Any]) -> Any:
+    async def _create_checkout_session(
+        self, purchase: dict[str, Any], *, patient: bool = False
+    ) -> Any:
+        """Create (or replay, same key and parameters) the purchase's Checkout Session.
+
+        Only a refusal that no earlier attempt can have overtaken is definite: a 429 or 5xx that
+        follows a timeout or lost response may hide a session that exists, so it is reported as
+        OutcomeUnknown. `patient` (reconcile) treats every 429/5xx that way.
+        """
         params: dict[str, Any] = {
             "mode": "payment",
             "client_reference_id": purchase["_id"],
@@ -211,11 +219,37 @@ class ReferenceEngine:
                 }
             ],
         }
-        return await self._stripe(
-            self.env.stripe.v1.checkout.sessions.create_async(
-                params, {"idempotency_key": f"checkout-session:{purchase['_id']}"}
-            )
-        )
+        options: dict[str, Any] = {
+            "idempotency_key": f"checkout-session:{purchase['_id']}",
+            "max_network_retries": 0,  # retried below, where we know what may have landed
+        }
+        may_have_landed = patient or bool(purchase.get("create_may_have_landed"))
+        for attempt in range(self.config.stripe_retries + 1):
+            last = attempt == self.config.stripe_retries
+            try:
+                return await self._stripe(
+                    self.env.stripe.v1.checkout.sessions.create_async(params, options)
+                )
+            except OutcomeUnknown:
+                if not may_have_landed:
+                    may_have_landed = True
+                    await self.purchases.update_one(
+                        {"_id": purchase["_id"]}, {"$set": {"create_may_have_landed": True}}
+                    )
+                if last:
+                    raise
+            except (stripe.RateLimitError, stripe.APIError) as exc:
+                if _replayed(exc):
+                    raise  # Stripe's stored answer to this key's first execution: definite
+                # this attempt was refused, but an earlier one with the same key may have landed
+                if last:
+                    if may_have_landed:
+                        raise OutcomeUnknown(
+                            f"{exc} after an attempt that may have landed"
+                        ) from exc
+                    raise
+            await anyio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def _stripe(self, call: Any) -> Any:
         """Await a Stripe call within the configured timeout; map "may have landed" to OutcomeUnknown."""
@@ -494,9 +528,8 @@ class ReferenceEngine:
         ).to_list()
         for purchase in stuck:
             try:
-                session = await self._create_checkout_session(
-                    purchase
-                )  # replay: same key, same params
+                # replay, same key and parameters: Stripe answers what happened the first time
+                session = await self._create_checkout_session(purchase, patient=True)
             except OutcomeUnknown:
                 continue
             except stripe.StripeError:
@@ -595,6 +628,12 @@ class _Locked:
 
     async def __aexit__(self, *exc: object) -> bool | None:
         return await self._cm.__aexit__(*exc)  # type: ignore[arg-type]
+
+
+def _replayed(exc: stripe.StripeError) -> bool:
+    """Stripe marks a response replayed from an idempotency key's first execution."""
+    headers = exc.headers or {}
+    return any(k.lower() == "idempotent-replayed" and v == "true" for k, v in headers.items())
 
 
 def _slot_id(user_id: str, program_id: str) -> str:

@@ -199,8 +199,11 @@ class SeedEngine:
             return 400
         try:
             event = verify_event(
-                payload, signature_header, env.webhook_secret,
-                clock=env.clock, tolerance=env.config.webhook_tolerance,
+                payload,
+                signature_header,
+                env.webhook_secret,
+                clock=env.clock,
+                tolerance=env.config.webhook_tolerance,
             )
         except InvalidWebhook:
             return 400
@@ -240,12 +243,15 @@ class SeedEngine:
                     pass  # the seed continues: payment details are only for display
             await env.store[PURCHASES].update_one({"_id": purchase["_id"]}, {"$set": update})
             await env.fulfilment.grant(
-                purchase_id=purchase["_id"], user_id=purchase["user_id"],
-                program_id=purchase["program_id"], session_id=session_id,
+                purchase_id=purchase["_id"],
+                user_id=purchase["user_id"],
+                program_id=purchase["program_id"],
+                session_id=session_id,
             )
             with contextlib.suppress(Exception):  # the seed ignores email failure
                 await env.email.send_receipt(
-                    purchase_id=purchase["_id"], user_id=purchase["user_id"],
+                    purchase_id=purchase["_id"],
+                    user_id=purchase["user_id"],
                     idempotency_key=env.ids.new_id("email"),
                 )
 

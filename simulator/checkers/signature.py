@@ -24,6 +24,8 @@ class SignatureEnforced:
 
     def observe(self, entry: dict[str, Any]) -> None:
         if entry["type"] == "probe.forged":
+            if entry.get("status") == "unreachable":
+                return  # the instance was down: no engine judged this forgery
             self.probes += 1
             if entry.get("status") != 400:
                 self.found.append(

@@ -1,0 +1,194 @@
+"""Exploration: seed sweeps across processes, and Hypothesis search with shrinking.
+
+A sweep runs one scenario under many seeds, in parallel worker processes, and returns each
+run's summary. A search lets Hypothesis generate whole scenarios (workload, customers, faults,
+topology) plus a seed, keeps the ones the engine fails, and shrinks the failure to the smallest
+scenario that still fails — printed as a scenario file and a seed, ready to replay.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, Verbosity, find, settings
+from hypothesis import strategies as st
+from hypothesis.errors import NoSuchExample
+
+from reference_impl.ports import EngineConfig
+from simulator.nemesis import FAULT_KINDS
+from simulator.runner import run_scenario
+from simulator.scenario import (
+    CustomerMix,
+    Durations,
+    FaultSpec,
+    ProgramSpec,
+    Scenario,
+    Topology,
+    WorkloadPart,
+)
+
+# ---------------------------------------------------------------- sweeps
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    scenario: Scenario
+    seed: int
+    engine: str
+    out_dir: str | None
+    scenario_path: str | None = None
+
+
+def run_job(job: SweepJob) -> dict[str, Any]:
+    """One run in a worker process; returns its summary (small, picklable)."""
+    out = Path(job.out_dir) / f"seed-{job.seed}" if job.out_dir else None
+    report = run_scenario(job.scenario, job.seed, job.engine, out, scenario_path=job.scenario_path)
+    return report.summary
+
+
+def sweep(
+    scenario: Scenario,
+    seeds: Iterable[int],
+    engine: str,
+    *,
+    workers: int = 1,
+    out_dir: Path | None = None,
+    scenario_path: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Summaries in seed order; `workers` processes share the seeds (spawned, not forked)."""
+    jobs = [
+        SweepJob(scenario, seed, engine, str(out_dir) if out_dir else None, scenario_path)
+        for seed in seeds
+    ]
+    if workers <= 1:
+        yield from map(run_job, jobs)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(run_job, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+
+
+# ---------------------------------------------------------------- Hypothesis search
+
+ACTION_WEIGHTS = st.integers(min_value=0, max_value=3).map(float)
+
+
+@st.composite
+def fault_specs(draw: st.DrawFn) -> FaultSpec:
+    kind = draw(st.sampled_from(sorted(FAULT_KINDS)))
+    return FaultSpec(
+        kind=kind,
+        start=draw(st.sampled_from([0.0, 5.0])),
+        end=draw(st.sampled_from([30.0, 120.0])),
+        probability=draw(st.sampled_from([0.1, 0.5, 1.0])),
+        value_s=draw(st.sampled_from([1.0, 12.0, 40.0])),
+        rate=draw(st.sampled_from([1.0, 5.0])),
+        target=draw(st.sampled_from(["i0", "any"])),
+    )
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, name: str = "explored") -> Scenario:
+    """Small scenarios: few users, few seats, any mix of faults. Shrinks toward less of each."""
+    limit = draw(st.integers(min_value=1, max_value=3))
+    parts = []
+    herd = draw(st.integers(min_value=0, max_value=6))
+    if herd:
+        parts.append(WorkloadPart(kind="herd", count=herd, at=1.0))
+    clickers = draw(st.integers(min_value=0, max_value=3))
+    if clickers:
+        clicks = draw(st.integers(min_value=2, max_value=4))
+        parts.append(WorkloadPart(kind="double_click", count=clickers, clicks=clicks, at=2.0))
+    steady = draw(st.integers(min_value=0, max_value=4))
+    if steady:
+        parts.append(
+            WorkloadPart(kind="steady", count=steady, at=1.0, rate_per_s=0.2, duration_s=60.0)
+        )
+    if not parts:
+        parts.append(WorkloadPart(kind="herd", count=1, at=1.0))
+    mix = CustomerMix(
+        pay=1.0 + draw(ACTION_WEIGHTS),
+        decline_then_pay=draw(ACTION_WEIGHTS),
+        decline=draw(ACTION_WEIGHTS),
+        async_success=draw(ACTION_WEIGHTS),
+        async_failure=draw(ACTION_WEIGHTS),
+        abandon=draw(ACTION_WEIGHTS),
+        cancel=draw(ACTION_WEIGHTS),
+        pay_after_cancel=draw(ACTION_WEIGHTS),
+        think_time_s=(1.0, 30.0),
+    )
+    faults = tuple(draw(st.lists(fault_specs(), max_size=3, unique_by=lambda f: f.kind)))
+    instances = draw(st.integers(min_value=1, max_value=2))
+    return Scenario(
+        name=name,
+        programs=(ProgramSpec(class_rep_limit=limit),),
+        workload=tuple(parts),
+        customers=mix,
+        faults=faults,
+        topology=Topology(instances=instances),
+        durations=Durations(workload_s=150.0),
+        engine_config=EngineConfig(session_ttl=1800.0, stripe_timeout=5.0, reconcile_grace=300.0),
+    )
+
+
+@dataclass
+class Found:
+    scenario: Scenario
+    seed: int
+    summary: dict[str, Any]
+    examples: int
+
+
+def search(
+    engine: str,
+    *,
+    max_examples: int = 200,
+    invariant: str | None = None,
+    on_example: Callable[[int], None] | None = None,
+) -> Found | None:
+    """Find a scenario + seed on which `engine` violates an invariant, shrunk to a minimum."""
+    seen = {"n": 0}
+    last: dict[str, Any] = {}
+
+    def fails(case: tuple[Scenario, int]) -> bool:
+        scenario, seed = case
+        seen["n"] += 1
+        if on_example:
+            on_example(seen["n"])
+        # vacuity is not a bug in the engine: judge the invariants alone here
+        scenario = replace(scenario, expect=())
+        with tempfile.TemporaryDirectory(prefix="paysim-explore-") as tmp:
+            summary = run_scenario(scenario, seed, engine, Path(tmp)).summary
+        statuses = summary["invariants"]
+        bad = (
+            statuses.get(invariant) == "violated" if invariant else "violated" in statuses.values()
+        )
+        if bad:
+            last[(scenario, seed)] = summary
+        return bad
+
+    config = settings(
+        max_examples=max_examples,
+        database=None,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate, Phase.shrink],
+        verbosity=Verbosity.quiet,
+    )
+    strategy = st.tuples(scenarios(), st.integers(min_value=0, max_value=2**16))
+    try:
+        scenario, seed = find(strategy, fails, settings=config)
+    except NoSuchExample:
+        return None
+    summary = last.get((replace(scenario, expect=()), seed))
+    if summary is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = run_scenario(replace(scenario, expect=()), seed, engine, Path(tmp)).summary
+    return Found(scenario, seed, summary, seen["n"])

@@ -1,0 +1,191 @@
+"""Scenario files: every broken file gets one line naming the file and key; good files round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from reference_impl.ports import EngineConfig
+from simulator.checkers.evidence import EVIDENCE_KINDS as CHECKED_EVIDENCE_KINDS
+from simulator.demo import DEMO
+from simulator.nemesis import FAULT_KINDS as NEMESIS_FAULT_KINDS
+from simulator.run import simulate
+from simulator.scenario import (
+    EVIDENCE_KINDS,
+    EXTERNAL_METADATA,
+    FAULT_KINDS,
+    FaultSpec,
+    ProgramSpec,
+    RollingDeploy,
+    Scenario,
+    Thresholds,
+    Topology,
+    WorkloadPart,
+)
+from simulator.scenario_docs import render_readme
+from simulator.scenario_file import (
+    ScenarioError,
+    load_scenario,
+    scenario_from_dict,
+    scenario_to_toml,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+BAD = DATA / "bad_scenarios"
+
+#: broken file → (the dotted key the message names, a phrase that says what was expected)
+BROKEN: dict[str, tuple[str, str]] = {
+    "unknown_top_key.toml": ("sward", "unknown key (did you mean 'swarm'?)"),
+    "unknown_nested_key.toml": ("topology.lockz", "did you mean 'locks'?"),
+    "unknown_rolling_deploy_key.toml": ("topology.rolling_deploy.overlap", "unknown key"),
+    "wrong_type_instances.toml": (
+        "topology.instances",
+        'expected an integer between 1 and 64, got "two"',
+    ),
+    "probability_out_of_range.toml": (
+        "faults[1].probability",
+        "expected a number between 0 and 1, got 1.5",
+    ),
+    "negative_count.toml": ("workload[0].count", "got -5"),
+    "bad_lock_mode.toml": ("topology.locks", 'expected one of "memory", "shared", "redis"'),
+    "bad_fault_kind.toml": ("faults[0].kind", 'got "stripe_timeout"'),
+    "wrong_type_in_array.toml": ("programs[1].class_rep_limit", "expected an integer"),
+    "missing_fault_kind.toml": ("faults[0].kind", "required"),
+    "bool_as_int.toml": ("stripe_max_network_retries", "got true"),
+    "table_not_array.toml": ("programs", "expected an array of tables, got a table"),
+    "think_time_reversed.toml": ("customers.think_time_s", "ascending order"),
+    "think_time_length.toml": ("customers.think_time_s", "a list of 2 numbers"),
+    "unknown_program.toml": ("workload[0].program", 'got "pilates"'),
+    "fault_ends_before_start.toml": ("faults[0].end", "at or after start"),
+    "bad_expect.toml": ("expect[1]", 'got "dragons"'),
+    "nan_duration.toml": ("durations.workload_s", "finite"),
+    "session_ttl_too_long.toml": ("engine_config.session_ttl", "between 1800 and 86400"),
+    "unknown_fault_target.toml": ("faults[0].target", 'got "i5"'),
+}
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_file_names_file_and_key(name: str) -> None:
+    key, phrase = BROKEN[name]
+    message = _error(BAD / name)
+    assert message.startswith(f"{BAD / name}: {key}: "), message
+    assert phrase in message, message
+
+
+def test_every_broken_file_is_listed() -> None:
+    on_disk = {p.name for p in BAD.glob("*.toml")} - {"malformed.toml"}
+    assert on_disk == set(BROKEN)
+    assert len(on_disk) >= 12
+
+
+def test_malformed_toml_names_file_and_line() -> None:
+    message = _error(BAD / "malformed.toml")
+    assert message.startswith(f"{BAD / 'malformed.toml'}: invalid TOML: ")
+    assert "line 2" in message
+
+
+def test_missing_file() -> None:
+    missing = BAD / "does_not_exist.toml"
+    assert _error(missing) == f"{missing}: no such scenario file"
+
+
+def test_error_carries_its_parts() -> None:
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict({"topology": {"instances": 0}}, "x.toml")
+    assert (info.value.source, info.value.key) == ("x.toml", "topology.instances")
+
+
+def test_good_file_loads_and_round_trips() -> None:
+    scenario = load_scenario(DATA / "good_scenarios" / "everything.toml")
+    assert scenario.programs[0] == ProgramSpec(id="yoga", class_rep_limit=2, price_cents=9900)
+    assert scenario.topology.rolling_deploy == RollingDeploy(at=45.0)
+    assert scenario.faults[1].end == float("inf")
+    assert scenario.customers.think_time_s == (1.0, 30.5)
+    # keys not given keep the scenario's defaults, not the engine's (session_ttl is 3600 there)
+    assert scenario.engine_config.webhook_lock_timeout == 15.0
+    text = scenario_to_toml(scenario)
+    assert scenario_from_dict(tomllib.loads(text)) == scenario
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        Scenario(),
+        DEMO,
+        Scenario(workload=(), programs=(ProgramSpec(id="p"),)),
+        Scenario(
+            name='quotes "and" \\ backslashes\nnewline',
+            programs=(ProgramSpec(id="p"),),
+            workload=(WorkloadPart(program="p", kind="herd"),),
+            faults=(FaultSpec(kind="pause", start=1, end=2), FaultSpec(kind="crash")),
+            topology=Topology(instances=3, redis_url="redis://x", rolling_deploy=RollingDeploy()),
+            thresholds=Thresholds(p99_wait_ms=12.5),
+            engine_config=dataclasses.replace(Scenario().engine_config, currency="eur"),
+            seeds=(7, 8),
+            expect=("crash", "lock_wait"),
+        ),
+    ],
+)
+def test_round_trip(scenario: Scenario) -> None:
+    text = scenario_to_toml(scenario)
+    assert scenario_from_dict(tomllib.loads(text)) == scenario
+
+
+def test_default_scenario_writes_only_its_name() -> None:
+    assert scenario_to_toml(Scenario()) == 'name = "scenario"\n'
+
+
+def test_loaded_scenario_runs(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        'name = "tiny"\n[[workload]]\nkind = "herd"\ncount = 3\n'
+        "[durations]\nworkload_s = 30.0\nliveness_s = 3600.0\n",
+        encoding="utf-8",
+    )
+    result = simulate(load_scenario(path), 1, "reference", tmp_path / "run")
+    assert result.scenario == "tiny"
+    assert (tmp_path / "run" / "history.jsonl").exists()
+
+
+def test_fault_kinds_match_the_nemesis() -> None:
+    assert set(FAULT_KINDS) == set(NEMESIS_FAULT_KINDS)
+
+
+def test_evidence_kinds_match_the_checker() -> None:
+    assert set(EVIDENCE_KINDS) == set(CHECKED_EVIDENCE_KINDS)
+
+
+def test_every_field_is_documented() -> None:
+    readme = render_readme()
+    for cls in (Scenario, ProgramSpec, WorkloadPart, FaultSpec, Topology, Thresholds):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+            assert f"| `{f.name}` |" in readme
+
+
+def test_engine_config_is_documented_here() -> None:
+    """EngineConfig lives in reference_impl; a new field there needs its help in scenario.py."""
+    documented = EXTERNAL_METADATA[EngineConfig]
+    for f in dataclasses.fields(EngineConfig):
+        assert documented.get(f.name, {}).get("help"), (
+            f"add EngineConfig.{f.name} to EXTERNAL_METADATA"
+        )
+
+
+def test_committed_readme_matches_the_schema() -> None:
+    committed = (ROOT / "scenarios" / "README.md").read_text(encoding="utf-8")
+    assert committed == render_readme(), (
+        "scenarios/README.md is stale: python -m simulator.scenario_docs > scenarios/README.md"
+    )
