@@ -306,6 +306,7 @@ class _World:
         faults_end = sc.durations.workload_s
         await self.clock.sleep_until(faults_end)
         self.history.record("liveness.start")
+        await self.probe.ensure_probed()
         for instance in self.cluster.instances:
             if not instance.up and not instance.retired:
                 instance.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from simulator.checkers.base import FinalFacts, Outcome, Violation, outcome
+from simulator.checkers.purchase_replay import PurchaseReplay
 
 NAME = "counter_consistent"
 
@@ -20,8 +21,10 @@ class CounterConsistent:
 
     def __init__(self) -> None:
         self.negative: dict[str, Violation] = {}
+        self.replay = PurchaseReplay()
 
     def observe(self, entry: dict[str, Any]) -> None:
+        self.replay.apply(entry)
         if entry.get("coll") != "programs" or not entry.get("doc"):
             return
         count = entry["doc"].get("class_rep_count")
@@ -41,12 +44,18 @@ class CounterConsistent:
                 held = held_seats(program["_id"], facts)
                 count = program.get("class_rep_count", 0)
                 if count != len(held):
+                    involved = [
+                        p["_id"]
+                        for p in facts.purchases
+                        if p.get("program_id") == program["_id"] and p.get("class_rep")
+                    ]
                     kind = "leak" if count > len(held) else "drift below the seats held"
                     found.append(
                         Violation(
                             NAME,
                             f"program {program['_id']}: class_rep_count={count} but {len(held)} seats held ({kind})",
                             at=facts.end_t,
+                            evidence=self.replay.evidence(program["_id"], involved),
                         )
                     )
         return outcome(NAME, found, known=facts.quiescent)

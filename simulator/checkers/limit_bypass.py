@@ -61,6 +61,7 @@ class NoLimitBypass:
                         f"program {program['_id']} ends with {len(completed)} completed class-rep purchases, "
                         f"limit {program['class_rep_limit']}",
                         at=facts.end_t,
+                        evidence=self.replay.evidence(program["_id"], completed),
                     )
                 )
         return outcome(NAME, found)

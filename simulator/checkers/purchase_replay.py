@@ -19,6 +19,7 @@ class PurchaseRow:
     program_id: str | None
     class_rep: bool
     status: str | None
+    seq: int  # history line of the write that left the purchase in this state
 
 
 class PurchaseReplay:
@@ -28,9 +29,20 @@ class PurchaseReplay:
         self.rows: dict[str, PurchaseRow] = {}
         self.holding: dict[str, set[str]] = {}  # program -> class-rep purchases pending/completed
         self.pending: dict[tuple[str | None, str | None], set[str]] = {}  # (user, program) -> ids
+        self.counter_seq: dict[str, int] = {}  # program -> last write of its counter
+
+    def evidence(self, program_id: str, purchase_ids: list[str]) -> tuple[int, ...]:
+        """The history lines behind a final-state claim: the counter's and the purchases' last writes."""
+        seqs = [self.rows[p].seq for p in purchase_ids if p in self.rows]
+        if program_id in self.counter_seq:
+            seqs.append(self.counter_seq[program_id])
+        return tuple(sorted(seqs))
 
     def apply(self, entry: dict[str, Any]) -> PurchaseRow | None:
         doc = entry.get("doc")
+        if entry.get("coll") == "programs" and entry.get("id") is not None:
+            self.counter_seq[str(entry["id"])] = entry["seq"]
+            return None
         if entry.get("coll") != "purchases" or not doc or entry.get("id") is None:
             return None
         pid = str(entry["id"])
@@ -43,6 +55,7 @@ class PurchaseReplay:
             doc.get("program_id"),
             bool(doc.get("class_rep")),
             doc.get("status"),
+            entry["seq"],
         )
         self.rows[pid] = row
         if row.class_rep and row.status in SEAT_HOLDING and row.program_id:
