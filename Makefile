@@ -2,7 +2,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,6 +18,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# nightly: the Hypothesis property tests with thousands of examples each
+soak: $(STAMP)
+	HYPOTHESIS_PROFILE=nightly $(PY) -m pytest tests/test_reference_properties.py
 
 bench: $(STAMP)
 	$(PY) -m simulator.bench reports/bench
