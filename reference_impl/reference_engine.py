@@ -6,7 +6,8 @@ Locks only reduce contention here; correctness never depends on them:
 - seats live in a ledger on the program document (`seats.py`): reserve and release are single
   atomic updates, released only by whoever won the transition out of a seat-holding status;
 - a slot document per (user, program), claimed by `_id`, allows one pending purchase per user
-  even if two instances hold "the" lock at once;
+  even if two instances hold "the" lock at once; its writes are fenced with the purchase lock's
+  token, so a holder that wakes after its lease expired cannot overwrite a newer holder's claim;
 - the purchase is written before Stripe is called (intent record) and the Checkout Session is
   created with an idempotency key derived from the purchase id, so a timeout is resolved by
   replaying the same request, and `reconcile` resolves what no client came back for.
@@ -16,6 +17,7 @@ Each step is a method so that a mutant (a known-bad variant) can state only how 
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
@@ -31,9 +33,10 @@ from reference_impl.errors import (
     NotFound,
     UpstreamError,
 )
-from reference_impl.locks import LockTimeout, LockUnavailable
+from reference_impl.locks import Lease, LockTimeout, LockUnavailable
 from reference_impl.memory_locks import MemoryLockService
 from reference_impl.ports import EmailError, EngineEnv, PurchaseResult
+from reference_impl.redis_locks import RedisLockService
 from reference_impl.schema import (
     CANCELLED,
     COMPLETED,
@@ -53,6 +56,9 @@ from reference_impl.webhook_signature import InvalidWebhook, event_object, verif
 REUSE_MARGIN_S = 60.0
 #: statuses a paid session can still be honoured from, by taking a seat again
 RELEASED = (CANCELLED, EXPIRED, FAILED)
+#: the purchase lock's lease held by the current request, for `_claim_slot`'s fence; a context
+#: variable so that the slot seam (overridden by mutants) keeps its signature
+_PURCHASE_LEASE: ContextVar[Lease | None] = ContextVar("purchase_lease", default=None)
 
 
 class OutcomeUnknown(Exception):
@@ -69,6 +75,8 @@ class ReferenceEngine:
         self.programs = env.store[PROGRAMS]
         self.slots = env.store[SLOTS]
         self.seats = SeatLedger(env.store)
+        # tokens of two in-process lock tables (two instances, a restart) are not comparable
+        self.fence_scope = fence_scope_of(env.locks) or env.ids.new_id("fence")
 
     # ------------------------------------------------------------------ create
 
@@ -78,10 +86,19 @@ class ReferenceEngine:
         program = await self.programs.find_one({"_id": program_id})
         if program is None:
             raise NotFound(f"program {program_id} not found")
-        async with self._lock(
-            f"purchase:create:{user_id}:{program_id}", self.config.purchase_lock_timeout
-        ):
-            return await self._create_locked(user_id, program, class_rep)
+        try:
+            async with self._lock(
+                f"purchase:create:{user_id}:{program_id}", self.config.purchase_lock_timeout
+            ) as lease:
+                held = _PURCHASE_LEASE.set(lease)
+                try:
+                    return await self._create_locked(user_id, program, class_rep)
+                finally:
+                    _PURCHASE_LEASE.reset(held)
+        except OutcomeUnknown as exc:  # e.g. settling a stale session: nothing was changed
+            raise UpstreamError(f"Stripe outcome unknown: {exc}", outcome_known=False) from exc
+        except stripe.StripeError as exc:
+            raise UpstreamError(f"Stripe failed: {exc.user_message or exc}") from exc
 
     async def _create_locked(
         self, user_id: str, program: dict[str, Any], class_rep: bool
@@ -145,8 +162,9 @@ class ReferenceEngine:
             "amount": program.get("price_cents", 5000),
             "stripe_session_id": None,
             "checkout_url": None,
-            # fixed at intent time: a replay must send byte-identical parameters
-            "session_expires_at": int(now + self.config.session_ttl),
+            # fixed at intent time: a replay must send byte-identical parameters; read the clock
+            # now, not before the seat and slot writes, so a stall there cannot push it too close
+            "session_expires_at": int(self.env.clock.now() + self.config.session_ttl),
             "created_at": now,
         }
         try:
@@ -163,17 +181,27 @@ class ReferenceEngine:
 
         The slot (one document per user and program, keyed by `_id`) is what allows a single
         pending purchase per user even when two instances hold "the" lock at once: only one of
-        them can insert it, or swing it from the purchase they both saw.
+        them can insert it, or swing it from the purchase they both saw. The write carries the
+        lease's fencing token and is refused once a newer token of the same scope has written:
+        that also stops a stale holder whose slot was swung back to the purchase it saw (ABA).
         """
+        lease = _PURCHASE_LEASE.get()
+        fence = {} if lease is None else {"fence": lease.token, "fence_scope": self.fence_scope}
         if seen is None:
             try:
-                await self.slots.insert_one({"_id": slot_id, "purchase_id": purchase_id, "at": now})
+                await self.slots.insert_one(
+                    {"_id": slot_id, "purchase_id": purchase_id, "at": now, **fence}
+                )
             except DuplicateKeyError:
                 return False
             return True
+        unchanged: dict[str, Any] = {"_id": slot_id, "purchase_id": seen["purchase_id"]}
+        if lease is not None:  # unless a newer holder (same token sequence) has written since
+            newer = {"fence_scope": self.fence_scope, "fence": {"$gte": lease.token}}
+            unchanged["$nor"] = [newer]
         moved = await self.slots.update_one(
-            {"_id": slot_id, "purchase_id": seen["purchase_id"]},
-            {"$set": {"purchase_id": purchase_id, "at": now}},
+            unchanged,
+            {"$set": {"purchase_id": purchase_id, "at": now, **fence}},
         )
         return moved.modified_count == 1
 
@@ -349,12 +377,21 @@ class ReferenceEngine:
         }
 
     async def handle_success_redirect(self, session_id: str) -> None:
-        """The success page: fulfil from a retrieved session, racing the webhook safely."""
-        session = await self._stripe(
-            self.env.stripe.v1.checkout.sessions.retrieve_async(session_id)
-        )
-        async with self._lock(f"webhook:session:{session_id}", self.config.webhook_lock_timeout):
-            await self._on_session_paid_or_pending(session)
+        """The success page: fulfil from a retrieved session, racing the webhook safely.
+
+        If Stripe cannot be asked right now the page just shows "processing": the webhook (or
+        reconcile) completes the purchase, so a failure here is never an error.
+        """
+        try:
+            session = await self._stripe(
+                self.env.stripe.v1.checkout.sessions.retrieve_async(session_id)
+            )
+            async with self._lock(
+                f"webhook:session:{session_id}", self.config.webhook_lock_timeout
+            ):
+                await self._on_session_paid_or_pending(session)
+        except (OutcomeUnknown, stripe.StripeError, Busy):
+            return
 
     async def _on_session_paid_or_pending(self, session: dict[str, Any]) -> None:
         if session.get("payment_status") not in ("paid", "no_payment_required"):
@@ -435,13 +472,13 @@ class ReferenceEngine:
 
     async def _on_session_payment_failed(self, session: dict[str, Any]) -> None:
         purchase = await self._purchase_for(session)
-        if purchase is not None:
-            await self._end_pending(purchase["_id"], FAILED)
+        if purchase is not None and purchase.get("stripe_session_id") in (None, session["id"]):
+            await self._end_pending(purchase["_id"], FAILED, session)
 
     async def _on_session_expired(self, session: dict[str, Any]) -> None:
         purchase = await self._purchase_for(session)
         if purchase is not None and purchase.get("stripe_session_id") in (None, session["id"]):
-            await self._end_pending(purchase["_id"], EXPIRED)
+            await self._end_pending(purchase["_id"], EXPIRED, session)
 
     async def _purchase_for(self, session: dict[str, Any]) -> dict[str, Any] | None:
         purchase_id = _purchase_id(session)
@@ -505,11 +542,15 @@ class ReferenceEngine:
         """Stripe definitely refused the Checkout Session: give the seat back, exactly once."""
         return await self._end_pending(purchase["_id"], FAILED)
 
-    async def _end_pending(self, purchase_id: str, new: str) -> bool:
-        return (
-            await self._transition(purchase_id, PENDING, new, {"ended_at": self.env.clock.now()})
-            is not None
-        )
+    async def _end_pending(
+        self, purchase_id: str, new: str, session: dict[str, Any] | None = None
+    ) -> bool:
+        """`pending -> new`. A session Stripe tells us about is recorded if we never heard of it
+        (the create's answer was lost), so no session is left belonging to nobody."""
+        fields: dict[str, Any] = {"ended_at": self.env.clock.now()}
+        if session is not None:
+            fields["stripe_session_id"] = session["id"]
+        return await self._transition(purchase_id, PENDING, new, fields) is not None
 
     # ------------------------------------------------------------------ reconcile
 
@@ -620,14 +661,24 @@ class _Locked:
     def __init__(self, env: EngineEnv, key: str, timeout: float) -> None:
         self._cm = env.locks.hold(key, wait_timeout=timeout)
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> Lease:
         try:
-            await self._cm.__aenter__()
+            return await self._cm.__aenter__()
         except (LockTimeout, LockUnavailable) as exc:
             raise Busy(str(exc)) from exc
 
     async def __aexit__(self, *exc: object) -> bool | None:
         return await self._cm.__aexit__(*exc)  # type: ignore[arg-type]
+
+
+def fence_scope_of(locks: object) -> str | None:
+    """Where `locks`' fencing tokens are ordered: all processes on one Redis namespace (a shared
+    counter with a time floor), or what the service declares as `fence_scope`; None for an
+    in-process table, whose tokens restart at 1 with every process."""
+    scope = getattr(locks, "fence_scope", None)
+    if scope is None and isinstance(locks, RedisLockService):
+        scope = f"redis:{locks.namespace}"
+    return scope
 
 
 def _replayed(exc: stripe.StripeError) -> bool:

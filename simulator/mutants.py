@@ -78,6 +78,16 @@ class ShortLockTimeout(_NoSlotGuard):
         return super()._lock(key, timeout)
 
 
+class RedisNoFence(_NoSlotGuard):
+    """Claims the purchase slot by overwriting it: neither the fence (the lease's token) nor the
+    slot's own guard (insert by `_id`, swing from the purchase it saw), which would each refuse
+    the stale write on their own. With a lease lock that is enough until a holder stalls past its
+    lease: the next holder creates its purchase, then the stale one wakes and creates a second.
+
+    Violates single_pending_per_user under lease expiry (lease_pause, redis_restart), or wherever
+    two holders of "the" lock overlap (two in-memory lock tables in a rolling deploy)."""
+
+
 @asynccontextmanager
 async def _proceed_on_timeout(lock: AbstractAsyncContextManager[Any]) -> Any:
     """Hold `lock` if it is granted in time; otherwise run the body anyway (the bug)."""
@@ -328,6 +338,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("no-signature-check", NoSignatureCheck, "signature_enforced"),
         _mutant("unpaid-fulfilment", UnpaidFulfilment, "no_unpaid_fulfilment"),
         _mutant("orphan-session", OrphanSession, "no_orphan_session"),
+        _mutant("redis-no-fence", RedisNoFence, "single_pending_per_user"),
     )
 }
 

@@ -3,6 +3,12 @@
 Every decision draws from the `faults` random stream, so the fault schedule is part of the seed
 and adding a fault kind never reshuffles the workload. In swarm mode a seed first switches whole
 fault kinds on or off (Groce et al.'s swarm testing), so that no fault masks another in every run.
+
+Lease faults: `lease_pause` stalls a lock holder at its first store write after the grant (its
+decision already made on what it read) for `value_s`, longer than its lease, so the next holder
+enters while it is away; `redis_restart` and `redis_latency` act on the run's Redis
+(simulator/redis_faults.py, which also says what still holds under each) and need
+`topology.locks = "redis"`: elsewhere they have nothing to act on, and the run is vacuous.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from typing import Any
 
 import anyio
 
+from reference_impl.store import WRITE_OPS
 from simulator.clock import SimClock
 from simulator.scenario import FaultSpec
-from simulator.topology import Cluster, Instance
+from simulator.topology import HOLDING, Cluster, Instance
 
 STRIPE_KINDS = {
     "stripe_latency",
@@ -28,7 +35,9 @@ STRIPE_KINDS = {
 }
 WEBHOOK_KINDS = {"webhook_duplicates", "webhook_reorder", "webhook_failures"}
 INSTANCE_KINDS = {"store_latency", "slow_handler", "crash", "pause", "email_outage"}
-FAULT_KINDS = frozenset(STRIPE_KINDS | WEBHOOK_KINDS | INSTANCE_KINDS)
+LEASE_KINDS = {"lease_pause"}
+REDIS_KINDS = {"redis_restart", "redis_latency"}
+FAULT_KINDS = frozenset(STRIPE_KINDS | WEBHOOK_KINDS | INSTANCE_KINDS | LEASE_KINDS | REDIS_KINDS)
 
 #: how long a crashed instance stays down before it restarts (virtual seconds)
 RESTART_AFTER_S = 5.0
@@ -45,6 +54,7 @@ class Nemesis:
     clock: SimClock
     task_group: Any = None
     swarm: bool = False
+    redis: Any = None  # the run's RedisFaults when topology.locks = "redis"
     active: list[FaultSpec] = field(default_factory=list)
     stopped: bool = False
 
@@ -98,6 +108,8 @@ class Nemesis:
             instance = self.cluster.by_name(spec.target)
             if instance is not None:
                 instance.pause()
+        elif spec.kind == "redis_restart" and self.redis is not None and self.task_group:
+            self.task_group.start_soon(self.redis.restart, spec.value_s)
 
     def _end(self, spec: FaultSpec) -> None:
         if spec in self.active:
@@ -131,6 +143,9 @@ class Nemesis:
         wp.duplicate_probability = _p(self._strongest("webhook_duplicates"))
         reorder = self._strongest("webhook_reorder")
         wp.reorder_jitter_s = reorder.value_s if reorder else 0.0
+        if self.redis is not None:
+            redis_latency = self._strongest("redis_latency")
+            self.redis.set_latency(_p(redis_latency), redis_latency.value_s if redis_latency else 0)
 
     # ---- per-event decisions, consulted by the fakes and the store observer
 
@@ -145,6 +160,8 @@ class Nemesis:
     async def before_store_call(self, instance: Instance, collection: str, op: str) -> None:
         """Store latency, slow handlers, pauses and crash points, at one engine store call."""
         await instance.stall_if_paused()
+        if op in WRITE_OPS:
+            await self._lease_pause(instance)
         for spec in self.active:
             if spec.kind == "store_latency" and self.rng.random() < spec.probability:
                 await anyio.sleep(spec.value_s * self.rng.random())
@@ -169,6 +186,28 @@ class Nemesis:
                 instance.crash(f"crash point before {collection}.{op}")
                 self._restart_later(instance)
                 await anyio.lowlevel.checkpoint()  # the cancelled request stops here
+
+    async def _lease_pause(self, instance: Instance) -> None:
+        """Stall a lock holder at its first write after the grant, past its lease."""
+        holding = HOLDING.get()
+        if holding is None or holding.wrote:
+            return
+        specs = [
+            s for s in self.active if s.kind == "lease_pause" and s.target in (instance.name, "any")
+        ]
+        if not specs:
+            return
+        holding.wrote = True
+        spec = max(specs, key=lambda s: s.probability)
+        if self.rng.random() < spec.probability:
+            self.record(
+                "fault.lease_pause",
+                instance=instance.name,
+                key=holding.lease.key,
+                token=holding.lease.token,
+                delay_s=spec.value_s,
+            )
+            await anyio.sleep(spec.value_s)
 
     def _restart_later(self, instance: Instance) -> None:
         if self.task_group is not None:

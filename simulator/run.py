@@ -4,6 +4,10 @@ Phases: the workload phase (clients and the nemesis act until `durations.workloa
 fault-free liveness phase in which Stripe keeps retrying webhooks, sessions expire and
 `reconcile` runs, until the system is quiescent or `durations.liveness_s` runs out. The run
 writes `history.jsonl`, `final_state.json` and `ledgers.json` for the checkers.
+
+A scenario with `topology.locks = "redis"` always runs in wall-clock time: Redis expires leases
+by its own clock, which a virtual clock cannot move, so every time in such a scenario is real
+seconds (keep them short). Its history is not reproducible byte for byte.
 """
 
 from __future__ import annotations
@@ -31,12 +35,21 @@ from simulator.ids import SequentialIds
 from simulator.nemesis import Nemesis
 from simulator.probes import SignatureProbe
 from simulator.randomness import RandomStreams
+from simulator.redis_faults import RedisFaults
 from simulator.requests import request_scope
 from simulator.scenario import Scenario
 from simulator.scheduling import seed_scheduler
 from simulator.services import FakeEmail, RecordingFulfilment
 from simulator.store_observer import StoreObserver
-from simulator.topology import Cluster, Instance, memory_locks_for
+from simulator.topology import (
+    Cluster,
+    Instance,
+    WatchedLocks,
+    memory_locks_for,
+    redis_locks_for,
+    redis_url_for,
+    run_namespace,
+)
 from simulator.workload import Clients, plan_arrivals
 
 
@@ -67,7 +80,11 @@ def simulate(
     wall_clock: bool = False,
     extra_engines: dict[str, Callable[[], EngineFactory]] | None = None,
 ) -> RunResult:
-    """Run `scenario` once. Same (scenario, seed, engine) → byte-identical history."""
+    """Run `scenario` once. Same (scenario, seed, engine) → byte-identical history.
+
+    Redis-locked scenarios run in wall-clock time whatever `wall_clock` says (module docstring).
+    """
+    wall_clock = wall_clock or scenario.topology.locks == "redis"
     factory = load_factory(engine, extra_engines) if isinstance(engine, str) else engine
     name = engine if isinstance(engine, str) else f"{factory.__module__}:{factory.__qualname__}"
     if out_dir is not None:
@@ -127,6 +144,15 @@ class _World:
             )
         self.lock_stats = LockStats(on_event=self._record_lock_event)
         self.seed_lock_services: list[SeedLockService] = []
+        self.redis: RedisFaults | None = None
+        if sc.topology.locks == "redis":
+            self.redis = RedisFaults(
+                redis_url_for(sc.topology.redis_url),
+                run_namespace(self.seed),
+                self.streams.stream("redis"),
+                record,
+            )
+            await self.redis.connect()
         self.fulfilment = RecordingFulfilment(record=record)
         async with anyio.create_task_group() as tg:
             self.fake = FakeStripe(
@@ -152,6 +178,7 @@ class _World:
                 self.clock,
                 task_group=tg,
                 swarm=sc.swarm,
+                redis=self.redis,
             )
             self.email = FakeEmail(record=record, fail=self.nemesis.email_fails)
             self.delivery = WebhookDelivery(
@@ -186,6 +213,8 @@ class _World:
             await clients.run(plan_arrivals(sc, self.streams.stream("workload")))
             await self._liveness_phase()
             tg.cancel_scope.cancel()
+        if self.redis is not None:
+            await self.redis.close()
         self.virtual_s = self.clock.elapsed()
         self._snapshot()
         record("run.end", quiescent=self.quiescent, counts=self._counts())
@@ -211,9 +240,11 @@ class _World:
             tg.start_soon(self._rolling_deploy)
 
     def _make_env(self, instance: Instance, shared_locks: Any) -> EngineEnv:
-        locks = shared_locks or memory_locks_for(self.factory, self.lock_stats)
+        locks = shared_locks or self._instance_locks(instance)
         if isinstance(locks, SeedLockService):
             self.seed_lock_services.append(locks)
+        if any(f.kind == "lease_pause" for f in self.scenario.faults):
+            locks = WatchedLocks(locks)
 
         async def before_call(collection: str, op: str) -> None:
             await self.nemesis.before_store_call(instance, collection, op)
@@ -235,6 +266,19 @@ class _World:
             ids=SequentialIds(f"{instance.name}g{instance.generation}x"),
             config=self.scenario.engine_config,
             instance=instance.name,
+        )
+
+    def _instance_locks(self, instance: Instance) -> Any:
+        if self.redis is None:
+            return memory_locks_for(self.factory, self.lock_stats)
+        owner = f"{instance.name}g{instance.generation}"
+        return redis_locks_for(
+            self.redis.client,
+            namespace=self.redis.namespace,
+            lease_s=self.scenario.topology.lease_s,
+            stats=self.lock_stats,
+            owner=owner,
+            rng=self.streams.stream(f"redis-locks-{owner}"),
         )
 
     async def _rolling_deploy(self) -> None:

@@ -38,6 +38,12 @@ FAULT_KINDS: Mapping[str, str] = {
     "webhook_failures": "the webhook endpoint answers 500 before the engine sees the event",
     "crash": "instance `target` (or `any`) crashes at a store call with `probability`",
     "pause": "instance `target` stops making progress for the fault window (a GC/VM pause)",
+    "lease_pause": "a lock holder on `target` (or `any`) stalls `value_s` at its first write "
+    "after the grant, with `probability` per grant: longer than `topology.lease_s`, the next "
+    "holder enters meanwhile",
+    "redis_restart": "Redis loses the run's keys at `start` (locks and fence counters), then "
+    'refuses commands for `value_s` (`locks = "redis"` only)',
+    "redis_latency": 'each Redis command is delayed by `value_s` with `probability` (`locks = "redis"` only)',
 }
 
 #: what a run must show for its verdict to mean something: a run missing an expected kind of
@@ -61,7 +67,8 @@ BALANCERS: Mapping[str, str] = {
 LOCK_MODES: Mapping[str, str] = {
     "memory": "each instance has its own in-memory lock table (the seed's design)",
     "shared": "one in-memory lock service shared by every instance",
-    "redis": "a Redis lock service at `redis_url` (wall-clock load runs)",
+    "redis": "every instance locks on one Redis (`redis_url`) with fenced leases of `lease_s`; "
+    "the run is wall-clock (Redis expires leases in real time), so its times are real seconds",
 }
 
 WEBHOOK_MODES: Mapping[str, str] = {
@@ -217,7 +224,9 @@ class FaultSpec:
     )
     value_s: float = setting(0.0, "a duration: latency, stall, jitter", min=0.0)
     rate: float = setting(25.0, "requests per second (stripe_rate_limit)", min=0.01)
-    target: str = setting("i0", "instance `i0`, `i1`, ... or `any` (crash, pause, slow_handler)")
+    target: str = setting(
+        "i0", "instance `i0`, `i1`, ... or `any` (crash, pause, slow_handler, lease_pause)"
+    )
 
     def problems(self) -> Problems:
         if self.end < self.start:
@@ -242,7 +251,14 @@ class Topology:
     instances: int = setting(1, "engine instances behind the load balancer", min=1, max=64)
     balancer: str = setting("round_robin", "how requests are spread", choices=BALANCERS)
     locks: str = setting("memory", "which lock service the instances use", choices=LOCK_MODES)
-    redis_url: str | None = setting(None, 'Redis URL when `locks = "redis"`')
+    redis_url: str | None = setting(
+        None,
+        'Redis URL when `locks = "redis"`; else REDIS_URL, else redis://127.0.0.1:6379/15 '
+        "(a run only touches keys under its own namespace)",
+    )
+    lease_s: float = setting(
+        30.0, 'lease of a Redis lock, real seconds (`locks = "redis"`)', min=0.001, max=3600.0
+    )
     rolling_deploy: RollingDeploy | None = setting(None, "replace instance i0 by a new one mid-run")
 
     def instance_names(self) -> tuple[str, ...]:

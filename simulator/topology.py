@@ -4,19 +4,36 @@ An instance is one engine object with its own in-memory state (its lock table, i
 per instance). A crash cancels every request it is serving and throws that state away; the
 store keeps whatever was written. A pause stalls the instance at its next store call until it
 resumes — the stop-the-world stall that lets a lease expire under a holder.
+
+Locks (`Topology.locks`): one in-memory table per instance (the seed's deployment), one shared
+table, or Redis: every instance its own `RedisLockService` over one server, under a per-run key
+namespace. Redis leases expire in real time, so Redis runs are wall-clock runs (simulator/run.py).
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
-from reference_impl.locks import LockService
+from reference_impl.lock_stats import LockStats
+from reference_impl.locks import Lease, LockService
 from reference_impl.ports import Engine, EngineEnv, EngineFactory
+from reference_impl.redis_locks import RedisLockService
+from reference_impl.reference_engine import fence_scope_of
+
+#: where Redis runs lock when neither the scenario (`topology.redis_url`) nor REDIS_URL says:
+#: db 15, away from the default db 0; runs only ever touch their own namespace's keys
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+_runs = itertools.count(1)
 
 
 class InstanceDown(Exception):
@@ -131,3 +148,76 @@ def memory_locks_for(factory: EngineFactory, honest_stats: Any) -> LockService:
     if cls is SeedLockService:
         return SeedLockService(true_stats=honest_stats)
     return cls(stats=honest_stats)
+
+
+def redis_url_for(configured: str | None) -> str:
+    """The scenario's `topology.redis_url`, else `REDIS_URL`, else DEFAULT_REDIS_URL."""
+    return configured or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+
+def run_namespace(seed: int) -> str:
+    """The Redis key prefix of one run: the run seed and this process's run counter.
+
+    The process id keeps apart two processes that run the same seed at once (a parallel suite,
+    `explore --workers`); no history line contains it.
+    """
+    return f"paysim:sim:{seed}:{os.getpid()}.{next(_runs)}:"
+
+
+def redis_locks_for(
+    client: Any,
+    *,
+    namespace: str,
+    lease_s: float,
+    stats: LockStats,
+    owner: str,
+    rng: random.Random,
+) -> RedisLockService:
+    """One instance's lock service over the run's shared Redis client (a synchronous
+    `redis.Redis`: the simulator runs on trio, so each script call runs in a worker thread)."""
+    return RedisLockService(
+        client,
+        lease_s=lease_s,
+        stats=stats,
+        namespace=namespace,
+        rng=rng,
+        owner_prefix=owner,  # unique per instance and generation within the namespace
+        fence_ttl_s=3600.0,  # a run's fence keys outlive it by an hour at most, if never deleted
+    )
+
+
+@dataclass(eq=False)
+class Holding:
+    """A lease the current request holds; `wrote` once it reached its first store write."""
+
+    lease: Lease
+    wrote: bool = False
+
+
+#: the innermost lease held by the current request (set by `WatchedLocks`)
+HOLDING: ContextVar[Holding | None] = ContextVar("paysim_holding", default=None)
+
+
+class WatchedLocks:
+    """A lock service that marks the requests holding one of its leases, so that the nemesis can
+    stall a holder at its first write (`lease_pause`). Used only when a scenario has that fault,
+    so other runs schedule exactly as before."""
+
+    def __init__(self, inner: LockService) -> None:
+        self.inner = inner
+
+    @property
+    def fence_scope(self) -> str | None:
+        return fence_scope_of(self.inner)
+
+    def hold(self, key: str, *, wait_timeout: float) -> AbstractAsyncContextManager[Lease]:
+        return self._hold(key, wait_timeout)
+
+    @asynccontextmanager
+    async def _hold(self, key: str, wait_timeout: float) -> AsyncIterator[Lease]:
+        async with self.inner.hold(key, wait_timeout=wait_timeout) as lease:
+            marker = HOLDING.set(Holding(lease))
+            try:
+                yield lease
+            finally:
+                HOLDING.reset(marker)

@@ -38,6 +38,9 @@ FAULT_EFFECTS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "webhook_failures": ("fault.webhook_failure", lambda e: True),
     "crash": ("instance.crash", lambda e: True),
     "pause": ("instance.pause", lambda e: True),
+    "lease_pause": ("fault.lease_pause", lambda e: True),
+    "redis_restart": ("redis.restart", lambda e: True),
+    "redis_latency": ("redis.delay", lambda e: True),
 }
 _BY_TYPE: dict[str, list[tuple[str, Callable[[dict[str, Any]], bool]]]] = {}
 for _fault, (_type, _shows) in FAULT_EFFECTS.items():
