@@ -23,9 +23,9 @@ import anyio
 import trio.testing
 
 from reference_impl.lock_stats import LockStats
-from reference_impl.ports import EngineEnv, EngineFactory
+from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult
 from reference_impl.registry import load_factory
-from reference_impl.schema import PROGRAMS, PURCHASES, program_doc
+from reference_impl.schema import PROGRAMS, PURCHASES, SLOTS, program_doc
 from reference_impl.seed_locks import SeedLockService
 from reference_impl.store import AsyncDatabase, open_database
 from simulator.clock import SimClock
@@ -50,7 +50,7 @@ from simulator.topology import (
     redis_url_for,
     run_namespace,
 )
-from simulator.workload import Clients, plan_arrivals
+from simulator.workload import Arrival, Clients, plan_arrivals
 
 
 @dataclass
@@ -210,7 +210,8 @@ class _World:
                 clock=self.clock,
             )
             self.clients = clients
-            await clients.run(plan_arrivals(sc, self.streams.stream("workload")))
+            preloaded = self._install_preload()
+            await clients.run(plan_arrivals(sc, self.streams.stream("workload")), preloaded)
             await self._liveness_phase()
             tg.cancel_scope.cancel()
         if self.redis is not None:
@@ -292,6 +293,57 @@ class _World:
         )
         await anyio.sleep(deploy.overlap_s)
         old.stop()
+
+    def _install_preload(self) -> list[tuple[Arrival, PurchaseResult]]:
+        """Pending purchases an earlier release left behind: store documents, open sessions and
+        their seats, written directly (not by the engine, so not as engine writes)."""
+        out = []
+        now = self.clock.now()
+        for n, old in enumerate(self.scenario.preload, start=1):
+            purchase_id = f"pur_preload_{n:03d}"
+            program = self.db.sync[PROGRAMS].find_one({"_id": old.program}) or {}
+            session = self.fake.preload_session(
+                amount_total=program.get("price_cents", 5000),
+                expires_at=int(now + self.scenario.engine_config.session_ttl),
+                client_reference_id=purchase_id,
+                metadata={"purchase_id": purchase_id, "user_id": old.user_id},
+                with_payment_intent=old.payment_intent_recorded,
+            )
+            doc: dict[str, Any] = {
+                "_id": purchase_id,
+                "user_id": old.user_id,
+                "program_id": old.program,
+                "class_rep": old.class_rep,
+                "status": "pending",
+                "stripe_session_id": session.id,
+                "checkout_url": session.url,
+                "session_expires_at": session.expires_at,
+                "created_at": now,
+                "amount": program.get("price_cents", 5000),
+            }
+            if old.payment_intent_recorded:
+                doc["stripe_payment_intent_id"] = session.payment_intent
+            if old.class_rep:
+                seat = {"ref": f"seat_{purchase_id}", "purchase_id": purchase_id, "at": now}
+                doc["seat_ref"] = seat["ref"]
+                self.db.sync[PROGRAMS].update_one(
+                    {"_id": old.program},
+                    {"$inc": {"class_rep_count": 1}, "$push": {"seat_holders": seat}},
+                )
+            self.db.sync[PURCHASES].insert_one(doc)
+            self.db.sync[SLOTS].insert_one(
+                {"_id": f"{old.user_id}:{old.program}", "purchase_id": purchase_id, "at": now}
+            )
+            self.history.record(
+                "preload.purchase",
+                id=purchase_id,
+                doc={k: doc.get(k) for k in _PURCHASE_FIELDS},
+                session_id=session.id,
+                payment_intent=session.payment_intent,
+            )
+            arrival = Arrival(old.customer_at, old.user_id, old.program, old.class_rep)
+            out.append((arrival, PurchaseResult(purchase_id, session.id, session.url)))
+        return out
 
     def _on_event(self, tg: Any, event: dict[str, Any]) -> None:
         if self.probe.wants(event):
@@ -440,6 +492,9 @@ class _World:
             final_state=self.final_state,
             ledgers=self.ledgers,
         )
+
+
+_PURCHASE_FIELDS = ("status", "user_id", "program_id", "class_rep", "stripe_session_id")
 
 
 def _r(value: float | None) -> float | None:

@@ -305,6 +305,24 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class PreloadPurchase:
+    """A pending purchase already in the store when the run starts, its Checkout Session open at
+    Stripe and its seat counted: data an earlier release of the engine wrote."""
+
+    user_id: str = setting("legacy_user", "the user who made it")
+    program: str = setting("prog_1", "id of the program it buys (one of `[[programs]]`)")
+    class_rep: bool = setting(True, "it holds a class-rep seat (counted in `class_rep_count`)")
+    payment_intent_recorded: bool = setting(
+        False,
+        "the record carries its PaymentIntent id, as code written for Stripe API versions "
+        "before 2022-08-01 stored it at checkout",
+    )
+    customer_at: float = setting(
+        1.0, "virtual second its customer acts on the open Checkout page", min=0.0
+    )
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One scenario file."""
 
@@ -318,6 +336,9 @@ class Scenario:
         (WorkloadPart(),), "generators of client operations"
     )
     customers: CustomerMix = setting(CustomerMix(), "what customers do on the Checkout page")
+    preload: tuple[PreloadPurchase, ...] = setting(
+        (), "pending purchases already in the store at the start (written by an earlier release)"
+    )
     faults: tuple[FaultSpec, ...] = setting((), "the nemesis' schedule")
     swarm: bool = setting(False, "each seed switches every fault kind on or off (swarm testing)")
     topology: Topology = setting(Topology(), "instances, load balancer and locks")
@@ -358,6 +379,14 @@ class Scenario:
                     (
                         f"workload[{n}].program",
                         f"expected a program id ({known}), got {json.dumps(part.program)}",
+                    )
+                )
+        for n, old in enumerate(self.preload):
+            if old.program not in ids:
+                found.append(
+                    (
+                        f"preload[{n}].program",
+                        f"expected a program id, got {json.dumps(old.program)}",
                     )
                 )
         targets = (*self.topology.instance_names(), "any")

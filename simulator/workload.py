@@ -104,8 +104,14 @@ class Clients:
         self.counts: dict[str, int] = {"ok": 0, "fail": 0, "info": 0}
         self._op_ids = 0
 
-    async def run(self, arrivals: list[Arrival]) -> None:
+    async def run(
+        self,
+        arrivals: list[Arrival],
+        preloaded: list[tuple[Arrival, PurchaseResult]] = (),  # type: ignore[assignment]
+    ) -> None:
         async with anyio.create_task_group() as tg:
+            for arrival, purchase in preloaded:
+                tg.start_soon(self._returning_customer, arrival, purchase)
             for arrival in arrivals:
                 await self.clock.sleep_until(arrival.at)
                 tg.start_soon(self._visit, arrival)
@@ -123,6 +129,11 @@ class Clients:
         shown = next((r for r in reversed(results) if r is not None), None)
         if shown is not None:
             await self._customer(arrival, shown)
+
+    async def _returning_customer(self, arrival: Arrival, purchase: PurchaseResult) -> None:
+        """A customer whose checkout page was opened before the run (a preloaded purchase)."""
+        await self.clock.sleep_until(arrival.at)
+        await self._customer(arrival, purchase)
 
     async def _customer(self, arrival: Arrival, purchase: PurchaseResult) -> None:
         action = choose_action(self.scenario.customers, self.rng)

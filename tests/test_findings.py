@@ -19,6 +19,7 @@ EXPECTED = {
     "pay-after-cancel-past-limit": {"no_limit_bypass", "counter_consistent"},
     "double-completion-concurrent-deliveries": {"no_double_completion"},
     "double-completion-rolling-deploy": {"no_double_completion"},
+    "limit-bypass-repeated-payment-failed": {"counter_consistent", "no_limit_bypass"},
 }
 
 

@@ -17,7 +17,7 @@ NAME = "counter_consistent"
 
 class CounterConsistent:
     name = NAME
-    types = frozenset({"store.write"})
+    types = frozenset({"store.write", "preload.purchase"})
 
     def __init__(self) -> None:
         self.negative: dict[str, Violation] = {}

@@ -12,7 +12,7 @@ NAME = "no_limit_bypass"
 
 class NoLimitBypass:
     name = NAME
-    types = frozenset({"run.start", "store.write"})
+    types = frozenset({"run.start", "store.write", "preload.purchase"})
 
     def __init__(self) -> None:
         self.replay = PurchaseReplay()

@@ -43,7 +43,8 @@ class PurchaseReplay:
         if entry.get("coll") == "programs" and entry.get("id") is not None:
             self.counter_seq[str(entry["id"])] = entry["seq"]
             return None
-        if entry.get("coll") != "purchases" or not doc or entry.get("id") is None:
+        is_purchase = entry.get("coll") == "purchases" or entry["type"] == "preload.purchase"
+        if not is_purchase or not doc or entry.get("id") is None:
             return None
         pid = str(entry["id"])
         old = self.rows.get(pid)

@@ -12,7 +12,7 @@ NAME = "single_pending_per_user"
 
 class SinglePendingPerUser:
     name = NAME
-    types = frozenset({"store.write"})
+    types = frozenset({"store.write", "preload.purchase"})
 
     def __init__(self) -> None:
         self.replay = PurchaseReplay()

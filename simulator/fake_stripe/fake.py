@@ -77,6 +77,34 @@ class FakeStripe:
             http_client=http_client,
         )
 
+    # ---- fixtures: state that existed before the run (not through the API, not recorded as a
+    # request): e.g. sessions opened by an earlier release of the engine
+
+    def preload_session(
+        self,
+        *,
+        amount_total: int,
+        expires_at: int,
+        client_reference_id: str,
+        metadata: dict[str, str],
+        with_payment_intent: bool,
+    ) -> CheckoutSession:
+        """An open session; `with_payment_intent` creates its PaymentIntent up front, as Stripe
+        API versions before 2022-08-01 did for every payment-mode session."""
+        session = self._state.create_session(
+            amount_total=amount_total,
+            currency="usd",
+            expires_at=expires_at,
+            metadata=metadata,
+            client_reference_id=client_reference_id,
+            success_url=None,
+            cancel_url=None,
+            payment_intent_metadata=dict(metadata),
+        )
+        if with_payment_intent:
+            self._state.intent_for(session)
+        return session
+
     # ---- ledgers, for the checkers and tests
 
     @property
@@ -101,7 +129,8 @@ class FakeStripe:
     def refunded_payment_intents(self) -> set[str]:
         """Payment intents refunded in full."""
         return {
-            pi.id for pi in self._state.payment_intents.values()
+            pi.id
+            for pi in self._state.payment_intents.values()
             if pi.amount_refunded > 0 and pi.amount_refunded >= pi.amount_received
         }
 
@@ -124,8 +153,11 @@ class FakeStripe:
         Returns False, doing nothing, when the session is not open. Raises KeyError for an
         unknown session id."""
         return await customer_pay(
-            self._state, session_id, flow,
-            retry_after_s=retry_after_s, settle_after_s=settle_after_s,
+            self._state,
+            session_id,
+            flow,
+            retry_after_s=retry_after_s,
+            settle_after_s=settle_after_s,
         )
 
     # ---- webhooks
