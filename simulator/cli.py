@@ -1,13 +1,224 @@
-"""The `paysim` command line (click)."""
+"""The `paysim` command line (click); the contract is DESIGN.md's "CLI contract".
+
+Exit codes: 0 every invariant held and thresholds met; 1 an invariant violated, a verdict
+unknown or a run vacuous; 2 bad input, reported as ONE line on stderr naming the file, key or
+option (and nothing is written); 3 thresholds missed while every invariant held. A command over
+many runs exits with the worst of them (1 over 3 over 0).
+
+`--json` puts machine-readable output alone on stdout; the human text then goes to stderr.
+Seeds: `--seeds K` means seeds 1..K for every scenario; without it a suite runs each scenario's
+own `seeds` list. An engine is a built-in name (`paysim engines`) or `package.module:factory`,
+imported with the current directory on the import path.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
 import click
 
+from reference_impl.registry import UnknownEngine
 from simulator.engines import engine_names
+from simulator.scenario import Scenario
+from simulator.scenario_file import ScenarioError, load_scenario
+from simulator.suite import (
+    Case,
+    CaseResult,
+    check_engine,
+    exit_code_of,
+    slug,
+    worst,
+)
+from simulator.topology import DEFAULT_REDIS_URL
+
+#: failing seeds listed one line each by `explore`; the rest are counted
+MAX_SEED_LINES = 50
+DEFAULT_WORKERS = max(1, min(8, os.cpu_count() or 1))
+ENGINE_HELP = (
+    "engine under test: a built-in name (see `paysim engines`: reference, seed, mutant:*) "
+    "or package.module:factory for your own engine"
+)
 
 
-@click.group(help="paysim: deterministic simulation and concurrency testing for payment engines.")
+class BadInput(click.ClickException):
+    """Bad input: one line on stderr, exit code 2, nothing written."""
+
+    exit_code = 2
+
+
+class PaysimGroup(click.Group):
+    """Turns every usage error into one line on stderr and every command result into an exit code."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            code = exc.exit_code
+        except click.ClickException as exc:
+            where = (
+                exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else "paysim"
+            )
+            click.echo(f"{where}: error: {one_line(exc.format_message())}", err=True)
+            code = 2
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            code = 130
+        code = code if isinstance(code, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def bad(message: str) -> NoReturn:
+    raise BadInput(one_line(message))
+
+
+# ---------------------------------------------------------------- shared options and checks
+
+engine_option = click.option(
+    "--engine",
+    default="reference",
+    show_default=True,
+    metavar="NAME|module:factory",
+    help=ENGINE_HELP,
+)
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="print machine-readable JSON on stdout (text goes to stderr)",
+)
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=DEFAULT_WORKERS,
+    show_default=True,
+    help="worker processes running seeds in parallel",
+)
+
+
+def checked_engine(spec: str) -> str:
+    """The engine spec, proven to resolve and build an engine; else bad input naming --engine."""
+    if ":" in spec and not spec.startswith("mutant:") and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: the user's own modules import
+    try:
+        check_engine(spec)
+    except UnknownEngine as exc:
+        bad(f"--engine: {exc}")
+    return spec
+
+
+def checked_scenario(path: str) -> Scenario:
+    try:
+        return load_scenario(path)
+    except ScenarioError as exc:
+        bad(str(exc))
+
+
+def checked_out(path: Path, option: str = "--out") -> Path:
+    if path.exists() and not path.is_dir():
+        bad(f"{option} {path}: exists and is not a folder")
+    return path
+
+
+def checked_run_dir(run_dir: Path, needs: Sequence[str]) -> None:
+    if not run_dir.is_dir():
+        bad(f"{run_dir}: not a run folder")
+    for name in needs:
+        if not (run_dir / name).is_file():
+            bad(f"{run_dir / name}: missing (not a complete paysim run folder)")
+
+
+class Out:
+    """Human text to stdout, or to stderr when stdout carries JSON."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def say(self, text: str = "") -> None:
+        click.echo(text, err=self.as_json)
+
+    def json(self, data: Any) -> None:
+        if self.as_json:
+            click.echo(json.dumps(data, indent=1, sort_keys=True, default=str))
+
+
+@contextmanager
+def progress(length: int, label: str) -> Iterator[Any]:
+    """A progress bar on stderr (drawn on a terminal only)."""
+    with click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True) as bar:
+        yield bar
+
+
+def describe(summary: dict[str, Any], run_dir: Path | None = None) -> list[str]:
+    """A run in a few lines: verdict, what broke, the seed and the replay command."""
+    code = exit_code_of(summary)
+    label = {0: "PASS", 3: "SLO MISSED"}.get(code, str(summary["verdict"]).upper())
+    lines = [f"{label:10} {summary['scenario']} · seed {summary['seed']} · {summary['engine']}"]
+    violations = summary.get("violations") or []
+    for name, count in Counter(v["invariant"] for v in violations).items():
+        first = next(v for v in violations if v["invariant"] == name)
+        more = f" (+{count - 1} more)" if count > 1 else ""
+        lines.append(f"  violated {name}: {one_line(first['detail'])}{more}")
+    for text in summary.get("vacuous") or []:
+        lines.append(f"  vacuous: {text}")
+    for name, status in sorted((summary.get("invariants") or {}).items()):
+        if status == "unknown":
+            lines.append(f"  unknown {name}: the checker could not decide")
+    for miss in summary["thresholds"].get("misses") or []:
+        lines.append(f"  threshold missed: {miss}")
+    if code != 0:
+        lines.append(f"  seed: {summary['seed']}")
+        lines.append(f"  replay: {summary['replay']}")
+    if run_dir is not None:
+        lines.append(f"  report: {run_dir / 'report.html'}")
+    return lines
+
+
+def broken(summary: dict[str, Any]) -> str:
+    """What made a run fail, in a few words: invariants, vacuity, undecided checkers, SLOs."""
+    parts = sorted({v["invariant"] for v in summary.get("violations") or []})
+    if summary.get("vacuous"):
+        parts.append("vacuous")
+    parts += [
+        f"{k}?" for k, st in sorted((summary.get("invariants") or {}).items()) if st == "unknown"
+    ]
+    if not summary["thresholds"]["met"]:
+        parts.append("thresholds missed")
+    return ", ".join(parts) or "-"
+
+
+def tally(results: Sequence[CaseResult]) -> str:
+    codes = Counter(r.exit_code for r in results)
+    verdicts = Counter(r.summary["verdict"] for r in results)
+    return (
+        f"{len(results)} runs: {codes[0]} pass, {verdicts['fail']} fail, "
+        f"{verdicts['unknown']} unknown, {codes[3]} thresholds missed"
+    )
+
+
+# ---------------------------------------------------------------- commands
+
+
+@click.group(
+    cls=PaysimGroup,
+    help="paysim: deterministic simulation and concurrency testing for payment engines.\n\n"
+    "Exit codes: 0 all invariants held and thresholds met; 1 an invariant violated (or a "
+    "verdict unknown, or a run vacuous); 2 bad input; 3 thresholds missed, invariants held.",
+)
 def main() -> None:
     pass
 
@@ -15,4 +226,585 @@ def main() -> None:
 @main.command(help="List the built-in engines: reference, seed, and mutant:* (known-bad variants).")
 def engines() -> None:
     for name, description in engine_names():
-        click.echo(f"{name:28} {description}")
+        click.echo(f"{name:36} {description}")
+
+
+@main.command()
+@click.argument("scenario")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=None,
+    help="seed of the run  [default: the scenario's first seed]",
+)
+@engine_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="run folder to write  [default: reports/runs/<scenario file>/<engine>/seed-<N>]",
+)
+@json_option
+@click.pass_context
+def run(
+    ctx: click.Context,
+    scenario: str,
+    seed: int | None,
+    engine: str,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Run SCENARIO (a TOML file) once and judge it.
+
+    Writes summary.json, history.jsonl, charts/*.png, report.html and scenario.toml.
+    """
+    from simulator.suite import run_case
+
+    loaded = checked_scenario(scenario)
+    engine = checked_engine(engine)
+    seed = loaded.seeds[0] if seed is None else seed
+    run_dir = checked_out(
+        out or Path("reports/runs") / slug(Path(scenario).stem) / slug(engine) / f"seed-{seed}"
+    )
+    outcome = run_case(loaded, seed, engine, run_dir, scenario_path=scenario)
+    say = Out(as_json)
+    say.json(outcome.summary)
+    for line in describe(outcome.summary, run_dir):
+        say.say(line)
+    ctx.exit(outcome.exit_code)
+
+
+@main.command()
+@click.argument("directory", metavar="DIR")
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="run seeds 1..K of every scenario  [default: each scenario's own `seeds`]",
+)
+@engine_option
+@click.option(
+    "--junit",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="also write JUnit XML here: one testcase per scenario × seed",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("reports/suite"),
+    show_default=True,
+    help="folder for the run folders (<engine>/<scenario>/seed-<N>) and index.html",
+)
+@workers_option
+@json_option
+@click.pass_context
+def suite(
+    ctx: click.Context,
+    directory: str,
+    seeds: int | None,
+    engine: str,
+    junit: Path | None,
+    out: Path,
+    workers: int,
+    as_json: bool,
+) -> None:
+    """Run every scenario file in DIR (and its subfolders) under its seeds; gate CI on the exit code."""
+    from simulator.junit import write_junit
+    from simulator.report_html import write_index
+    from simulator.suite import index_rows, load_suite, run_suite, suite_cases
+
+    try:
+        cases = suite_cases(load_suite(Path(directory)), Path(directory), seeds)
+    except ScenarioError as exc:
+        bad(str(exc))
+    engine = checked_engine(engine)
+    checked_out(out)
+    if junit is not None and junit.is_dir():
+        bad(f"--junit {junit}: is a folder, expected a file name")
+    say = Out(as_json)
+    with progress(len(cases), f"suite {directory} · {engine}") as bar:
+        results = run_suite(cases, engine, out, workers=workers, on_result=lambda _: bar.update(1))
+    index = write_index(out, index_rows(results))
+    for result in results:
+        if result.exit_code == 0:
+            say.say(describe(result.summary)[0])
+        else:
+            for line in describe(result.summary, result.run_dir):
+                say.say(line)
+    say.say(tally(results))
+    say.say(f"index: {index}")
+    if junit is not None:
+        write_junit(
+            junit,
+            [(r.summary, r.run_dir / "report.html" if r.run_dir else None) for r in results],
+            suite=f"paysim {directory} {engine}",
+        )
+        say.say(f"junit: {junit}")
+    say.json([{**r.summary, "run_dir": str(r.run_dir)} for r in results])
+    ctx.exit(worst(r.exit_code for r in results))
+
+
+@main.command()
+@click.argument("scenario")
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    required=True,
+    help="sweep seeds 1..N of the scenario",
+)
+@workers_option
+@engine_option
+@click.option(
+    "--shrink/--no-shrink",
+    default=False,
+    show_default=True,
+    help="after the sweep, let Hypothesis generate scenarios and shrink a failure of the same "
+    "invariant (any invariant if the sweep found none) to a minimal scenario + seed",
+)
+@click.option(
+    "--max-examples",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="scenarios Hypothesis tries before giving up (with --shrink)",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="where --shrink writes the shrunk scenario and its run  [default: reports/explore/<scenario file>]",
+)
+@json_option
+@click.pass_context
+def explore(
+    ctx: click.Context,
+    scenario: str,
+    seeds: int,
+    workers: int,
+    engine: str,
+    shrink: bool,
+    max_examples: int,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Sweep SCENARIO over seeds 1..N in parallel and report which seeds fail, and why.
+
+    With --shrink, also search for a minimal failing scenario and write it as TOML, ready to
+    replay with the printed command.
+    """
+    import shutil
+
+    from simulator.explore import sweep
+
+    loaded = checked_scenario(scenario)
+    engine = checked_engine(engine)
+    out = checked_out(out or Path("reports/explore") / slug(Path(scenario).stem))
+    say = Out(as_json)
+    summaries: list[dict[str, Any]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="paysim-sweep-") as tmp,
+        progress(seeds, f"explore {scenario} · {engine}") as bar,
+    ):
+        for summary in sweep(
+            loaded,
+            range(1, seeds + 1),
+            engine,
+            workers=min(workers, seeds),
+            out_dir=Path(tmp),
+            scenario_path=scenario,
+        ):
+            shutil.rmtree(Path(tmp) / f"seed-{summary['seed']}", ignore_errors=True)
+            summaries.append(summary)
+            bar.update(1)
+    codes = [exit_code_of(s) for s in summaries]
+    failing = [s for s in summaries if exit_code_of(s) != 0]
+    for summary in failing[:MAX_SEED_LINES]:
+        say.say(f"seed {summary['seed']:<8} {summary['verdict']:8} {broken(summary)}")
+    if len(failing) > MAX_SEED_LINES:
+        say.say(f"... and {len(failing) - MAX_SEED_LINES} more failing seeds (--json lists all)")
+    if failing:
+        say.say("first failing seed:")
+        for line in describe(failing[0]):
+            say.say(line)
+    say.say(
+        f"{seeds} seeds of {loaded.name} on {engine}: {codes.count(0)} pass, "
+        f"{sum(1 for c in codes if c == 1)} fail or unknown, {codes.count(3)} thresholds missed"
+    )
+    if failing:
+        say.say("failing seeds: " + ", ".join(str(s["seed"]) for s in failing))
+    shrunk = None
+    if shrink:
+        violated = Counter(v["invariant"] for s in summaries for v in s.get("violations") or [])
+        target = violated.most_common(1)[0][0] if violated else None
+        shrunk = _shrink(engine, target, max_examples, out, say)
+        if shrunk is not None:
+            codes.append(1)
+    say.json(
+        {"summaries": summaries, "failing_seeds": [s["seed"] for s in failing], "shrunk": shrunk}
+    )
+    ctx.exit(worst(codes))
+
+
+def _shrink(
+    engine: str, invariant: str | None, max_examples: int, out: Path, say: Out
+) -> dict[str, Any] | None:
+    """Hypothesis search + shrink; writes out/shrunk-<invariant>.toml and its run folder."""
+    from dataclasses import replace
+
+    from simulator.explore import search
+    from simulator.scenario_file import scenario_to_toml
+    from simulator.suite import run_case
+
+    goal = invariant or "any invariant"
+    with progress(max_examples, f"searching for a minimal failure of {goal}") as bar:
+        found = search(
+            engine,
+            max_examples=max_examples,
+            invariant=invariant,
+            on_example=lambda n: bar.update(1) if n <= max_examples else None,
+        )
+    if found is None:
+        say.say(f"no failure of {goal} found in {max_examples} generated scenarios")
+        return None
+    name = slug(f"shrunk-{invariant or 'any'}")
+    scenario = _prune_faults(
+        replace(found.scenario, name=name, seeds=(found.seed,)), found.seed, engine, invariant
+    )
+    toml = scenario_to_toml(scenario)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.toml"
+    path.write_text(toml, encoding="utf-8")
+    outcome = run_case(scenario, found.seed, engine, out / name, scenario_path=str(path))
+    say.say(f"shrunk after {found.examples} examples: {path} (seed {found.seed})")
+    say.say(toml.rstrip("\n"))
+    for line in describe(outcome.summary, out / name):
+        say.say(line)
+    return {
+        "path": str(path),
+        "seed": found.seed,
+        "examples": found.examples,
+        "scenario_toml": toml,
+        "replay": outcome.summary["replay"],
+        "summary": outcome.summary,
+    }
+
+
+def _prune_faults(scenario: Scenario, seed: int, engine: str, invariant: str | None) -> Scenario:
+    """Drop each fault the failure does not need (Hypothesis judges invariants only, so a fault
+    that never fired can survive shrinking, and would make the replayed run vacuous)."""
+    from dataclasses import replace
+
+    from simulator.suite import Job, caught_by, run_job
+
+    def still_fails(candidate: Scenario) -> bool:
+        summary = run_job(Job(Case(candidate, "", seed, ""), engine, None)).summary
+        broken_now = caught_by(summary)
+        return invariant in broken_now if invariant else bool(broken_now)
+
+    for fault in list(scenario.faults):
+        candidate = replace(scenario, faults=tuple(f for f in scenario.faults if f != fault))
+        if still_fails(candidate):
+            scenario = candidate
+    return scenario
+
+
+@main.command()
+@click.option(
+    "--suite",
+    "suite_dir",
+    default="scenarios/ci",
+    show_default=True,
+    metavar="DIR",
+    help="the suite every mutant must fail",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="seeds 1..K of every scenario  [default: each scenario's own `seeds`]",
+)
+@workers_option
+@json_option
+@click.pass_context
+def mutants(
+    ctx: click.Context, suite_dir: str, seeds: int | None, workers: int, as_json: bool
+) -> None:
+    """Mutation-test the suite: every mutant:* engine must be caught, the reference must pass.
+
+    Seeds run in rounds (round n = the n-th seed of every scenario); a mutant stops at the first
+    round that violates an invariant, and seeds-to-detection is that round's number. Exits 1 if
+    any mutant survives or the reference fails on the same seeds.
+    """
+    from simulator.mutants import MUTANTS
+    from simulator.suite import Job, Workers, by_round, detect, load_suite, suite_cases
+
+    try:
+        cases = suite_cases(load_suite(Path(suite_dir)), Path(suite_dir), seeds)
+    except ScenarioError as exc:
+        bad(str(exc))
+    rounds = by_round(cases)
+    say = Out(as_json)
+    total = len(cases) * (1 + len(MUTANTS))
+    rows: list[dict[str, Any]] = []
+    with Workers(workers) as pool, progress(total, f"mutants × {suite_dir}") as bar:
+        reference = pool.run([Job(c, "reference", None) for c in cases], lambda _: bar.update(1))
+        for mutant in MUTANTS.values():
+            found = detect(f"mutant:{mutant.name}", rounds, pool, lambda _: bar.update(1))
+            bar.update(len(cases) - found.runs)
+            rows.append(
+                {
+                    "engine": found.engine,
+                    "caught": found.caught,
+                    "invariants": found.invariants,
+                    "expected": list(mutant.violates),
+                    "as_expected": bool(set(found.invariants) & set(mutant.violates)),
+                    "seeds_to_detection": found.seeds_to_detection,
+                    "runs": found.runs,
+                    "replay": found.first["replay"] if found.first else None,
+                }
+            )
+    ref_bad = [r for r in reference if r.summary["verdict"] != "pass"]
+    say.say(f"{'engine':40} {'caught':7} {'seeds':5}  by")
+    say.say(
+        f"{'reference':40} {'-':7} {'-':5}  "
+        + (
+            f"PASS on all {len(reference)} runs"
+            if not ref_bad
+            else f"FAIL on {len(ref_bad)} of {len(reference)} runs"
+        )
+    )
+    for row in rows:
+        caught = "yes" if row["caught"] else "NO"
+        rounds_ = str(row["seeds_to_detection"] or "-")
+        by = ", ".join(row["invariants"]) or "survived: no invariant broke"
+        note = (
+            ""
+            if row["as_expected"] or not row["caught"]
+            else f" (expected {', '.join(row['expected'])})"
+        )
+        say.say(f"{row['engine']:40} {caught:7} {rounds_:5}  {by}{note}")
+    for result in ref_bad:
+        for line in describe(result.summary):
+            say.say(line)
+    survivors = [r["engine"] for r in rows if not r["caught"]]
+    say.say(
+        f"{len(rows) - len(survivors)} of {len(rows)} mutants caught"
+        + (f"; survivors: {', '.join(survivors)}" if survivors else "")
+    )
+    say.json(
+        {
+            "reference": {
+                "runs": len(reference),
+                "passed": len(reference) - len(ref_bad),
+                "failing": [r.summary for r in ref_bad],
+            },
+            "mutants": rows,
+        }
+    )
+    ctx.exit(1 if survivors or ref_bad else 0)
+
+
+@main.command()
+@click.option(
+    "--purchases",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="purchases in total (N)",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="C buyers arrive at once (a herd), the rest steadily at C per second",
+)
+@click.option(
+    "--instances",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="engine instances (K)",
+)
+@click.option(
+    "--locks",
+    type=click.Choice(["memory", "shared", "redis"]),
+    default="memory",
+    show_default=True,
+    help="memory: a lock table per instance (the seed's design); shared: one in-memory lock "
+    "service for all; redis: Redis at --redis-url (implies --wall-clock)",
+)
+@click.option(
+    "--redis-url",
+    envvar="REDIS_URL",
+    default=DEFAULT_REDIS_URL,
+    show_default=True,
+    help="Redis for --locks redis (env REDIS_URL)",
+)
+@click.option("--wall-clock", is_flag=True, help="run in real time instead of virtual time")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="class-rep seats for sale  [default: half the purchases]",
+)
+@click.option(
+    "--clicks",
+    type=click.IntRange(1, 100),
+    default=2,
+    show_default=True,
+    help="times each herd buyer clicks Buy at once (1: no two requests share a purchase lock)",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=1,
+    show_default=True,
+    help="seed of the run",
+)
+@engine_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("reports/load"),
+    show_default=True,
+    help="run folder to write (summary.json, charts, report.html, scenario.toml)",
+)
+@json_option
+@click.pass_context
+def load(
+    ctx: click.Context,
+    purchases: int,
+    concurrency: int,
+    instances: int,
+    locks: str,
+    redis_url: str,
+    wall_clock: bool,
+    limit: int | None,
+    clicks: int,
+    seed: int,
+    engine: str,
+    out: Path,
+    as_json: bool,
+) -> None:
+    """Load-test an engine: N purchases at concurrency C on K instances; report lock waits.
+
+    Exit 3 when the lock-wait SLOs (mean < 50 ms, timeouts < 0.1 %) are missed.
+    """
+    from simulator.load import CreateProgress, LoadSpec, check_redis, load_scenario_for
+    from simulator.suite import run_case
+
+    engine = checked_engine(engine)
+    checked_out(out)
+    say = Out(as_json)
+    if locks == "redis":
+        try:
+            check_redis(redis_url)
+        except ConnectionError as exc:
+            bad(f"--redis-url: {exc}")
+        if not wall_clock:
+            say.say("note: --locks redis runs in wall-clock time (Redis expires keys in real time)")
+            wall_clock = True
+    spec = LoadSpec(purchases, concurrency, instances, locks, redis_url, wall_clock, limit, clicks)
+    scenario = load_scenario_for(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "history.jsonl").unlink(missing_ok=True)
+    with (
+        progress(spec.requests, f"load {spec.requests} requests · {engine}") as bar,
+        CreateProgress(out / "history.jsonl", lambda n: bar.update(n)),
+    ):
+        outcome = run_case(scenario, seed, engine, out, wall_clock=wall_clock)
+    summary = outcome.summary
+    say.json(summary)
+    for line in describe(summary, out):
+        say.say(line)
+    elapsed = summary["wall_s"] if wall_clock else summary["virtual_s"]
+    clock = "wall" if wall_clock else "virtual"
+    ops = summary["counts"].get("operations", {})
+    say.say(
+        f"  {spec.requests} purchase requests ({purchases} buyers, {spec.herd} at once) on "
+        f"{instances} instances, {locks} locks: run took {elapsed:.1f} s ({clock}); operations "
+        + ", ".join(f"{k} {v}" for k, v in sorted(ops.items()))
+    )
+    say.say(
+        f"  {'lock family':24} {'count':>7} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'timeouts':>8}"
+    )
+    for family, row in sorted(summary["lock_wait_ms"].items()):
+        cells = " ".join(f"{_ms(row.get(k)):>8}" for k in ("p50", "p95", "p99", "max"))
+        say.say(f"  {family:24} {row.get('count', 0):>7} {cells} {row.get('timeouts', 0):>8}")
+    ctx.exit(outcome.exit_code)
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.1f}" if isinstance(value, int | float) else "-"
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@json_option
+@click.pass_context
+def check(ctx: click.Context, run_dir: Path, as_json: bool) -> None:
+    """Re-run the checkers on a stored run (RUN_DIR) without re-running it.
+
+    Reads RUN_DIR/scenario.toml, history.jsonl, final_state.json and ledgers.json; prints the
+    verdict (and says so when it differs from the stored summary.json, which is left unchanged).
+    """
+    from simulator.judge import judge_dir
+
+    checked_run_dir(run_dir, ("scenario.toml", "history.jsonl", "final_state.json", "ledgers.json"))
+    scenario = checked_scenario(str(run_dir / "scenario.toml"))
+    stored = _stored_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
+    judgement = judge_dir(run_dir, scenario)
+    summary = {
+        **stored,
+        "scenario": stored.get("scenario", scenario.name),
+        "seed": stored.get("seed", "?"),
+        "engine": stored.get("engine", "?"),
+        "replay": stored.get("replay", "?"),
+        "verdict": judgement.verdict,
+        "violations": judgement.violations,
+        "invariants": judgement.invariants,
+        "vacuous": judgement.vacuous,
+        "lock_wait_ms": judgement.lock_wait_ms,
+        "thresholds": judgement.thresholds,
+        "quiescent": judgement.quiescent,
+        "history_sha256": judgement.history_sha256,
+    }
+    say = Out(as_json)
+    say.json(summary)
+    for line in describe(summary):
+        say.say(line)
+    if stored and stored.get("verdict") != judgement.verdict:
+        say.say(
+            f"  note: summary.json says {stored.get('verdict')}; the checkers now say {judgement.verdict}"
+        )
+    if stored.get("history_sha256") not in (None, judgement.history_sha256):
+        say.say(
+            "  note: history.jsonl changed since the run (its sha256 differs from summary.json)"
+        )
+    ctx.exit(exit_code_of(summary))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report(run_dir: Path) -> None:
+    """Rebuild RUN_DIR/charts/*.png and RUN_DIR/report.html from a stored run."""
+    from simulator.suite import render
+
+    checked_run_dir(run_dir, ("summary.json", "history.jsonl"))
+    summary = _stored_summary(run_dir)
+    toml_path = run_dir / "scenario.toml"
+    toml = toml_path.read_text(encoding="utf-8") if toml_path.is_file() else None
+    click.echo(f"report: {render(run_dir, summary, toml)}")
+
+
+def _stored_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        bad(f"{path}: unreadable summary ({exc})")
+    if not isinstance(data, dict) or "verdict" not in data:
+        bad(f"{path}: not a paysim summary (no verdict)")
+    return data

@@ -47,7 +47,13 @@ class SweepJob:
 
 def run_job(job: SweepJob) -> dict[str, Any]:
     """One run in a worker process; returns its summary (small, picklable)."""
-    out = Path(job.out_dir) / f"seed-{job.seed}" if job.out_dir else None
+    if job.out_dir is None:  # nobody will read the run folder: do not leave it behind
+        with tempfile.TemporaryDirectory(prefix="paysim-sweep-") as tmp:
+            return _summary(job, Path(tmp))
+    return _summary(job, Path(job.out_dir) / f"seed-{job.seed}")
+
+
+def _summary(job: SweepJob, out: Path) -> dict[str, Any]:
     report = run_scenario(job.scenario, job.seed, job.engine, out, scenario_path=job.scenario_path)
     return report.summary
 

@@ -1,0 +1,99 @@
+"""JUnit XML for CI: one testcase per scenario × seed, so a build page lists what broke.
+
+- classname is the scenario's name, name is `"{engine} seed {seed}"`.
+- an invariant violated: `<failure type="invariant">`, each violated invariant with its details
+  and the replay command in the text.
+- a vacuous run (it never showed the evidence its scenario expects): `<failure type="vacuous">` —
+  a verdict that means nothing must not pass CI.
+- an unknown verdict (a checker could not decide, e.g. no quiescence): `<error type="unknown">`:
+  not a bug found in the engine, but the run proves nothing either.
+- thresholds (lock-wait SLOs) missed while invariants held: `<failure type="threshold">`.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: details shown per invariant; the rest are counted (the report has them all)
+MAX_DETAILS = 5
+
+
+def testcase(summary: dict[str, Any], report: Path | None = None) -> ET.Element:
+    case = ET.Element(
+        "testcase",
+        classname=str(summary["scenario"]),
+        name=f"{summary['engine']} seed {summary['seed']}",
+        time=f"{float(summary.get('wall_s') or 0.0):.3f}",
+    )
+    replay = f"replay: {summary.get('replay', '')}"
+    violations = summary.get("violations") or []
+    vacuous = summary.get("vacuous") or []
+    if violations:
+        names = sorted({v["invariant"] for v in violations})
+        failure = ET.SubElement(
+            case, "failure", type="invariant", message="violated: " + ", ".join(names)
+        )
+        failure.text = "\n".join([*_details(violations, names), replay])
+    elif vacuous:
+        failure = ET.SubElement(
+            case, "failure", type="vacuous", message="vacuous: " + "; ".join(vacuous)
+        )
+        failure.text = "\n".join([*vacuous, replay])
+    elif summary["verdict"] != "pass":
+        undecided = sorted(k for k, s in (summary.get("invariants") or {}).items() if s != "held")
+        error = ET.SubElement(
+            case, "error", type="unknown", message="undecided: " + ", ".join(undecided)
+        )
+        error.text = "\n".join(
+            ["the checkers could not decide (e.g. the run never became quiescent)", replay]
+        )
+    elif not summary["thresholds"]["met"]:
+        misses = summary["thresholds"]["misses"]
+        failure = ET.SubElement(
+            case, "failure", type="threshold", message="thresholds missed: " + "; ".join(misses)
+        )
+        failure.text = "\n".join([*misses, replay])
+    if report is not None:
+        ET.SubElement(case, "system-out").text = f"report: {report}"
+    return case
+
+
+def _details(violations: list[dict[str, Any]], names: list[str]) -> list[str]:
+    lines = []
+    for name in names:
+        mine = [v for v in violations if v["invariant"] == name]
+        lines.append(f"{name}: violated {len(mine)}×")
+        for v in mine[:MAX_DETAILS]:
+            where = " ".join(
+                f"{k}={v[k]}" for k in ("purchase_id", "session_id", "at") if v.get(k) is not None
+            )
+            lines.append(f"  - {v['detail']}" + (f" ({where})" if where else ""))
+        if len(mine) > MAX_DETAILS:
+            lines.append(f"  … and {len(mine) - MAX_DETAILS} more (see the report)")
+    return lines
+
+
+def write_junit(
+    path: Path, runs: Sequence[tuple[dict[str, Any], Path | None]], suite: str = "paysim"
+) -> Path:
+    """Write `runs` (summary, report path or None) as one `<testsuite>` inside `<testsuites>`."""
+    cases = [testcase(summary, report) for summary, report in runs]
+    failures = sum(1 for c in cases if c.find("failure") is not None)
+    errors = sum(1 for c in cases if c.find("error") is not None)
+    seconds = sum(float(c.get("time", "0")) for c in cases)
+    counts = {
+        "tests": str(len(cases)),
+        "failures": str(failures),
+        "errors": str(errors),
+        "time": f"{seconds:.3f}",
+    }
+    root = ET.Element("testsuites", **counts)
+    testsuite = ET.SubElement(root, "testsuite", name=suite, **counts)
+    testsuite.extend(cases)
+    ET.indent(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path

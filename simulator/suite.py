@@ -1,0 +1,337 @@
+"""Suites: scenario files × seeds, each run leaving a complete run folder, and one exit code.
+
+`paysim run`, `paysim suite`, `paysim mutants`, the demo and the pytest plugin all go through
+here, so every run folder has the same files (summary.json, history.jsonl, charts/*.png,
+report.html, scenario.toml) and `paysim check` / `paysim report` work on any of them.
+
+The engine is checked once up front (`check_engine`): resolved, then built on a probe
+environment, so a wrong `module:factory` or a factory that returns something that is not an
+engine is bad input (exit 2) before any output folder exists — not a crash mid-suite.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reference_impl.ports import Engine, EngineEnv, EngineFactory
+from reference_impl.registry import UnknownEngine
+from simulator.engines import resolve
+from simulator.runner import RunReport, run_scenario
+from simulator.scenario import Scenario
+from simulator.scenario_file import ScenarioError, load_scenario, scenario_to_toml
+
+ENGINE_METHODS = ("create_purchase", "handle_webhook", "cancel_purchase", "reconcile")
+
+# ---------------------------------------------------------------- engines
+
+
+def check_engine(engine: str | EngineFactory) -> EngineFactory:
+    """The engine's factory, proven to build an `Engine`; raises `UnknownEngine` (one line)."""
+    factory = resolve(engine) if isinstance(engine, str) else engine
+    name = engine if isinstance(engine, str) else getattr(engine, "__qualname__", repr(engine))
+    try:
+        built = factory(probe_env())
+    except Exception as exc:  # a user's factory may raise anything; it is their bad input
+        raise UnknownEngine(
+            f"engine {name!r}: the factory raised {type(exc).__name__} on a probe environment: "
+            f"{' '.join(str(exc).split())}"
+        ) from exc
+    if not isinstance(built, Engine):
+        missing = [m for m in ENGINE_METHODS if not callable(getattr(built, m, None))]
+        raise UnknownEngine(
+            f"engine {name!r}: the factory returned {type(built).__name__}, not an Engine "
+            f"(missing {', '.join(missing)})"
+        )
+    return factory
+
+
+def probe_env() -> EngineEnv:
+    """Ports good enough to construct an engine (never to run one): no I/O, no real store."""
+    import stripe
+
+    from reference_impl.embedded_store import client
+    from reference_impl.memory_locks import MemoryLockService
+    from reference_impl.store import AsyncDatabase
+    from simulator.clock import SimClock
+    from simulator.ids import SequentialIds
+    from simulator.services import FakeEmail, RecordingFulfilment
+
+    # the embedded store itself: `open_database` would drop a database at a real MONGODB_URI
+    return EngineEnv(
+        store=AsyncDatabase(client()["paysim_probe"]),
+        locks=MemoryLockService(),
+        stripe=stripe.StripeClient("sk_test_paysim_probe"),
+        webhook_secret="whsec_paysim_probe",
+        fulfilment=RecordingFulfilment(),
+        email=FakeEmail(),
+        clock=SimClock(),
+        ids=SequentialIds("probe"),
+    )
+
+
+def engine_label(engine: str | EngineFactory) -> str:
+    """The engine's name as summaries show it (a factory object: `module:qualname`)."""
+    if isinstance(engine, str):
+        return engine
+    return f"{engine.__module__}:{getattr(engine, '__qualname__', type(engine).__name__)}"
+
+
+def slug(text: str) -> str:
+    """A folder name for an engine or scenario: `mutant:no-x` → `mutant_no-x`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"
+
+
+# ---------------------------------------------------------------- cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """One scenario under one seed; `path` is the file as given (the replay command uses it)."""
+
+    scenario: Scenario
+    path: str
+    seed: int
+    stem: str  # the file's path inside the suite folder, without `.toml`: names its run folders
+
+
+def suite_files(directory: Path) -> list[Path]:
+    """Scenario files of a suite folder (and its subfolders), in a stable order."""
+    if not directory.is_dir():
+        raise ScenarioError(str(directory), "", "not a folder of scenario files")
+    files = sorted(directory.rglob("*.toml"))
+    if not files:
+        raise ScenarioError(str(directory), "", "no *.toml scenario files in this folder")
+    return files
+
+
+def load_suite(directory: Path) -> list[tuple[Path, Scenario]]:
+    """Every scenario of the suite, all validated before anything runs."""
+    return [(path, load_scenario(path)) for path in suite_files(directory)]
+
+
+def seeds_for(scenario: Scenario, count: int | None) -> tuple[int, ...]:
+    """`count` given: seeds 1..count (the same for every scenario); else the scenario's `seeds`."""
+    return tuple(range(1, count + 1)) if count is not None else scenario.seeds
+
+
+def suite_cases(
+    scenarios: Sequence[tuple[Path, Scenario]], directory: Path, seeds: int | None
+) -> list[Case]:
+    cases = []
+    for path, scenario in scenarios:
+        stem = path.relative_to(directory).with_suffix("").as_posix()
+        cases += [Case(scenario, str(path), seed, stem) for seed in seeds_for(scenario, seeds)]
+    return cases
+
+
+def by_round(cases: Sequence[Case]) -> list[list[Case]]:
+    """Round n holds the n-th seed of every scenario: how `mutants` counts seeds-to-detection."""
+    rounds: list[list[Case]] = []
+    position: dict[str, int] = {}
+    for case in cases:
+        n = position.get(case.path, 0)
+        position[case.path] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(case)
+    return rounds
+
+
+# ---------------------------------------------------------------- one run
+
+
+@dataclass
+class CaseResult:
+    """What a suite keeps of a run: its summary and where its folder is (picklable)."""
+
+    summary: dict[str, Any]
+    run_dir: Path | None
+    scenario_path: str
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code_of(self.summary)
+
+
+def exit_code_of(summary: dict[str, Any]) -> int:
+    """1 invariant violated, vacuous or unknown; 3 thresholds missed; 0 all good."""
+    if summary["verdict"] != "pass":
+        return 1
+    return 0 if summary["thresholds"]["met"] else 3
+
+
+def worst(codes: Iterable[int]) -> int:
+    """A suite's exit code: any 1 wins over any 3, which wins over 0."""
+    codes = set(codes)
+    return next((c for c in (2, 1, 3) if c in codes), 0)
+
+
+def run_case(
+    scenario: Scenario,
+    seed: int,
+    engine: str | EngineFactory,
+    run_dir: Path,
+    *,
+    scenario_path: str | None = None,
+    report: bool = True,
+    wall_clock: bool = False,
+) -> RunReport:
+    """Run into `run_dir` with scenario.toml always, charts and report.html when `report`.
+
+    Without a `scenario_path` the replay command names the run's own scenario.toml.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    toml = scenario_to_toml(scenario)
+    (run_dir / "scenario.toml").write_text(toml, encoding="utf-8")
+    target = scenario_path or str(run_dir / "scenario.toml")
+    result = run_scenario(
+        scenario, seed, engine, run_dir, scenario_path=target, wall_clock=wall_clock
+    )
+    if report:
+        render(run_dir, result.summary, toml)
+    return result
+
+
+def render(run_dir: Path, summary: dict[str, Any], scenario_toml: str | None) -> Path:
+    """Charts first (write_report would keep stale ones from an earlier run), then the page."""
+    from simulator.charts import make_charts  # matplotlib: only where a report is drawn
+    from simulator.report_html import write_report
+
+    make_charts(run_dir)
+    return write_report(run_dir, summary, scenario_toml)
+
+
+@dataclass(frozen=True)
+class Job:
+    case: Case
+    engine: str | EngineFactory
+    run_dir: str | None  # None: a throwaway run (summary only)
+
+
+def run_job(job: Job) -> CaseResult:
+    """One run, in this process or a worker."""
+    case = job.case
+    if job.run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="paysim-") as tmp:
+            report = run_scenario(
+                case.scenario, case.seed, job.engine, Path(tmp), scenario_path=case.path
+            )
+        return CaseResult(report.summary, None, case.path)
+    run_dir = Path(job.run_dir)
+    report = run_case(case.scenario, case.seed, job.engine, run_dir, scenario_path=case.path)
+    return CaseResult(report.summary, run_dir, case.path)
+
+
+def run_dir_for(out_dir: Path, engine: str | EngineFactory, case: Case) -> Path:
+    return out_dir / slug(engine_label(engine)) / case.stem / f"seed-{case.seed}"
+
+
+# ---------------------------------------------------------------- many runs
+
+
+class Workers:
+    """Runs jobs in this process (1 worker) or in spawned worker processes, reused across calls."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._pool: Executor | None = None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def run(
+        self, jobs: Sequence[Job], on_result: Callable[[CaseResult], None] | None = None
+    ) -> list[CaseResult]:
+        """Results in job order; `on_result` is called as each finishes (progress bars)."""
+        results: list[CaseResult | None] = [None] * len(jobs)
+        for index, result in self._unordered(jobs):
+            results[index] = result
+            if on_result:
+                on_result(result)
+        return [r for r in results if r is not None]
+
+    def _unordered(self, jobs: Sequence[Job]) -> Iterator[tuple[int, CaseResult]]:
+        # a factory object (pytest plugin) cannot cross a process boundary: run it here
+        inline = (
+            self.workers == 1 or len(jobs) <= 1 or any(not isinstance(j.engine, str) for j in jobs)
+        )
+        if inline:
+            for index, job in enumerate(jobs):
+                yield index, run_job(job)
+            return
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        futures = {self._pool.submit(run_job, job): n for n, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def run_suite(
+    cases: Sequence[Case],
+    engine: str | EngineFactory,
+    out_dir: Path,
+    *,
+    workers: int = 1,
+    on_result: Callable[[CaseResult], None] | None = None,
+) -> list[CaseResult]:
+    """Every case into its own run folder under `out_dir/<engine>/<scenario>/seed-<n>`."""
+    jobs = [Job(case, engine, str(run_dir_for(out_dir, engine, case))) for case in cases]
+    with Workers(workers) as pool:
+        return pool.run(jobs, on_result)
+
+
+def index_rows(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
+    """The rows `report_html.write_index` wants: each summary plus its report's path."""
+    return [
+        {**r.summary, "run_dir": str(r.run_dir.resolve())} for r in results if r.run_dir is not None
+    ]
+
+
+# ---------------------------------------------------------------- mutation testing
+
+
+@dataclass
+class Detection:
+    """How one engine fared against a suite, seed round by seed round."""
+
+    engine: str
+    caught: bool
+    invariants: list[str]  # violated in the round that caught it
+    seeds_to_detection: int | None  # rounds run until caught (round n = n-th seed of each scenario)
+    runs: int
+    first: dict[str, Any] | None  # summary of the first catching run (its replay command)
+
+
+def caught_by(summary: dict[str, Any]) -> list[str]:
+    """Invariants a run saw violated (vacuity alone is not a catch: it blames the scenario)."""
+    return sorted({v["invariant"] for v in summary.get("violations") or []})
+
+
+def detect(
+    engine: str,
+    rounds: Sequence[Sequence[Case]],
+    pool: Workers,
+    on_result: Callable[[CaseResult], None] | None = None,
+) -> Detection:
+    """Run `engine` round by round, stopping at the first round in which an invariant breaks."""
+    runs = 0
+    for n, cases in enumerate(rounds, start=1):
+        results = pool.run([Job(c, engine, None) for c in cases], on_result)
+        runs += len(results)
+        catching = [r.summary for r in results if caught_by(r.summary)]
+        if catching:
+            names = sorted({i for s in catching for i in caught_by(s)})
+            return Detection(engine, True, names, n, runs, catching[0])
+    return Detection(engine, False, [], None, runs, None)
