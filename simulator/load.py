@@ -118,7 +118,6 @@ def load_scenario_for(spec: LoadSpec) -> Scenario:
         ),
         durations=durations,
         engine_config=config,
-        expect_contention=False,
     )
 
 

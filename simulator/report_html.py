@@ -16,18 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.charts import CHART_FILES, make_charts
-
-INVARIANTS = (
-    "no_double_completion",
-    "no_limit_bypass",
-    "counter_consistent",
-    "no_lost_payment",
-    "no_unpaid_fulfilment",
-    "no_orphan_session",
-    "single_pending_per_user",
-    "webhooks_acknowledged",
-    "signature_enforced",
-)
+from simulator.checkers import INVARIANTS
 
 CHART_CAPTIONS = {
     "lock_wait_distribution.png": "How long lock requests waited, per key family. Log scale, so "

@@ -355,9 +355,6 @@ class Scenario:
         default_factory=lambda: EngineConfig(session_ttl=3600.0),
         metadata={"help": "timeouts and policies handed to the engine (seconds)"},
     )
-    expect_contention: bool = setting(
-        True, "a run without any lock wait or duplicate delivery is vacuous"
-    )
     expect: tuple[str, ...] = setting(
         (), "evidence the run must show, else it is vacuous", choices=EVIDENCE_KINDS
     )

@@ -19,23 +19,14 @@ from reference_impl.reference_engine import ReferenceEngine
 from reference_impl.schema import program_doc
 from reference_impl.store import AsyncDatabase
 from simulator import mutants
+from simulator.checkers import INVARIANTS as ALL_INVARIANTS
 from simulator.engines import EXTRA, EXTRA_DESCRIPTIONS, resolve
 from simulator.ids import SequentialIds
 from tests.enginehelpers import World, make_env, run_virtual, world
 
 USER = "user_1"
 PROG = "prog_1"
-INVARIANTS = {
-    "no_double_completion",
-    "no_limit_bypass",
-    "counter_consistent",
-    "no_lost_payment",
-    "no_unpaid_fulfilment",
-    "no_orphan_session",
-    "single_pending_per_user",
-    "webhooks_acknowledged",
-    "signature_enforced",
-}
+INVARIANTS = set(ALL_INVARIANTS)
 
 Scenario = Callable[[Any, bool], Awaitable[None]]
 
