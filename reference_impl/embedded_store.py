@@ -1,39 +1,345 @@
-"""The embedded store: mongomock, with a primary-key fast path.
+"""The embedded store: mongomock, with the fast paths a long simulation needs.
 
-mongomock answers every query by scanning the whole collection, so a lookup by `_id` costs
-O(collection size) and long simulations slow down quadratically. MongoDB serves `_id`
-equality from its primary index; this gives mongomock the same: a filter with a plain `_id`
-value reads that one document and applies the rest of the filter to it. Results are identical
-to mongomock's (tests/test_store.py compares them); only the cost changes.
+mongomock answers every query by scanning the whole collection and copies documents with
+generic recursive helpers, so long simulations slow down quadratically and spend much of their
+time copying. Each fast path below gives mongomock's own answer at a lower cost; anything it does
+not recognise goes to mongomock unchanged (tests/test_store.py and tests/test_bench.py compare
+them with mongomock as shipped, see `shipped`):
+
+- primary key: a filter with a plain `_id` value reads that one document and applies the rest of
+  the filter to it, as MongoDB's primary index does;
+- `find_one` by primary key skips the cursor machinery (one document, no projection, no sort);
+- scans first drop, by plain dict lookups, documents that a leading run of simple conditions
+  (`{f: "s"}`, `{f: None}`, `{f: {"$ne": v}}`, `{f: {"$lt": n}}`, ...) already rules out, and
+  give only the others to mongomock's matcher, in the same order;
+- `$set`/`$unset`/`$inc` of top-level fields of one document by `_id` is applied field by field,
+  without mongomock's deep snapshot of the whole document;
+- copies of JSON-like documents (dicts, lists, scalars) are made by a tight loop instead of
+  `copy.copy`/`copy.deepcopy` per value. One difference in kind: an object referenced twice in
+  one document is copied twice (MongoDB, which stores BSON, has no shared references either).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import copy
+import operator
+import types
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
+import bson
 import mongomock
+import mongomock.collection
 from bson import ObjectId
+from mongomock import helpers
 from mongomock.collection import Collection
 from mongomock.filtering import filter_applies
 
-_scan = Collection._iter_documents
 _KEY_TYPES = (str, int, ObjectId)
+#: `find` arguments whose value None is their default (no projection, no sort)
+_DEFAULT_FIND_ARGS = frozenset({"projection", "sort"})
+#: types `copy.copy` and `copy.deepcopy` return as they are
+_ATOMIC = frozenset({str, int, float, bool, type(None), bytes})
+_NUMBER = (int, float)
+_MISSING: Any = object()
+
+_shipped = {
+    "_iter_documents": Collection._iter_documents,
+    "find_one": Collection.find_one,
+    "_update": Collection._update,
+    "_copy_field": mongomock.collection._copy_field,
+    "copy": mongomock.collection.copy,
+}
+_scan: Callable[[Collection, Any], Iterator[dict[str, Any]]] = _shipped["_iter_documents"]
 
 
-def _iter_documents(self: Collection, filter: Any) -> Iterator[dict[str, Any]]:
+def _plain_key(filter: Any) -> Any:
+    """The `_id` a filter pins to one document, or None."""
     if isinstance(filter, Mapping):
         key = filter.get("_id")
         if isinstance(key, _KEY_TYPES) and not isinstance(key, bool):
-            store = self._store
-            doc = store[key] if key in store else None  # noqa: SIM401 - the store has no get()
-            return iter([doc] if doc is not None and filter_applies(filter, doc) else [])
-    return _scan(self, filter)
+            return key
+    return None
+
+
+def _iter_documents(self: Collection, filter: Any) -> Iterator[dict[str, Any]]:
+    key = _plain_key(filter)
+    if key is not None:
+        doc = _stored(self, key)
+        return iter([doc] if doc is not None and filter_applies(filter, doc) else [])
+    prune = _pruners(filter) if isinstance(filter, dict) else []
+    if not prune or self._store.is_empty:
+        return _scan(self, filter)
+    docs = list(self._store.documents)
+    for narrow in prune:
+        docs = narrow(docs)
+    return (doc for doc in docs if filter_applies(filter, doc))
+
+
+def _find_one(self: Collection, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+    plain_call = args in ((), (None,)) and all(
+        name in _DEFAULT_FIND_ARGS and value is None for name, value in kwargs.items()
+    )  # find_one_and_update asks for `find_one(filter, projection=None, sort=None)`
+    if not plain_call or type(filter) is not dict or _plain_key(filter) is None:
+        return _shipped["find_one"](self, filter, *args, **kwargs)
+    if self.codec_options.tz_aware:
+        return _shipped["find_one"](self, filter)
+    if len(filter) == 1:
+        doc = _stored(self, filter["_id"])  # the stored `_id` is the key: it matches
+    else:
+        spec = helpers.patch_datetime_awareness_in_document(filter)  # as the cursor does
+        doc = next(_iter_documents(self, spec), None)
+    return None if doc is None else _copy_field(doc, dict)
+
+
+def _stored(collection: Collection, key: Any) -> dict[str, Any] | None:
+    """The stored document with primary key `key` (the store's own object), or None."""
+    store = collection._store
+    if store._ttl_indexes:  # expiry runs on access: take the store's own way in
+        return store[key] if key in store else None  # noqa: SIM401 - the store has no get()
+    return store._documents.get(key)
+
+
+# ---- updates of one document by primary key
+
+
+_FAST_UPDATE_OPS = frozenset({"$set", "$unset", "$inc"})
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _update(self: Collection, spec: Any, document: Any, upsert: bool = False, *args: Any,
+            **kwargs: Any) -> dict[str, Any]:
+    """mongomock's `_update` for the common write: `$set`, `$unset` and `$inc` of top-level
+    fields of the one document an `_id` pins, with JSON values, no unique index to check.
+
+    Same effects and the same result as mongomock's, field by field in the same order, without
+    its deep snapshot of the whole document (which it takes to tell whether anything changed).
+    Anything else goes to mongomock.
+    """
+    key = _plain_key(spec)
+    if (
+        upsert or args or any(kwargs.values()) or key is None or type(spec) is not dict
+        or self._store.indexes or not _simple_update(document)
+    ):
+        return _shipped["_update"](self, spec, document, upsert, *args, **kwargs)
+    doc = _stored(self, key)
+    spec = helpers.patch_datetime_awareness_in_document(spec)  # as mongomock does
+    matched = doc is not None and filter_applies(spec, doc)
+    if matched:
+        incs = document.get("$inc", {})
+        if not all(type(doc.get(f, 0)) in _NUMBER for f in incs):
+            return _shipped["_update"](self, spec, document, upsert, *args, **kwargs)
+        changed = _apply(doc, document)
+    return {
+        "connectionId": self.database.client._id,
+        "err": None,
+        "n": 1 if matched else 0,
+        "nModified": 1 if matched and changed else 0,
+        "ok": 1,
+        "upserted": None,
+        "updatedExisting": matched,
+    }
+
+
+def _simple_update(document: Any) -> bool:
+    if type(document) is not dict or not document or not _FAST_UPDATE_OPS.issuperset(document):
+        return False
+    for op, fields in document.items():
+        if type(fields) is not dict or not fields:
+            return False
+        for name, value in fields.items():
+            if type(name) is not str or not name or name == "_id" or "." in name:
+                return False
+            if name[0] == "$" or "\0" in name:
+                return False
+            if op == "$inc" and type(value) not in _NUMBER:
+                return False
+            if op == "$set" and not _plain(value):
+                return False
+        if op == "$set":
+            try:
+                bson.encode(fields)  # mongomock's check, which would refuse it half-way
+            except Exception:
+                return False
+    return len({name for fields in document.values() for name in fields}) == sum(
+        len(fields) for fields in document.values()
+    )  # a field named by two operators is mongomock's to refuse
+
+
+def _plain(value: Any) -> bool:
+    """JSON-like: what mongomock's datetime patching and BSON check leave as it is."""
+    kind = type(value)
+    if kind in (str, float, bool, type(None)):
+        return True
+    if kind is int:
+        return _INT64[0] <= value <= _INT64[1]
+    if kind is list:
+        return all(_plain(v) for v in value)
+    if kind is dict:
+        return all(type(k) is str and "\0" not in k and _plain(v) for k, v in value.items())
+    return False
+
+
+def _apply(doc: dict[str, Any], document: dict[str, Any]) -> bool:
+    """Apply the operators in order; True if the document changed."""
+    changed = False
+    for op, fields in document.items():
+        for name, value in fields.items():
+            old = doc.get(name, _MISSING)
+            if op == "$set":
+                doc[name] = new = value if type(value) in _ATOMIC else _deepcopy(value)
+            elif op == "$inc":
+                doc[name] = new = doc.get(name, 0) + value
+            else:
+                if old is not _MISSING:
+                    del doc[name]
+                changed = changed or old is not _MISSING
+                continue
+            changed = changed or old is _MISSING or not (old is new or old == new)
+    return changed
+
+
+# ---- quick rejection for scans
+
+
+Prune = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+"""Keeps, in order, the documents that may still match one condition (drops only sure misses)."""
+
+_ORDER = {"$lt": operator.lt, "$lte": operator.le, "$gt": operator.gt, "$gte": operator.ge}
+
+
+def _pruners(filter: dict[str, Any]) -> list[Prune]:
+    """Pruners for the leading simple conditions of `filter` (none if the first is not simple).
+
+    Only a prefix is used: mongomock evaluates conditions in order and stops at the first that
+    fails, so a document dropped here is one it would have refused at that same condition,
+    without reaching (and perhaps raising on) a later, unsupported one. Each pruner is one list
+    comprehension: a scan costs a dict lookup per document, not a matcher call.
+    """
+    found: list[Prune] = []
+    for field, cond in filter.items():
+        prune = _field_pruners(field, cond)
+        if prune is None:
+            break
+        found += prune
+    return found
+
+
+def _field_pruners(field: Any, cond: Any) -> list[Prune] | None:
+    if not isinstance(field, str) or field.startswith("$") or "." in field:
+        return None
+    if type(cond) is str:
+        # equality with a string: a missing field, or another string, never matches
+        def equal(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [
+                d for d in docs
+                if (v := d.get(field, _MISSING)) == cond or (v is not _MISSING and type(v) is not str)
+            ]
+
+        return [equal]
+    if cond is None:
+        # null matches a missing field or null (or an array holding null), never a string
+        return [lambda docs: [d for d in docs if type(d.get(field)) is not str]]
+    if type(cond) is not dict or not cond or not all(isinstance(op, str) for op in cond):
+        return None
+    prunes = [_op_pruner(field, op, value) for op, value in cond.items()]
+    return None if any(p is None for p in prunes) else prunes  # type: ignore[return-value]
+
+
+def _op_pruner(field: str, op: str, value: Any) -> Prune | None:
+    if op == "$ne":
+        if value is None:  # a missing field and null both equal null
+            return lambda docs: [d for d in docs if d.get(field) is not None]
+        kind = type(value)
+        if kind in (str, bool):  # drops a value of the same type that is equal
+            return lambda docs: [
+                d for d in docs if type(v := d.get(field)) is not kind or v != value
+            ]
+        return None
+    if op in _ORDER and type(value) in _NUMBER and value == value:
+        compare = _ORDER[op]
+        # a comparison never matches a missing field; a number must compare
+        return lambda docs: [
+            d for d in docs
+            if (v := d.get(field, _MISSING)) is not _MISSING
+            and (type(v) not in _NUMBER or compare(v, value))
+        ]
+    return None
+
+
+# ---- copies
+
+
+def _copy_field(obj: Any, container: Any) -> Any:
+    """mongomock's `_copy_field` (a result document's copy), without per-value dispatch."""
+    kind = type(obj)
+    if kind in _ATOMIC:
+        return obj
+    if kind is dict and container is dict:
+        return {
+            k: v if type(v) in _ATOMIC else _copy_field(v, container) for k, v in obj.items()
+        }
+    if kind is list:
+        return [v if type(v) in _ATOMIC else _copy_field(v, container) for v in obj]
+    return _shipped["_copy_field"](obj, container)
+
+
+def _deepcopy(obj: Any, memo: Any = None) -> Any:
+    """`copy.deepcopy` for the JSON-like values mongomock snapshots and stores."""
+    if memo is None:
+        kind = type(obj)
+        if kind in _ATOMIC:
+            return obj
+        if kind is dict:
+            return {k: v if type(v) in _ATOMIC else _deepcopy(v) for k, v in obj.items()}
+        if kind is list:
+            return [v if type(v) in _ATOMIC else _deepcopy(v) for v in obj]
+    return copy.deepcopy(obj, memo)
+
+
+_copy_module = types.SimpleNamespace(copy=copy.copy, deepcopy=_deepcopy)
+
+
+# ---- installation
 
 
 def install() -> None:
     """Idempotent; called by `open_database` before it hands out a mongomock database."""
     Collection._iter_documents = _iter_documents  # type: ignore[method-assign]
+    Collection.find_one = _find_one  # type: ignore[method-assign]
+    Collection._update = _update  # type: ignore[method-assign]
+    mongomock.collection._copy_field = _copy_field
+    mongomock.collection.copy = _copy_module  # type: ignore[assignment]
+
+
+def uninstall() -> None:
+    Collection._iter_documents = _shipped["_iter_documents"]  # type: ignore[method-assign]
+    Collection.find_one = _shipped["find_one"]  # type: ignore[method-assign]
+    Collection._update = _shipped["_update"]  # type: ignore[method-assign]
+    mongomock.collection._copy_field = _shipped["_copy_field"]
+    mongomock.collection.copy = _shipped["copy"]
+
+
+@contextmanager
+def shipped() -> Iterator[None]:
+    """mongomock exactly as shipped inside the block (to compare answers with), then fast again."""
+    uninstall()
+    try:
+        yield
+    finally:
+        install()
+
+
+def peek(collection: Any, doc_id: Any) -> Mapping[str, Any] | None:
+    """The stored document itself (do not modify it), without a copy; None if absent.
+
+    For readers that only look, such as the history's store observer. Not mongomock: a
+    `find_one` by `_id`.
+    """
+    if isinstance(collection, Collection) and _plain_key({"_id": doc_id}) is not None:
+        return _stored(collection, doc_id)
+    return collection.find_one({"_id": doc_id})
 
 
 def client() -> mongomock.MongoClient:

@@ -24,6 +24,8 @@ from reference_impl.locks import key_family
 _LOWEST_US = 1
 _HIGHEST_US = 3_600 * 1_000_000
 _SIG_DIGITS = 3
+#: keys whose family is remembered (keys are per user or session: the cache is emptied when full)
+_FAMILY_CACHE_SIZE = 4096
 
 
 class LockEventListener(Protocol):
@@ -131,9 +133,15 @@ class LockStats:
         self.on_event = on_event
         self._family_of = family_of
         self._families: dict[str, _Family] = {}
+        # each request reports two to four events for one key: parse its family once
+        self._family_cache: dict[str, str] = {}
 
     def _fam(self, key: str) -> tuple[str, _Family]:
-        family = self._family_of(key)
+        family = self._family_cache.get(key)
+        if family is None:
+            if len(self._family_cache) >= _FAMILY_CACHE_SIZE:
+                self._family_cache.clear()
+            family = self._family_cache[key] = self._family_of(key)
         fam = self._families.get(family)
         if fam is None:
             fam = self._families[family] = _Family()

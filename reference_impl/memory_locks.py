@@ -22,8 +22,8 @@ other (SEED_FACTS.md, Deployment).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import anyio
@@ -60,7 +60,7 @@ class MemoryLockService:
         self._last_token = 0
 
     def hold(self, key: str, *, wait_timeout: float) -> AbstractAsyncContextManager[Lease]:
-        return self._hold(key, wait_timeout)
+        return _Hold(self, key, wait_timeout)
 
     def active_keys(self) -> set[str]:
         """Keys currently held (each possibly with waiters)."""
@@ -77,8 +77,8 @@ class MemoryLockService:
         self._last_token += 1
         return self._last_token
 
-    @asynccontextmanager
-    async def _hold(self, key: str, wait_timeout: float) -> AsyncIterator[Lease]:
+    async def _acquire(self, key: str, wait_timeout: float) -> tuple[int, float]:
+        """Token and grant time; the caller owns the key until `_release_held`."""
         # an already-cancelled caller must not take the key; no yield otherwise, so the
         # order of calls to `hold` is the order of requests
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -93,10 +93,14 @@ class MemoryLockService:
             if entry is not None:
                 self.stats.waiter_left(key)
             self.stats.granted(key, granted_at - requested_at, token)
-            yield Lease(key, token)
-        finally:
-            self._release(key)
-            self.stats.released(key, self._now() - granted_at, token)
+        except BaseException:
+            self._release_held(key, token, granted_at)
+            raise
+        return token, granted_at
+
+    def _release_held(self, key: str, token: int, granted_at: float) -> None:
+        self._release(key)
+        self.stats.released(key, self._now() - granted_at, token)
 
     async def _wait(
         self, key: str, entry: _Entry, wait_timeout: float, requested_at: float
@@ -141,3 +145,22 @@ class MemoryLockService:
             waiter.event.set()
         else:
             del self._entries[key]
+
+
+class _Hold:
+    """`async with service.hold(key, ...)`: a plain class, not a generator-based context manager,
+    since one is entered for every lock request (same awaits, in the same order)."""
+
+    __slots__ = ("_service", "_key", "_wait_timeout", "_token", "_granted_at")
+
+    def __init__(self, service: MemoryLockService, key: str, wait_timeout: float) -> None:
+        self._service = service
+        self._key = key
+        self._wait_timeout = wait_timeout
+
+    async def __aenter__(self) -> Lease:
+        self._token, self._granted_at = await self._service._acquire(self._key, self._wait_timeout)
+        return Lease(self._key, self._token)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._service._release_held(self._key, self._token, self._granted_at)

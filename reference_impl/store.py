@@ -93,6 +93,7 @@ class AsyncCollection:
             return await self._call(op, args, kwargs, lambda _c: method(*args, **kwargs))
 
         call.__name__ = op
+        setattr(self, op, call)  # found as an attribute from now on: no lookup per call
         return call
 
 

@@ -13,19 +13,24 @@ from typing import IO, Any
 
 from simulator.clock import SimClock
 
+#: `json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str)`, with the encoder built
+#: once instead of at every call (the same bytes: ASCII only, keys sorted)
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+
 
 class History:
     def __init__(self, path: Path | None, clock: SimClock) -> None:
         self._clock = clock
-        self._file: IO[str] | None = path.open("w", encoding="utf-8") if path else None
+        # binary: the lines are ASCII already, so they are encoded once, for the hash and the file
+        self._file: IO[bytes] | None = path.open("wb") if path else None
         self._hash = hashlib.sha256()
         self.seq = 0
         self.path = path
 
     def record(self, type: str, **fields: Any) -> dict[str, Any]:
         entry = {"seq": self.seq, "t": round(self._clock.elapsed(), 6), "type": type, **fields}
-        line = json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str) + "\n"
-        self._hash.update(line.encode())
+        line = (_encode(entry) + "\n").encode()
+        self._hash.update(line)
         if self._file is not None:
             self._file.write(line)
         self.seq += 1

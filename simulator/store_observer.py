@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 
+from reference_impl.embedded_store import peek
 from reference_impl.store import WRITE_OPS
 from simulator.requests import current_request
 
@@ -34,6 +35,7 @@ class StoreObserver:
         self._instance = instance
         self._record = record
         self._db = sync_db
+        self._collections: dict[str, Any] = {}  # pymongo and mongomock build one per lookup
         self._before_call = before_call
 
     async def before(
@@ -67,7 +69,10 @@ class StoreObserver:
             entry["id"] = doc_id
             fields = _TRACKED.get(collection)
             if fields:
-                doc = self._db[collection].find_one({"_id": doc_id}) or {}
+                coll = self._collections.get(collection)
+                if coll is None:
+                    coll = self._collections[collection] = self._db[collection]
+                doc = peek(coll, doc_id) or {}
                 entry["doc"] = {f: doc.get(f) for f in fields}
         self._record("store.write", **entry)
 

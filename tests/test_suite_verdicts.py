@@ -39,7 +39,7 @@ def test_every_mutant_is_caught_by_the_ci_suite_with_its_invariant(
     tmp_path: Path, name: str
 ) -> None:
     mutant = MUTANTS[name]
-    for n, (path, scenario, seed) in enumerate(RUNS, start=1):
+    for n, (_path, scenario, seed) in enumerate(RUNS, start=1):
         summary = run_scenario(scenario, seed, f"mutant:{name}", tmp_path / str(n)).summary
         caught = {v["invariant"] for v in summary["violations"]}
         if caught & set(mutant.violates):

@@ -6,13 +6,12 @@ idempotency and rate limits sit in front of this (server.py); the network in fro
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.fake_stripe import errors
+from simulator.fake_stripe import errors, pretty_json
 from simulator.fake_stripe.errors import ApiError, invalid_param
 from simulator.fake_stripe.objects import CheckoutSession
 from simulator.fake_stripe.state import API_VERSION, StripeState
@@ -69,7 +68,7 @@ class ApiResponse:
             "Stripe-Version": API_VERSION,
             **self.headers,
         }
-        return Reply(self.status, json.dumps(self.body, indent=2).encode(), headers)
+        return Reply(self.status, pretty_json.dumps(self.body).encode(), headers)
 
 
 Handler = Callable[[ApiRequest, re.Match[str]], dict[str, Any]]

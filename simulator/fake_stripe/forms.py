@@ -6,6 +6,7 @@ same nested dicts and lists the engine passed to the SDK, so it can validate and
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 from urllib.parse import parse_qsl
@@ -34,12 +35,14 @@ def parse_form(text: str) -> dict[str, Any]:
     return _listify(root)
 
 
-def _split_key(key: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def _split_key(key: str) -> tuple[str, ...]:
+    """`a[b][0]` -> (a, b, 0); cached, as every request of a kind sends the same keys."""
     match = _KEY.fullmatch(key)
     if match is None:
-        return [key]
+        return (key,)
     head, tail = match.groups()
-    return [head, *_PART.findall(tail)]
+    return (head, *_PART.findall(tail))
 
 
 def _listify(node: dict[str, Any], *, free_form: bool = False) -> Any:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Any
+
+from simulator.fake_stripe import pretty_json
 
 
 def sign(payload: bytes, secret: str, timestamp: int) -> str:
@@ -20,4 +21,4 @@ def sign(payload: bytes, secret: str, timestamp: int) -> str:
 
 def event_payload(event: dict[str, Any]) -> bytes:
     """Deterministic bytes for an event (key order as built, Stripe's two-space indent)."""
-    return json.dumps(event, indent=2, ensure_ascii=False).encode()
+    return pretty_json.dumps(event, ensure_ascii=False).encode()

@@ -50,6 +50,8 @@ class _Tracked:
     attempts: int = 0
     in_flight: int = 0
     done: bool = False
+    #: the event's bytes, serialised at the first attempt (every attempt sends the same body)
+    payload: bytes | None = None
 
 
 @dataclass
@@ -80,7 +82,6 @@ class WebhookDelivery:
         self._rng = rng
         self._task_group = task_group
         self._record = record or fake.record
-        self._tracked: list[_Tracked] = []
         self._outstanding = 0
         self._in_flight = 0  # running attempts plus scheduled late duplicates
         self._changed = anyio.Event()
@@ -92,7 +93,6 @@ class WebhookDelivery:
     def deliver(self, event: dict[str, Any]) -> None:
         """Start delivering `event` (called for every new event of the fake)."""
         tracked = _Tracked(event, self._fake.session_id_of(event), anyio.current_time())
-        self._tracked.append(tracked)
         self._outstanding += 1
         self.stats.events += 1
         self._task_group.start_soon(self._run, tracked)
@@ -225,7 +225,9 @@ class WebhookDelivery:
             if chance(self._rng, self.policy.failure_probability):
                 attempt.error = "network"
             else:
-                payload = self._fake.event_payload(tracked.event)
+                payload = tracked.payload
+                if payload is None:
+                    payload = tracked.payload = self._fake.event_payload(tracked.event)
                 try:
                     status = await self._endpoint(payload, self._fake.sign(payload))
                 except Exception as exc:  # the endpoint crashed: Stripe sees a failure

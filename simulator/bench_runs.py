@@ -1,0 +1,167 @@
+"""Whole-simulation benchmarks: throughput, profile, peak memory, virtual-time compression, sweeps.
+
+Throughput and memory runs each happen in a fresh child process (`python -m
+simulator.bench_runs ...`, JSON on stdout), so that one run's heap, imports and caches do not
+flatter or burden the next, and `ru_maxrss` is that run's own peak. The clock starts after the
+imports and a small warm-up run: the figure is simulation speed, not interpreter start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from simulator.bench_scenarios import purchases_scenario
+
+#: a small run first, in the same process, so that lazy imports are not timed
+WARM_UP_PURCHASES = 20
+
+
+def child_run(purchases: int, faults: bool, profile: bool) -> dict[str, Any]:
+    """One simulated run in this process (the child side)."""
+    from simulator.run import simulate
+
+    scenario = purchases_scenario(purchases, faults=faults)
+    # the SDK imports its resource modules on first use: time the simulation, not the imports
+    simulate(purchases_scenario(WARM_UP_PURCHASES, faults=faults), 1, "reference", None)
+    with tempfile.TemporaryDirectory(prefix="paysim-bench-") as tmp:
+        started, cpu = time.perf_counter(), time.process_time()
+        if profile:
+            from simulator.bench_profile import entry_points, fold, top_functions
+            from simulator.bench_profile import profile as profiled
+
+            result, stats = profiled(lambda: simulate(scenario, 1, "reference", Path(tmp)))
+        else:
+            result = simulate(scenario, 1, "reference", Path(tmp))
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        history_bytes = (Path(tmp) / "history.jsonl").stat().st_size
+    out: dict[str, Any] = {
+        "scenario": scenario.name,
+        "purchases": purchases,
+        "faults": faults,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "virtual_s": result.virtual_s,
+        "history_lines": result.history_lines,
+        "history_bytes": history_bytes,
+        "history_sha256": result.history_sha256,
+        "quiescent": result.quiescent,
+        "counts": result.counts,
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if profile:
+        buckets, total = fold(stats)
+        out["profile"] = {
+            "total_s": total,
+            "buckets": [b.as_dict(total) for b in buckets],
+            "top": top_functions(stats, 15),
+            "entry_points": entry_points(stats),
+        }
+    return out
+
+
+def run_in_child(purchases: int, *, faults: bool = True, profile: bool = False) -> dict[str, Any]:
+    """`child_run` in a fresh interpreter; raises with the child's stderr if it fails."""
+    cmd = [sys.executable, "-m", "simulator.bench_runs", str(purchases)]
+    cmd += [] if faults else ["--no-faults"]
+    cmd += ["--profile"] if profile else []
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench child {cmd[3:]} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ---- virtual-time compression
+
+
+def retry_schedule(deliveries: int) -> dict[str, Any]:
+    """Wall time to play Stripe's live retry schedule (3 days) for `deliveries` events whose
+    endpoint always answers 500, until every one is given up."""
+    import random
+
+    import anyio
+    import trio.testing
+
+    from simulator.clock import SimClock
+    from simulator.fake_stripe import FakeStripe, WebhookDelivery, WebhookPolicy
+
+    stats: dict[str, Any] = {}
+
+    async def always_500(payload: bytes, signature: str) -> int:
+        return 500
+
+    async def main() -> None:
+        clock = SimClock()
+        async with anyio.create_task_group() as tg:
+            fake = FakeStripe(clock, random.Random(1), tg, live_mode=True)
+            delivery = WebhookDelivery(
+                fake, always_500, random.Random(2), tg, policy=WebhookPolicy.live()
+            )
+            for n in range(deliveries):
+                delivery.deliver(_event(n))
+            while not delivery.idle():
+                await anyio.sleep(3600.0)
+            stats.update(
+                virtual_s=clock.elapsed(), attempts=delivery.stats.attempts,
+                given_up=delivery.stats.given_up,
+            )
+            fake.stop()
+            tg.cancel_scope.cancel()
+
+    started = time.perf_counter()
+    options = {"clock": trio.testing.MockClock(autojump_threshold=0)}
+    anyio.run(main, backend="trio", backend_options=options)
+    stats["wall_s"] = time.perf_counter() - started
+    stats["deliveries"] = deliveries
+    return stats
+
+
+def _event(n: int) -> dict[str, Any]:
+    session = {"id": f"cs_bench_{n:06d}", "object": "checkout.session", "status": "complete"}
+    return {
+        "id": f"evt_bench_{n:06d}", "object": "event", "api_version": "bench", "created": 0,
+        "data": {"object": session}, "livemode": True, "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None}, "type": "checkout.session.completed",
+    }
+
+
+# ---- sweeps
+
+
+def sweep_timing(purchases: int, seeds: list[int], workers: int) -> dict[str, Any]:
+    """Wall time of `explore.sweep` over `seeds` (run and judged) with `workers` processes."""
+    from simulator.explore import sweep
+
+    scenario = purchases_scenario(purchases)
+    with tempfile.TemporaryDirectory(prefix="paysim-bench-sweep-") as tmp:
+        started = time.perf_counter()
+        summaries = list(sweep(scenario, seeds, "reference", workers=workers, out_dir=Path(tmp)))
+        wall = time.perf_counter() - started
+    return {
+        "wall_s": wall,
+        "runs": len(summaries),
+        "verdicts": sorted({s["verdict"] for s in summaries}),
+        "sha256": [s["history_sha256"][:12] for s in summaries],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="one benchmark run (used by simulator.bench)")
+    parser.add_argument("purchases", type=int)
+    parser.add_argument("--no-faults", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    result = child_run(args.purchases, not args.no_faults, args.profile)
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()
