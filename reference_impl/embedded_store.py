@@ -108,8 +108,9 @@ _FAST_UPDATE_OPS = frozenset({"$set", "$unset", "$inc"})
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-def _update(self: Collection, spec: Any, document: Any, upsert: bool = False, *args: Any,
-            **kwargs: Any) -> dict[str, Any]:
+def _update(
+    self: Collection, spec: Any, document: Any, upsert: bool = False, *args: Any, **kwargs: Any
+) -> dict[str, Any]:
     """mongomock's `_update` for the common write: `$set`, `$unset` and `$inc` of top-level
     fields of the one document an `_id` pins, with JSON values, no unique index to check.
 
@@ -119,8 +120,13 @@ def _update(self: Collection, spec: Any, document: Any, upsert: bool = False, *a
     """
     key = _plain_key(spec)
     if (
-        upsert or args or any(kwargs.values()) or key is None or type(spec) is not dict
-        or self._store.indexes or not _simple_update(document)
+        upsert
+        or args
+        or any(kwargs.values())
+        or key is None
+        or type(spec) is not dict
+        or self._store.indexes
+        or not _simple_update(document)
     ):
         return _shipped["_update"](self, spec, document, upsert, *args, **kwargs)
     doc = _stored(self, key)
@@ -233,8 +239,10 @@ def _field_pruners(field: Any, cond: Any) -> list[Prune] | None:
         # equality with a string: a missing field, or another string, never matches
         def equal(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [
-                d for d in docs
-                if (v := d.get(field, _MISSING)) == cond or (v is not _MISSING and type(v) is not str)
+                d
+                for d in docs
+                if (v := d.get(field, _MISSING)) == cond
+                or (v is not _MISSING and type(v) is not str)
             ]
 
         return [equal]
@@ -261,7 +269,8 @@ def _op_pruner(field: str, op: str, value: Any) -> Prune | None:
         compare = _ORDER[op]
         # a comparison never matches a missing field; a number must compare
         return lambda docs: [
-            d for d in docs
+            d
+            for d in docs
             if (v := d.get(field, _MISSING)) is not _MISSING
             and (type(v) not in _NUMBER or compare(v, value))
         ]
@@ -277,9 +286,7 @@ def _copy_field(obj: Any, container: Any) -> Any:
     if kind in _ATOMIC:
         return obj
     if kind is dict and container is dict:
-        return {
-            k: v if type(v) in _ATOMIC else _copy_field(v, container) for k, v in obj.items()
-        }
+        return {k: v if type(v) in _ATOMIC else _copy_field(v, container) for k, v in obj.items()}
     if kind is list:
         return [v if type(v) in _ATOMIC else _copy_field(v, container) for v in obj]
     return _shipped["_copy_field"](obj, container)

@@ -54,9 +54,18 @@ class Sizes:
     @classmethod
     def tiny(cls) -> Sizes:
         return cls(
-            purchases=40, profile_purchases=20, memory_purchases=80, deliveries=10, lock_ops=200,
-            contended_tasks=5, contended_rounds=5, redis_ops=40, redis_tasks=4,
-            sweep_purchases=20, sweep_seeds=2, budget_s=120.0,
+            purchases=40,
+            profile_purchases=20,
+            memory_purchases=80,
+            deliveries=10,
+            lock_ops=200,
+            contended_tasks=5,
+            contended_rounds=5,
+            redis_ops=40,
+            redis_tasks=4,
+            sweep_purchases=20,
+            sweep_seeds=2,
+            budget_s=120.0,
         )
 
 
@@ -103,19 +112,28 @@ def _throughput(report: Report, sizes: Sizes, progress: Progress) -> None:
     )
     report.sections["throughput"] = run
     rate = n / run["wall_s"]
-    report.add(judged(
-        "purchases_per_s", f"simulated purchases per wall-second ({n:,}, CI fault mix)",
-        rate, "/s", target="≥ 2,000 /s", ok=lambda v: v >= 2000,
-        peer_label="per CPU-second", peer_value=n / run["cpu_s"],
-        ratio_label="of the target", ratio=rate / 2000,
-        note=(
-            f"{run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU for {run['virtual_s']:,.0f} "
-            f"virtual s; {run['history_lines']:,} history lines; quiescent={run['quiescent']}"
-        ),
-    ))
+    report.add(
+        judged(
+            "purchases_per_s",
+            f"simulated purchases per wall-second ({n:,}, CI fault mix)",
+            rate,
+            "/s",
+            target="≥ 2,000 /s",
+            ok=lambda v: v >= 2000,
+            peer_label="per CPU-second",
+            peer_value=n / run["cpu_s"],
+            ratio_label="of the target",
+            ratio=rate / 2000,
+            note=(
+                f"{run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU for {run['virtual_s']:,.0f} "
+                f"virtual s; {run['history_lines']:,} history lines; quiescent={run['quiescent']}"
+            ),
+        )
+    )
     p = sizes.profile_purchases
     profiled = progress.step(
-        f"1/6 profile: {p:,} purchases under cProfile", lambda: bench_runs.run_in_child(p, profile=True)
+        f"1/6 profile: {p:,} purchases under cProfile",
+        lambda: bench_runs.run_in_child(p, profile=True),
     )
     report.sections["profile"] = {
         "what": f"cProfile, {p:,} purchases, CI fault mix",
@@ -139,16 +157,24 @@ def _virtual_time(report: Report, sizes: Sizes, progress: Progress) -> None:
     )
     report.sections["virtual_time"] = stats
     per_ms = stats["wall_s"] / d * 1000
-    report.add(judged(
-        "retry_schedule_wall_s", f"wall time, live retry schedule of {d:,} deliveries that fail",
-        stats["wall_s"], "s", target="≤ 10 ms per 3-day schedule", ok=lambda _: per_ms <= 10,
-        peer_label="virtual", peer_value=stats["virtual_s"],
-        ratio_label="virtual / wall", ratio=stats["virtual_s"] / stats["wall_s"],
-        note=(
-            f"{per_ms:.2f} ms wall per event's schedule; {stats['attempts']:,} attempts, "
-            f"{stats['given_up']:,} given up after {stats['virtual_s'] / 86400:.2f} virtual days"
-        ),
-    ))
+    report.add(
+        judged(
+            "retry_schedule_wall_s",
+            f"wall time, live retry schedule of {d:,} deliveries that fail",
+            stats["wall_s"],
+            "s",
+            target="≤ 10 ms per 3-day schedule",
+            ok=lambda _: per_ms <= 10,
+            peer_label="virtual",
+            peer_value=stats["virtual_s"],
+            ratio_label="virtual / wall",
+            ratio=stats["virtual_s"] / stats["wall_s"],
+            note=(
+                f"{per_ms:.2f} ms wall per event's schedule; {stats['attempts']:,} attempts, "
+                f"{stats['given_up']:,} given up after {stats['virtual_s'] / 86400:.2f} virtual days"
+            ),
+        )
+    )
 
 
 # ---- 3. memory locks
@@ -159,25 +185,43 @@ def _memory_locks(report: Report, sizes: Sizes, progress: Progress) -> None:
         f"3/6 memory locks: {sizes.lock_ops:,} uncontended acquire+release (trio)",
         lambda: bench_locks.memory_uncontended(sizes.lock_ops),
     )
-    report.add(judged(
-        "memory_lock_uncontended", "MemoryLockService uncontended acquire+release",
-        ours.per_s, "/s", peer_label="dict of anyio.Lock", peer_value=peer.per_s,
-        ratio_label="cost / peer's cost", ratio=peer.per_s / ours.per_s,
-        target="≤ 1.5x the cost", ok=lambda r: r <= 1.5, judged_on="ratio",
-        note="with honest statistics (HdrHistogram per grant and release) and fencing tokens",
-    ))
+    report.add(
+        judged(
+            "memory_lock_uncontended",
+            "MemoryLockService uncontended acquire+release",
+            ours.per_s,
+            "/s",
+            peer_label="dict of anyio.Lock",
+            peer_value=peer.per_s,
+            ratio_label="cost / peer's cost",
+            ratio=peer.per_s / ours.per_s,
+            target="≤ 1.5x the cost",
+            ok=lambda r: r <= 1.5,
+            judged_on="ratio",
+            note="with honest statistics (HdrHistogram per grant and release) and fencing tokens",
+        )
+    )
     tasks, rounds = sizes.contended_tasks, sizes.contended_rounds
     ours, peer = progress.step(
         f"3/6 memory locks: {tasks} tasks on one key, {rounds} rounds each (trio)",
         lambda: bench_locks.memory_contended(tasks, rounds),
     )
-    report.add(judged(
-        "memory_lock_contended", f"MemoryLockService contended: {tasks} tasks on one key, grants",
-        ours.per_s, "/s", peer_label="anyio.Lock", peer_value=peer.per_s,
-        ratio_label="cost / peer's cost", ratio=peer.per_s / ours.per_s,
-        target="none set (reported)", ok=lambda _: True, judged_on="none",
-        note="each grant: FIFO hand-off, a per-waiter timeout scope, statistics",
-    ))
+    report.add(
+        judged(
+            "memory_lock_contended",
+            f"MemoryLockService contended: {tasks} tasks on one key, grants",
+            ours.per_s,
+            "/s",
+            peer_label="anyio.Lock",
+            peer_value=peer.per_s,
+            ratio_label="cost / peer's cost",
+            ratio=peer.per_s / ours.per_s,
+            target="none set (reported)",
+            ok=lambda _: True,
+            judged_on="none",
+            note="each grant: FIFO hand-off, a per-waiter timeout scope, statistics",
+        )
+    )
     report.figures[-1].met = None
 
 
@@ -191,10 +235,17 @@ def _redis_locks(report: Report, sizes: Sizes, redis_url: str | None, progress: 
         progress.say(f"4/6 Redis locks: skipped ({missing})")
         report.notes.append(f"Redis lock figures skipped: {missing}")
         for mode in ("sequential", "concurrent"):
-            report.add(judged(
-                f"redis_lock_{mode}", f"RedisLockService {mode} acquire+release", None, "/s",
-                target="no slower than redis-py's Lock", ok=lambda _: True, note=missing,
-            ))
+            report.add(
+                judged(
+                    f"redis_lock_{mode}",
+                    f"RedisLockService {mode} acquire+release",
+                    None,
+                    "/s",
+                    target="no slower than redis-py's Lock",
+                    ok=lambda _: True,
+                    note=missing,
+                )
+            )
         return
     rates = progress.step(
         f"4/6 Redis locks: {sizes.redis_ops:,} acquire+release, sequential and "
@@ -202,16 +253,27 @@ def _redis_locks(report: Report, sizes: Sizes, redis_url: str | None, progress: 
         lambda: bench_locks.redis_locks(url, sizes.redis_ops, sizes.redis_tasks),
     )
     report.sections["redis_locks"] = {k: round(v.per_s, 1) for k, v in rates.items()}
-    for mode, label in (("sequential", "sequential, one key"),
-                        ("concurrent", f"{sizes.redis_tasks} tasks, a key each")):
+    for mode, label in (
+        ("sequential", "sequential, one key"),
+        ("concurrent", f"{sizes.redis_tasks} tasks, a key each"),
+    ):
         ours, peer = rates[f"fenced_{mode}"], rates[f"redis_py_{mode}"]
-        report.add(judged(
-            f"redis_lock_{mode}", f"RedisLockService acquire+release, {label}", ours.per_s, "/s",
-            peer_label="redis.asyncio.lock.Lock", peer_value=peer.per_s,
-            ratio_label="ours / peer", ratio=ours.per_s / peer.per_s,
-            target="≥ 1.0 (no slower)", ok=lambda r: r >= 1.0, judged_on="ratio",
-            note=f"Redis at {url}; ours adds a fencing token (Lua) and statistics",
-        ))
+        report.add(
+            judged(
+                f"redis_lock_{mode}",
+                f"RedisLockService acquire+release, {label}",
+                ours.per_s,
+                "/s",
+                peer_label="redis.asyncio.lock.Lock",
+                peer_value=peer.per_s,
+                ratio_label="ours / peer",
+                ratio=ours.per_s / peer.per_s,
+                target="≥ 1.0 (no slower)",
+                ok=lambda r: r >= 1.0,
+                judged_on="ratio",
+                note=f"Redis at {url}; ours adds a fencing token (Lua) and statistics",
+            )
+        )
 
 
 # ---- 6. sweeps (run before the memory run: its size depends on the time left)
@@ -230,16 +292,25 @@ def _sweep(report: Report, sizes: Sizes, progress: Progress) -> None:
     report.sections["sweep"] = {"one_worker": one, "two_workers": two}
     load = os.getloadavg()[0]
     same = one["sha256"] == two["sha256"]
-    report.add(judged(
-        "sweep_speedup", f"explore.sweep, {len(seeds)} seeds x {n} purchases, 2 workers (wall)",
-        two["wall_s"], "s", peer_label="1 worker", peer_value=one["wall_s"],
-        ratio_label="speed-up", ratio=one["wall_s"] / two["wall_s"],
-        target="≥ 1.8x on 2 cores", ok=lambda r: r >= 1.8, judged_on="ratio",
-        note=(
-            f"each run simulated and judged; same histories with 1 and 2 workers: {same}; "
-            f"load average {load:.2f} after the runs (other work on the machine lowers this)"
-        ),
-    ))
+    report.add(
+        judged(
+            "sweep_speedup",
+            f"explore.sweep, {len(seeds)} seeds x {n} purchases, 2 workers (wall)",
+            two["wall_s"],
+            "s",
+            peer_label="1 worker",
+            peer_value=one["wall_s"],
+            ratio_label="speed-up",
+            ratio=one["wall_s"] / two["wall_s"],
+            target="≥ 1.8x on 2 cores",
+            ok=lambda r: r >= 1.8,
+            judged_on="ratio",
+            note=(
+                f"each run simulated and judged; same histories with 1 and 2 workers: {same}; "
+                f"load average {load:.2f} after the runs (other work on the machine lowers this)"
+            ),
+        )
+    )
 
 
 # ---- 5. peak memory
@@ -268,19 +339,33 @@ def _memory(report: Report, sizes: Sizes, progress: Progress) -> None:
     )
     report.sections["memory"] = {"small": _mem(small), "large": _mem(large)}
     grow_kb = (large["maxrss_mb"] - small["maxrss_mb"]) * 1024 / max(1, n - small["purchases"])
-    report.add(judged(
-        "peak_rss", f"peak RSS, {n:,}-purchase run", large["maxrss_mb"], "MB",
-        peer_label=f"{small['purchases']:,}-purchase run", peer_value=small["maxrss_mb"],
-        ratio_label="large / small", ratio=large["maxrss_mb"] / small["maxrss_mb"],
-        target="≤ 1.2", ok=lambda r: r <= 1.2, judged_on="ratio",
-        note=" ".join(filter(None, [
-            note,
-            f"{grow_kb:.1f} KB more per purchase: the store's documents and fake Stripe's "
-            "ledgers (sessions, payment intents, events) live for the whole run; the history "
-            f"is streamed ({large['history_bytes'] / 1e6:.0f} MB on disk, not in memory).",
-            f"That run: {n / large['wall_s']:.0f} purchases/s.",
-        ])),
-    ))
+    report.add(
+        judged(
+            "peak_rss",
+            f"peak RSS, {n:,}-purchase run",
+            large["maxrss_mb"],
+            "MB",
+            peer_label=f"{small['purchases']:,}-purchase run",
+            peer_value=small["maxrss_mb"],
+            ratio_label="large / small",
+            ratio=large["maxrss_mb"] / small["maxrss_mb"],
+            target="≤ 1.2",
+            ok=lambda r: r <= 1.2,
+            judged_on="ratio",
+            note=" ".join(
+                filter(
+                    None,
+                    [
+                        note,
+                        f"{grow_kb:.1f} KB more per purchase: the store's documents and fake Stripe's "
+                        "ledgers (sessions, payment intents, events) live for the whole run; the history "
+                        f"is streamed ({large['history_bytes'] / 1e6:.0f} MB on disk, not in memory).",
+                        f"That run: {n / large['wall_s']:.0f} purchases/s.",
+                    ],
+                )
+            ),
+        )
+    )
 
 
 def _mem(run: dict[str, Any]) -> dict[str, Any]:
@@ -291,7 +376,9 @@ def _mem(run: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulator.bench", description=__doc__)
     parser.add_argument("out_dir", type=Path, nargs="?", default=Path("reports/bench"))
-    parser.add_argument("--redis-url", default=None, help=f"default: $REDIS_URL or {DEFAULT_REDIS_URL}")
+    parser.add_argument(
+        "--redis-url", default=None, help=f"default: $REDIS_URL or {DEFAULT_REDIS_URL}"
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (smoke test), seconds")
     args = parser.parse_args(argv)
     progress = Progress()

@@ -146,9 +146,7 @@ def redis_locks(url: str, n: int, concurrency: int) -> dict[str, Rate]:
             for name, once in (("fenced", fenced_once), ("redis_py", plain_once)):
                 await once("warm-up")
                 results[f"{name}_sequential"] = await _timed(n, _sequential(once, n))
-                results[f"{name}_concurrent"] = await _timed(
-                    n, _concurrent(once, n, concurrency)
-                )
+                results[f"{name}_concurrent"] = await _timed(n, _concurrent(once, n, concurrency))
             return results
         finally:
             await _cleanup(client, namespace)

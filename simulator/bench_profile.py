@@ -18,14 +18,26 @@ from typing import Any
 
 #: (bucket, path fragments) in match order: the first bucket with a matching fragment wins
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("store (mongomock + store port)", (
-        "/mongomock/", "/pymongo/", "/bson/", "reference_impl/store.py",
-        "reference_impl/embedded_store.py", "simulator/store_observer.py",
-    )),
-    ("locks (memory locks + stats)", (
-        "reference_impl/memory_locks.py", "reference_impl/lock_stats.py",
-        "reference_impl/locks.py", "/hdrh/",
-    )),
+    (
+        "store (mongomock + store port)",
+        (
+            "/mongomock/",
+            "/pymongo/",
+            "/bson/",
+            "reference_impl/store.py",
+            "reference_impl/embedded_store.py",
+            "simulator/store_observer.py",
+        ),
+    ),
+    (
+        "locks (memory locks + stats)",
+        (
+            "reference_impl/memory_locks.py",
+            "reference_impl/lock_stats.py",
+            "reference_impl/locks.py",
+            "/hdrh/",
+        ),
+    ),
     ("engine (reference_impl/)", ("/reference_impl/",)),
     ("stripe SDK", ("site-packages/stripe/",)),
     ("fake Stripe (simulator/fake_stripe)", ("simulator/fake_stripe/",)),
@@ -110,12 +122,21 @@ ENTRY_POINTS: tuple[tuple[str, str, str], ...] = (
     ("engine: create_purchase", "reference_impl/", "create_purchase"),
     ("engine: handle_webhook", "reference_impl/", "handle_webhook"),
     ("engine: reconcile", "reference_impl/", "reconcile"),
-    ("stripe SDK request (httpx and fake Stripe included)", "stripe/_stripe_service.py",
-     "_request_async"),
-    ("fake Stripe behind httpx (network, server, API)", "simulator/fake_stripe/transport.py",
-     "handle"),
-    ("webhook verification: stripe.Webhook.construct_event", "stripe/_webhook.py",
-     "construct_event"),
+    (
+        "stripe SDK request (httpx and fake Stripe included)",
+        "stripe/_stripe_service.py",
+        "_request_async",
+    ),
+    (
+        "fake Stripe behind httpx (network, server, API)",
+        "simulator/fake_stripe/transport.py",
+        "handle",
+    ),
+    (
+        "webhook verification: stripe.Webhook.construct_event",
+        "stripe/_webhook.py",
+        "construct_event",
+    ),
     ("store calls (observer and mongomock)", "reference_impl/store.py", "_call"),
     ("history: History.record", "simulator/history.py", "record"),
     ("lock requests: MemoryLockService._acquire", "reference_impl/memory_locks.py", "_acquire"),

@@ -62,8 +62,17 @@ def judged(
     """A figure whose `met` is `ok(ratio)` (judged_on="ratio") or `ok(value)`."""
     subject = ratio if judged_on == "ratio" else value
     return Figure(
-        key, label, value, unit, peer_label, peer_value, ratio_label, ratio, target,
-        None if subject is None else bool(ok(subject)), note,
+        key,
+        label,
+        value,
+        unit,
+        peer_label,
+        peer_value,
+        ratio_label,
+        ratio,
+        target,
+        None if subject is None else bool(ok(subject)),
+        note,
     )
 
 
@@ -132,18 +141,33 @@ class Report:
             lines += ["", "Notes on the figures:", "", *notes]
         profile = self.sections.get("profile")
         if profile:
-            lines += ["", f"## Where the time goes ({profile['what']})", "",
-                      "| bucket | self s | self % |", "| --- | --- | --- |"]
+            lines += [
+                "",
+                f"## Where the time goes ({profile['what']})",
+                "",
+                "| bucket | self s | self % |",
+                "| --- | --- | --- |",
+            ]
             lines += [
                 f"| {b['bucket']} | {b['self_s']} | {b['self_pct']} |" for b in profile["buckets"]
             ]
-            lines += ["", "Inclusive time of entry points (each alone; they overlap):", "",
-                      "| entry point | inclusive s |", "| --- | --- |"]
+            lines += [
+                "",
+                "Inclusive time of entry points (each alone; they overlap):",
+                "",
+                "| entry point | inclusive s |",
+                "| --- | --- |",
+            ]
             lines += [
                 f"| {e['entry_point']} | {e['inclusive_s']} |" for e in profile["entry_points"]
             ]
-            lines += ["", "Top functions by self time:", "",
-                      "| function | calls | self s | cumulative s |", "| --- | --- | --- | --- |"]
+            lines += [
+                "",
+                "Top functions by self time:",
+                "",
+                "| function | calls | self s | cumulative s |",
+                "| --- | --- | --- | --- |",
+            ]
             lines += [
                 f"| `{t['function']}` | {t['calls']} | {t['self_s']} | {t['cumulative_s']} |"
                 for t in profile["top"]

@@ -110,7 +110,8 @@ def retry_schedule(deliveries: int) -> dict[str, Any]:
             while not delivery.idle():
                 await anyio.sleep(3600.0)
             stats.update(
-                virtual_s=clock.elapsed(), attempts=delivery.stats.attempts,
+                virtual_s=clock.elapsed(),
+                attempts=delivery.stats.attempts,
                 given_up=delivery.stats.given_up,
             )
             fake.stop()
@@ -127,9 +128,15 @@ def retry_schedule(deliveries: int) -> dict[str, Any]:
 def _event(n: int) -> dict[str, Any]:
     session = {"id": f"cs_bench_{n:06d}", "object": "checkout.session", "status": "complete"}
     return {
-        "id": f"evt_bench_{n:06d}", "object": "event", "api_version": "bench", "created": 0,
-        "data": {"object": session}, "livemode": True, "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None}, "type": "checkout.session.completed",
+        "id": f"evt_bench_{n:06d}",
+        "object": "event",
+        "api_version": "bench",
+        "created": 0,
+        "data": {"object": session},
+        "livemode": True,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "checkout.session.completed",
     }
 
 

@@ -55,8 +55,13 @@ def purchases_scenario(purchases: int, *, faults: bool = True) -> Scenario:
                 rate = ARRIVAL_RATE_PER_S * part_count / purchases
                 parts.append(
                     WorkloadPart(
-                        kind="steady", program=program, count=part_count, at=1.0,
-                        rate_per_s=max(rate, 0.001), duration_s=window_s, class_rep=class_rep,
+                        kind="steady",
+                        program=program,
+                        count=part_count,
+                        at=1.0,
+                        rate_per_s=max(rate, 0.001),
+                        duration_s=window_s,
+                        class_rep=class_rep,
                     )
                 )
     return Scenario(

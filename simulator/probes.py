@@ -46,8 +46,14 @@ class SignatureProbe:
                     "id": "evt_probe_000001",
                     "object": "event",
                     "type": "checkout.session.completed",
-                    "data": {"object": {"id": "cs_probe_000001", "object": "checkout.session",
-                                        "payment_status": "paid", "status": "complete"}},
+                    "data": {
+                        "object": {
+                            "id": "cs_probe_000001",
+                            "object": "checkout.session",
+                            "payment_status": "paid",
+                            "status": "complete",
+                        }
+                    },
                 }
             )
 

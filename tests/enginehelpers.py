@@ -32,9 +32,7 @@ T = TypeVar("T")
 
 def run_virtual(fn: Callable[[], Awaitable[T]]) -> T:
     """Run `fn` under trio with a MockClock that jumps whenever every task is blocked."""
-    return anyio.run(
-        fn, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)}
-    )
+    return anyio.run(fn, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
 
 
 async def make_env(
@@ -126,8 +124,12 @@ async def world(
         mail = email if email is not None else FakeEmail()
         env = await make_env(
             stripe_client=fake.client(max_network_retries=max_network_retries),
-            locks=locks, programs=programs, config=config, clock=clock,
-            fulfilment=fulfilment, email=mail,
+            locks=locks,
+            programs=programs,
+            config=config,
+            clock=clock,
+            fulfilment=fulfilment,
+            email=mail,
         )
         yield World(fake=fake, env=env, engine=factory(env), fulfilment=fulfilment, email=mail)
         tg.cancel_scope.cancel()

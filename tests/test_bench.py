@@ -43,9 +43,14 @@ def test_tiny_bench_writes_a_complete_report(tmp_path: Path) -> None:
     data = json.loads((out / "bench.json").read_text())
     keys = {f["key"] for f in data["figures"]}
     assert keys == {
-        "purchases_per_s", "retry_schedule_wall_s", "memory_lock_uncontended",
-        "memory_lock_contended", "redis_lock_sequential", "redis_lock_concurrent",
-        "sweep_speedup", "peak_rss",
+        "purchases_per_s",
+        "retry_schedule_wall_s",
+        "memory_lock_uncontended",
+        "memory_lock_contended",
+        "redis_lock_sequential",
+        "redis_lock_concurrent",
+        "sweep_speedup",
+        "peak_rss",
     }
     for figure in data["figures"]:
         assert figure["met"] in (True, False, None)
@@ -78,8 +83,22 @@ def test_profile_buckets_follow_the_source_path() -> None:
 
 def _docs(rng: random.Random, n: int) -> list[dict[str, Any]]:
     values: list[Any] = [
-        "pending", "completed", None, True, False, 0, 1, 2.5, -1, float("nan"), [], ["pending"],
-        [None], {"a": 1}, "", "x y",
+        "pending",
+        "completed",
+        None,
+        True,
+        False,
+        0,
+        1,
+        2.5,
+        -1,
+        float("nan"),
+        [],
+        ["pending"],
+        [None],
+        {"a": 1},
+        "",
+        "x y",
     ]
     docs = []
     for i in range(n):
@@ -140,8 +159,12 @@ def test_fast_reads_and_writes_match_mongomock_step_by_step() -> None:
         assert _same(got, expected), (op, args, kwargs)
 
     for i in range(60):
-        doc = {"_id": f"p{i}", "status": "pending", "seats": [{"ref": f"r{i}", "at": 1.0}],
-               "meta": {"k": [1, {"deep": i}]}}
+        doc = {
+            "_id": f"p{i}",
+            "status": "pending",
+            "seats": [{"ref": f"r{i}", "at": 1.0}],
+            "meta": {"k": [1, {"deep": i}]},
+        }
         both("insert_one", doc)
     for _ in range(800):
         key = f"p{rng.randrange(70)}"
@@ -153,25 +176,41 @@ def test_fast_reads_and_writes_match_mongomock_step_by_step() -> None:
         elif kind == 1:
             both("find_one", {"_id": key, "status": status})
         elif kind == 2:
-            both("update_one", {"_id": key, "status": "pending"},
-                 {"$set": {"status": status, "meta.k.1.deep": -1}})
+            both(
+                "update_one",
+                {"_id": key, "status": "pending"},
+                {"$set": {"status": status, "meta.k.1.deep": -1}},
+            )
         elif kind == 3:
-            both("find_one_and_update", {"_id": key}, {"$push": {"seats": {"ref": "x"}}},
-                 return_document=rng.choice([ReturnDocument.BEFORE, ReturnDocument.AFTER]))
+            both(
+                "find_one_and_update",
+                {"_id": key},
+                {"$push": {"seats": {"ref": "x"}}},
+                return_document=rng.choice([ReturnDocument.BEFORE, ReturnDocument.AFTER]),
+            )
         elif kind == 4:
-            both("update_one", {"_id": key, "seats.ref": "x"},
-                 {"$pull": {"seats": {"ref": "x"}}, "$inc": {"n": 1}})
+            both(
+                "update_one",
+                {"_id": key, "seats.ref": "x"},
+                {"$pull": {"seats": {"ref": "x"}}, "$inc": {"n": 1}},
+            )
         elif kind == 5:
             both("find_one", {"_id": key}, projection={"status": 1})
         elif kind == 6:
             both("update_one", {"_id": key}, {"$set": {"v": value, "status": status}})
         elif kind == 7:
-            both("update_one", {"_id": key, "status": status},
-                 {"$inc": {"n": rng.choice([0, 1, -1, 0.5])}, "$unset": {"v": ""}})
+            both(
+                "update_one",
+                {"_id": key, "status": status},
+                {"$inc": {"n": rng.choice([0, 1, -1, 0.5])}, "$unset": {"v": ""}},
+            )
         elif kind == 8:
-            both("find_one_and_update", {"_id": key, "v": {"$ne": None}},
-                 {"$set": {"w": value}, "$inc": {"v": 1}},
-                 return_document=ReturnDocument.AFTER)
+            both(
+                "find_one_and_update",
+                {"_id": key, "v": {"$ne": None}},
+                {"$set": {"w": value}, "$inc": {"v": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
         else:
             both("update_one", {"_id": key}, {"$unset": {"w": 1, "missing": 1}})
     assert _same(list(fast.find({})), list(plain.find({})))
@@ -221,15 +260,32 @@ def _same(a: Any, b: Any) -> bool:
 
 def _json_value(rng: random.Random, depth: int = 0) -> Any:
     leaves: list[Any] = [
-        None, True, False, 0, -7, 2**70, 1.5, -0.0, 1e-7, 1e300, float("nan"), float("inf"),
-        float("-inf"), "", "a b", "é\u2028\"\\\n\x00", "日本",
+        None,
+        True,
+        False,
+        0,
+        -7,
+        2**70,
+        1.5,
+        -0.0,
+        1e-7,
+        1e300,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        "",
+        "a b",
+        'é\u2028"\\\n\x00',
+        "日本",
     ]
     if depth > 3 or rng.random() < 0.4:
         return rng.choice(leaves)
     if rng.random() < 0.5:
         return [_json_value(rng, depth + 1) for _ in range(rng.randrange(4))]
-    return {rng.choice(["id", "é", "", "k"]) + str(i): _json_value(rng, depth + 1)
-            for i in range(rng.randrange(4))}
+    return {
+        rng.choice(["id", "é", "", "k"]) + str(i): _json_value(rng, depth + 1)
+        for i in range(rng.randrange(4))
+    }
 
 
 def test_pretty_json_is_json_dumps_with_indent_2() -> None:

@@ -13,7 +13,9 @@ def test_parallel_sweep_gives_the_same_runs_as_a_serial_one(tmp_path: Path) -> N
     scenario = load_scenario(CI_SUITE / "double-click.toml")
     seeds = list(range(1, 5))
     serial = [s["history_sha256"] for s in sweep(scenario, seeds, "seed")]
-    parallel = [s["history_sha256"] for s in sweep(scenario, seeds, "seed", workers=2, out_dir=tmp_path)]
+    parallel = [
+        s["history_sha256"] for s in sweep(scenario, seeds, "seed", workers=2, out_dir=tmp_path)
+    ]
     assert serial == parallel
     assert len(set(serial)) == len(seeds), "different seeds explore different interleavings"
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"seed-{s}" for s in seeds]
@@ -32,7 +34,12 @@ def test_search_shrinks_to_the_fault_that_matters() -> None:
     found = search("mutant:no-compensation", max_examples=150, invariant="counter_consistent")
     assert found is not None
     kinds = {f.kind for f in found.scenario.faults}
-    stripe_failures = {"stripe_errors", "stripe_outage", "stripe_rate_limit", "stripe_connection_errors"}
+    stripe_failures = {
+        "stripe_errors",
+        "stripe_outage",
+        "stripe_rate_limit",
+        "stripe_connection_errors",
+    }
     assert kinds & stripe_failures, kinds  # the leak needs Stripe to refuse a create
     assert len(found.scenario.faults) <= 2
     assert sum(p.count for p in found.scenario.workload) <= 3

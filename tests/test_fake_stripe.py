@@ -139,7 +139,9 @@ def test_refunds() -> None:
             await fake.customer_pay(session.id, flow="card")
             refund = await client.v1.refunds.create_async({"payment_intent": intent_id})
             assert (refund.amount, refund.payment_intent, refund.status) == (
-                5000, intent_id, "succeeded",
+                5000,
+                intent_id,
+                "succeeded",
             )
             with pytest.raises(stripe.InvalidRequestError) as info:
                 await client.v1.refunds.create_async({"payment_intent": intent_id})
@@ -232,7 +234,9 @@ def test_500_is_kept_under_the_key_and_replayed() -> None:
             assert info.value.http_status == 500
             requests = rec.of("stripe.request")
             assert [(r["status"], r["fault"], r["replayed"]) for r in requests] == [
-                (500, "error_5xx", False), (500, None, True), (500, None, True),
+                (500, "error_5xx", False),
+                (500, None, True),
+                (500, None, True),
             ]
             fake.faults.error_5xx_probability = 0.0
             with pytest.raises(stripe.APIError):  # same key: still the stored 500
@@ -262,7 +266,8 @@ def test_lost_response_is_recovered_by_the_sdk_retry_with_the_same_key() -> None
             session = await create(fake.client(max_network_retries=2))
             assert list(fake.sessions) == [session.id]
             assert [(r["fault"], r["replayed"]) for r in rec.of("stripe.request")] == [
-                ("lost_response", False), (None, True),
+                ("lost_response", False),
+                (None, True),
             ]
             # without retries the engine sees a connection error, though the session exists
             faults.lost_response_probability = 1.0
@@ -376,7 +381,8 @@ def test_sweeper_expires_sessions_at_expires_at_then_stops() -> None:
         assert anyio.current_time() == DAY
         expired = [e for e in fake.events if e["type"] == "checkout.session.expired"]
         assert [(e["data"]["object"]["id"], e["created"]) for e in expired] == [
-            (soon.id, int(SIM_EPOCH) + 3600), (late.id, int(SIM_EPOCH) + DAY),
+            (soon.id, int(SIM_EPOCH) + 3600),
+            (late.id, int(SIM_EPOCH) + DAY),
         ]
         assert fake.sessions[paid.id].status == "complete"
         assert rec.times("stripe.event")[-1] == DAY
@@ -424,7 +430,9 @@ def test_decline_leaves_the_session_open() -> None:
 def test_decline_then_card_succeeds_on_the_same_session_and_intent() -> None:
     fake, session_id = _pay("decline_then_card")
     assert types(fake) == [
-        "payment_intent.payment_failed", "payment_intent.succeeded", "checkout.session.completed",
+        "payment_intent.payment_failed",
+        "payment_intent.succeeded",
+        "checkout.session.completed",
     ]
     intents = {e["data"]["object"]["id"] for e in fake.events if e["type"].startswith("payment")}
     assert intents == {fake.sessions[session_id].payment_intent}
@@ -435,7 +443,8 @@ def test_decline_then_card_succeeds_on_the_same_session_and_intent() -> None:
 def test_async_success_completes_unpaid_then_pays() -> None:
     fake, session_id = _pay("async_success")
     assert types(fake) == [
-        "checkout.session.completed", "payment_intent.succeeded",
+        "checkout.session.completed",
+        "payment_intent.succeeded",
         "checkout.session.async_payment_succeeded",
     ]
     assert fake.events[0]["data"]["object"]["payment_status"] == "unpaid"
@@ -447,7 +456,8 @@ def test_async_success_completes_unpaid_then_pays() -> None:
 def test_async_failure_completes_unpaid_then_fails() -> None:
     fake, session_id = _pay("async_failure")
     assert types(fake) == [
-        "checkout.session.completed", "payment_intent.payment_failed",
+        "checkout.session.completed",
+        "payment_intent.payment_failed",
         "checkout.session.async_payment_failed",
     ]
     session = fake.sessions[session_id]

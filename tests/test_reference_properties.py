@@ -127,9 +127,9 @@ async def _quiesce_and_check(w: World) -> None:
     for sid, session in w.fake.sessions.items():
         owner = purchases.get(session.client_reference_id)
         if session.payment_status == "paid":
-            assert (owner and owner["status"] == "completed") or session.payment_intent in refunded, (
-                f"lost payment for {sid}"
-            )
+            assert (
+                owner and owner["status"] == "completed"
+            ) or session.payment_intent in refunded, f"lost payment for {sid}"
         assert owner is not None and owner["stripe_session_id"] == sid, f"orphan session {sid}"
     program = await w.program("prog_1")
     held = [p for p in purchases.values() if p["class_rep"] and p["status"] == "completed"]
@@ -167,10 +167,14 @@ async def _apply(w: World, op: Any, results: list[Any]) -> None:
 
 
 @given(st.lists(OPERATIONS, max_size=25))
-def test_reference_engine_keeps_every_invariant_under_any_operation_sequence(ops: list[Any]) -> None:
+def test_reference_engine_keeps_every_invariant_under_any_operation_sequence(
+    ops: list[Any],
+) -> None:
     async def main() -> None:
         programs = [program_doc("prog_1", class_rep_limit=LIMIT)]
-        async with world(ReferenceEngine, programs=programs, config=CONFIG, max_network_retries=1) as w:
+        async with world(
+            ReferenceEngine, programs=programs, config=CONFIG, max_network_retries=1
+        ) as w:
             results: list[Any] = []
             for step, op in enumerate(ops):
                 await _apply(w, op, results)
@@ -186,4 +190,7 @@ def test_reference_engine_passes_generated_scenarios(scenario: Any, seed: int) -
 
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_scenario(replace(scenario, expect=()), seed, "reference", Path(tmp)).summary
-    assert "violated" not in summary["invariants"].values(), (summary["violations"], summary["replay"])
+    assert "violated" not in summary["invariants"].values(), (
+        summary["violations"],
+        summary["replay"],
+    )

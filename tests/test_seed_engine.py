@@ -25,8 +25,7 @@ async def _paid(w: World, session_id: str, flow: str = "card") -> dict[str, Any]
     """Have the customer pay and return the `checkout.session.completed` event for it."""
     await w.fake.customer_pay(session_id, flow=flow)
     events = [
-        e for e in w.events("checkout.session.completed")
-        if e["data"]["object"]["id"] == session_id
+        e for e in w.events("checkout.session.completed") if e["data"]["object"]["id"] == session_id
     ]
     assert len(events) == 1
     return events[0]

@@ -138,7 +138,9 @@ def test_timeout_retries_while_the_first_attempt_still_runs() -> None:
     assert delivery.stats.overlapping_attempts == 1
     responses = rec.of("webhook.response")
     assert [(r["attempt"], r["status"], r["late"]) for r in responses] == [
-        (1, "timeout", False), (2, 200, False), (1, 200, True),
+        (1, "timeout", False),
+        (2, 200, False),
+        (1, 200, True),
     ]
     assert delivery.stats.acknowledged == 1
 
@@ -201,8 +203,12 @@ def test_failure_probability_fails_on_the_way() -> None:
 def _chaos(seed: int) -> list[tuple[float, str, dict[str, Any]]]:
     async def scenario(fake: FakeStripe, delivery: WebhookDelivery) -> None:
         fake.faults = StripeFaults(
-            base_latency_s=0.2, latency_jitter_s=0.3, lost_response_probability=0.2,
-            error_5xx_probability=0.1, latency_spike_probability=0.1, latency_spike_s=40.0,
+            base_latency_s=0.2,
+            latency_jitter_s=0.3,
+            lost_response_probability=0.2,
+            error_5xx_probability=0.1,
+            latency_spike_probability=0.1,
+            latency_spike_s=40.0,
         )
         flows = ["card", "decline", "decline_then_card", "async_success", "async_failure"]
         client = fake.client(max_network_retries=3)
@@ -225,9 +231,7 @@ def _chaos(seed: int) -> list[tuple[float, str, dict[str, Any]]]:
     def answers(n: int) -> int:
         return 500 if n % 3 == 0 else 200
 
-    policy = WebhookPolicy(
-        duplicate_probability=0.5, reorder_jitter_s=30.0, delivery_timeout_s=5.0
-    )
+    policy = WebhookPolicy(duplicate_probability=0.5, reorder_jitter_s=30.0, delivery_timeout_s=5.0)
     endpoint = Endpoint(answers=answers, busy_s=lambda n: float(n % 4) * 3)
     _, rec, _ = deliver(endpoint, policy, scenario, seed=seed, wait_s=5 * DAY)
     return rec.entries

@@ -21,13 +21,35 @@ MAX_TTL_S = 24 * 3600
 
 #: create parameters accepted (and mostly ignored); anything else is "unknown parameter", as
 #: at Stripe
-SESSION_PARAMS = frozenset({
-    "mode", "line_items", "metadata", "client_reference_id", "expires_at", "success_url",
-    "cancel_url", "payment_intent_data", "payment_method_types", "customer", "customer_email",
-    "customer_creation", "locale", "allow_promotion_codes", "billing_address_collection",
-    "submit_type", "ui_mode", "return_url", "redirect_on_completion", "automatic_tax",
-    "invoice_creation", "phone_number_collection", "consent_collection", "custom_text", "expand",
-})
+SESSION_PARAMS = frozenset(
+    {
+        "mode",
+        "line_items",
+        "metadata",
+        "client_reference_id",
+        "expires_at",
+        "success_url",
+        "cancel_url",
+        "payment_intent_data",
+        "payment_method_types",
+        "customer",
+        "customer_email",
+        "customer_creation",
+        "locale",
+        "allow_promotion_codes",
+        "billing_address_collection",
+        "submit_type",
+        "ui_mode",
+        "return_url",
+        "redirect_on_completion",
+        "automatic_tax",
+        "invoice_creation",
+        "phone_number_collection",
+        "consent_collection",
+        "custom_text",
+        "expand",
+    }
+)
 REFUND_PARAMS = frozenset({"payment_intent", "amount", "reason", "metadata", "expand"})
 
 
@@ -95,8 +117,10 @@ class StripeApi:
                 if match is not None and method == request.method:
                     return ApiResponse(200, handler(request, match))
             raise ApiError(
-                404, "invalid_request_error",
-                f"Unrecognized request URL ({request.method}: {request.path}).", stored=False,
+                404,
+                "invalid_request_error",
+                f"Unrecognized request URL ({request.method}: {request.path}).",
+                stored=False,
             )
         except ApiError as error:
             return ApiResponse.of_error(error)
@@ -118,7 +142,8 @@ class StripeApi:
             if not now + MIN_TTL_S <= expires_at <= now + MAX_TTL_S:
                 raise invalid_param(
                     "The `expires_at` timestamp must be between 30 minutes and 24 hours from "
-                    "Checkout Session creation.", "expires_at",
+                    "Checkout Session creation.",
+                    "expires_at",
                 )
         intent_data = _dict(p.get("payment_intent_data", {}), "payment_intent_data")
         session = self._state.create_session(
@@ -143,7 +168,8 @@ class StripeApi:
         created = _dict(p.get("created", {}), "created")
         bounds = {op: _int(v, f"created[{op}]") for op, v in created.items()}
         sessions = [
-            s for s in reversed(self._state.sessions.values())  # newest first
+            s
+            for s in reversed(self._state.sessions.values())  # newest first
             if p.get("status", s.status) == s.status
             and p.get("payment_intent", s.payment_intent) == s.payment_intent
             and _within(s.created, bounds)
@@ -151,7 +177,7 @@ class StripeApi:
         if "starting_after" in p:
             ids = [s.id for s in sessions]
             after = str(p["starting_after"])
-            sessions = sessions[ids.index(after) + 1:] if after in ids else []
+            sessions = sessions[ids.index(after) + 1 :] if after in ids else []
         page = sessions[:limit]
         return {
             "object": "list",
@@ -167,8 +193,8 @@ class StripeApi:
         session = self._session(match.group(1))
         if session.status != "open":
             raise errors.invalid_request(
-                f"Only Checkout Sessions with a status in [\"open\"] can be expired. This "
-                f"Checkout Session has a status of \"{session.status}\".",
+                f'Only Checkout Sessions with a status in ["open"] can be expired. This '
+                f'Checkout Session has a status of "{session.status}".',
             )
         self._state.expire_session(session, reason="api")
         return self._session_json(session, request.params)
@@ -221,7 +247,9 @@ class StripeApi:
         if not 0 < amount <= remaining:
             raise errors.invalid_request(
                 f"Refund amount ({amount}) is greater than unrefunded amount on charge "
-                f"({remaining})", code="amount_too_large", param="amount",
+                f"({remaining})",
+                code="amount_too_large",
+                param="amount",
             )
         metadata = _metadata(p.get("metadata", {}), "metadata")
         return self._state.refund(intent, amount, metadata).to_json()
@@ -300,17 +328,20 @@ def _line_items(value: Any) -> tuple[int, str]:
         if "unit_amount" not in price or "currency" not in price:
             raise invalid_param(
                 f"Missing required param: {where}[price_data][unit_amount] and [currency].",
-                f"{where}[price_data]", "parameter_missing",
+                f"{where}[price_data]",
+                "parameter_missing",
             )
         if "product_data" not in price and "product" not in price:
             raise invalid_param(
                 f"Missing required param: {where}[price_data][product_data].",
-                f"{where}[price_data][product_data]", "parameter_missing",
+                f"{where}[price_data][product_data]",
+                "parameter_missing",
             )
         unit = _int(price["unit_amount"], f"{where}[price_data][unit_amount]")
         if "quantity" not in item:
             raise invalid_param(
-                f"Missing required param: {where}[quantity].", f"{where}[quantity]",
+                f"Missing required param: {where}[quantity].",
+                f"{where}[quantity]",
                 "parameter_missing",
             )
         quantity = _int(item["quantity"], f"{where}[quantity]")
@@ -325,7 +356,9 @@ def _line_items(value: Any) -> tuple[int, str]:
 
 def _within(created: int, bounds: dict[str, int]) -> bool:
     checks: dict[str, Callable[[int, int], bool]] = {
-        "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
-        "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+        "gt": lambda a, b: a > b,
+        "gte": lambda a, b: a >= b,
+        "lt": lambda a, b: a < b,
+        "lte": lambda a, b: a <= b,
     }
     return all(op in checks and checks[op](created, bound) for op, bound in bounds.items())

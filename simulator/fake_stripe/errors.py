@@ -52,23 +52,29 @@ def invalid_request(message: str, *, code: str | None = None, param: str | None 
 
 def no_such(kind: str, object_id: str, *, param: str = "id", status: int = 404) -> ApiError:
     return ApiError(
-        status, "invalid_request_error", f"No such {kind}: '{object_id}'",
-        code="resource_missing", param=param,
+        status,
+        "invalid_request_error",
+        f"No such {kind}: '{object_id}'",
+        code="resource_missing",
+        param=param,
     )
 
 
 def rate_limited() -> ApiError:
     return ApiError(
-        429, "invalid_request_error",
+        429,
+        "invalid_request_error",
         "Request rate limit exceeded. Learn more about rate limits here "
         "https://stripe.com/docs/rate-limits.",
-        code="rate_limit", stored=False,
+        code="rate_limit",
+        stored=False,
     )
 
 
 def idempotency_mismatch() -> ApiError:
     return ApiError(
-        400, "idempotency_error",
+        400,
+        "idempotency_error",
         "Keys for idempotent requests can only be used with the same parameters they were "
         "first used with. Try using a key other than the one used on the original request.",
         stored=False,
@@ -77,11 +83,14 @@ def idempotency_mismatch() -> ApiError:
 
 def idempotency_key_in_use() -> ApiError:
     return ApiError(
-        409, "invalid_request_error",
+        409,
+        "invalid_request_error",
         "There is currently another in-progress request using this Idempotent Key (that "
         "probably means you submitted twice, and the other request is still going through). "
         "Please try again later.",
-        code="idempotency_key_in_use", stored=False, headers={"Stripe-Should-Retry": "true"},
+        code="idempotency_key_in_use",
+        stored=False,
+        headers={"Stripe-Should-Retry": "true"},
     )
 
 

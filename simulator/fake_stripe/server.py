@@ -52,13 +52,16 @@ class StripeServer:
                 saved = self._keys.begin(scope, _fingerprint(request), now)
             except Conflict as conflict:
                 error = (
-                    errors.idempotency_mismatch() if conflict.mismatch
+                    errors.idempotency_mismatch()
+                    if conflict.mismatch
                     else errors.idempotency_key_in_use()
                 )
                 return self._done(request, request_id, error, None, lost)
             if saved is not None:
                 self._log(request, saved.status, None, lost, replayed=True)
-                return Reply(saved.status, saved.body, {**saved.headers, "Idempotent-Replayed": "true"})
+                return Reply(
+                    saved.status, saved.body, {**saved.headers, "Idempotent-Replayed": "true"}
+                )
         try:
             if faults.processing_s > 0:
                 await anyio.sleep(faults.processing_s)
@@ -92,8 +95,12 @@ class StripeServer:
         self, request: ApiRequest, status: int, fault: str | None, lost: bool, *, replayed: bool
     ) -> None:
         self._record(
-            "stripe.request", method=request.method, path=request.path, status=status,
-            fault="lost_response" if lost and fault is None else fault, replayed=replayed,
+            "stripe.request",
+            method=request.method,
+            path=request.path,
+            status=status,
+            fault="lost_response" if lost and fault is None else fault,
+            replayed=replayed,
         )
 
 

@@ -74,11 +74,21 @@ class StripeState:
     ) -> CheckoutSession:
         session_id = self.ids.new_id("cs")
         session = CheckoutSession(
-            id=session_id, status="open", payment_status="unpaid", payment_intent=None,
-            client_reference_id=client_reference_id, metadata=metadata, expires_at=expires_at,
-            amount_total=amount_total, currency=currency, url=CHECKOUT_URL + session_id,
-            created=self.now(), livemode=self.live_mode, success_url=success_url,
-            cancel_url=cancel_url, payment_intent_metadata=payment_intent_metadata,
+            id=session_id,
+            status="open",
+            payment_status="unpaid",
+            payment_intent=None,
+            client_reference_id=client_reference_id,
+            metadata=metadata,
+            expires_at=expires_at,
+            amount_total=amount_total,
+            currency=currency,
+            url=CHECKOUT_URL + session_id,
+            created=self.now(),
+            livemode=self.live_mode,
+            success_url=success_url,
+            cancel_url=cancel_url,
+            payment_intent_metadata=payment_intent_metadata,
         )
         self.sessions[session_id] = session
         self._record_session(session, "created")
@@ -99,9 +109,12 @@ class StripeState:
         if session.payment_intent is not None:
             return self.payment_intents[session.payment_intent]
         intent = PaymentIntent(
-            id=self.ids.new_id("pi"), status="requires_payment_method",
-            amount=session.amount_total, currency=session.currency,
-            metadata=dict(session.payment_intent_metadata), created=self.now(),
+            id=self.ids.new_id("pi"),
+            status="requires_payment_method",
+            amount=session.amount_total,
+            currency=session.currency,
+            metadata=dict(session.payment_intent_metadata),
+            created=self.now(),
             livemode=self.live_mode,
         )
         self.payment_intents[intent.id] = intent
@@ -152,13 +165,20 @@ class StripeState:
     def refund(self, intent: PaymentIntent, amount: int, metadata: dict[str, str]) -> Refund:
         """The caller checks that `amount` is refundable."""
         refund = Refund(
-            id=self.ids.new_id("re"), payment_intent=intent.id, amount=amount, created=self.now(),
-            currency=intent.currency, metadata=metadata,
+            id=self.ids.new_id("re"),
+            payment_intent=intent.id,
+            amount=amount,
+            created=self.now(),
+            currency=intent.currency,
+            metadata=metadata,
         )
         intent.amount_refunded += amount
         self.refunds.append(refund)
         self.record(
-            "stripe.refund", id=refund.id, payment_intent=intent.id, amount=amount,
+            "stripe.refund",
+            id=refund.id,
+            payment_intent=intent.id,
+            amount=amount,
             session_id=self._session_of_intent.get(intent.id),
         )
         return refund
@@ -182,7 +202,10 @@ class StripeState:
         }
         self.events.append(event)
         self.record(
-            "stripe.event", id=event["id"], event_type=type, object_id=obj["id"],
+            "stripe.event",
+            id=event["id"],
+            event_type=type,
+            object_id=obj["id"],
             session_id=self.session_id_of(event),
         )
         for callback in list(self._subscribers):
@@ -198,19 +221,23 @@ class StripeState:
 
     # ---- helpers
 
-    def _set_intent(
-        self, intent: PaymentIntent, status: str, error: dict[str, Any] | None
-    ) -> None:
+    def _set_intent(self, intent: PaymentIntent, status: str, error: dict[str, Any] | None) -> None:
         intent.status, intent.last_payment_error = status, error
         self.record(
-            "stripe.payment_intent", id=intent.id, status=status,
+            "stripe.payment_intent",
+            id=intent.id,
+            status=status,
             session_id=self._session_of_intent.get(intent.id),
             error=error["code"] if error else None,
         )
 
     def _record_session(self, session: CheckoutSession, action: str) -> None:
         self.record(
-            "stripe.session", id=session.id, action=action, status=session.status,
-            payment_status=session.payment_status, payment_intent=session.payment_intent,
+            "stripe.session",
+            id=session.id,
+            action=action,
+            status=session.status,
+            payment_status=session.payment_status,
+            payment_intent=session.payment_intent,
             expires_at=session.expires_at,
         )

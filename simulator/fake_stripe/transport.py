@@ -84,8 +84,12 @@ class SimNetwork:
             self._log_unreached(request, "outage")
             raise httpx.ConnectError("simulated: Stripe outage")
         self._record(
-            "stripe.request", method=request.method, path=request.path, status=500,
-            fault="outage", replayed=False,
+            "stripe.request",
+            method=request.method,
+            path=request.path,
+            status=500,
+            fault="outage",
+            replayed=False,
         )
         return ApiResponse.of_error(errors.server_error()).to_reply("req_outage")
 
@@ -102,8 +106,12 @@ class SimNetwork:
 
     def _log_unreached(self, request: ApiRequest, fault: str) -> None:
         self._record(
-            "stripe.request", method=request.method, path=request.path, status=None,
-            fault=fault, replayed=False,
+            "stripe.request",
+            method=request.method,
+            path=request.path,
+            status=None,
+            fault=fault,
+            replayed=False,
         )
 
 

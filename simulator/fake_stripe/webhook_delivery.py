@@ -150,8 +150,10 @@ class WebhookDelivery:
             if ok:
                 self.stats.acknowledged += 1
                 self._record(
-                    "webhook.acknowledged", event_id=tracked.event["id"],
-                    attempts=tracked.attempts, session_id=tracked.session_id,
+                    "webhook.acknowledged",
+                    event_id=tracked.event["id"],
+                    attempts=tracked.attempts,
+                    session_id=tracked.session_id,
                 )
                 break
             self.stats.failed_attempts += 1
@@ -159,8 +161,10 @@ class WebhookDelivery:
             if retry_in is None:
                 self.stats.given_up += 1
                 self._record(
-                    "webhook.given_up", event_id=tracked.event["id"],
-                    event_type=tracked.event["type"], attempts=tracked.attempts,
+                    "webhook.given_up",
+                    event_id=tracked.event["id"],
+                    event_type=tracked.event["type"],
+                    attempts=tracked.attempts,
                     session_id=tracked.session_id,
                 )
                 break
@@ -176,8 +180,12 @@ class WebhookDelivery:
             attempt.abandoned = True
             self.stats.timeouts += 1
             self._record(
-                "webhook.response", event_id=tracked.event["id"], attempt=attempt.number,
-                status="timeout", duplicate=None, late=False,
+                "webhook.response",
+                event_id=tracked.event["id"],
+                attempt=attempt.number,
+                status="timeout",
+                duplicate=None,
+                late=False,
             )
             return False
         return attempt.status is not None and 200 <= attempt.status < 300
@@ -213,8 +221,12 @@ class WebhookDelivery:
         tracked.in_flight += 1
         self._in_flight += 1
         self._record(
-            "webhook.attempt", event_id=tracked.event["id"], event_type=tracked.event["type"],
-            attempt=number, session_id=tracked.session_id, duplicate=duplicate,
+            "webhook.attempt",
+            event_id=tracked.event["id"],
+            event_type=tracked.event["type"],
+            attempt=number,
+            session_id=tracked.session_id,
+            duplicate=duplicate,
             overlapping=tracked.in_flight > 1,
         )
         self._task_group.start_soon(self._call, tracked, attempt)
@@ -244,9 +256,13 @@ class WebhookDelivery:
         if attempt.abandoned:
             self.stats.late_responses += 1
         self._record(
-            "webhook.response", event_id=tracked.event["id"], attempt=attempt.number,
-            status=attempt.status if attempt.error is None else "error", error=attempt.error,
-            duplicate=attempt.duplicate, late=attempt.abandoned,
+            "webhook.response",
+            event_id=tracked.event["id"],
+            attempt=attempt.number,
+            status=attempt.status if attempt.error is None else "error",
+            error=attempt.error,
+            duplicate=attempt.duplicate,
+            late=attempt.abandoned,
         )
         attempt.answered.set()
         self._notify()

@@ -57,8 +57,11 @@ class WebhookPolicy:
     def test_mode(cls, **overrides: Any) -> WebhookPolicy:
         """Test mode: three retries over a few hours (15 min, 1 h, 4 h)."""
         preset = cls(
-            retry_window_s=6 * 3600.0, first_retry_s=900.0, backoff=4.0,
-            max_retry_delay_s=4 * 3600.0, max_attempts=4,
+            retry_window_s=6 * 3600.0,
+            first_retry_s=900.0,
+            backoff=4.0,
+            max_retry_delay_s=4 * 3600.0,
+            max_attempts=4,
         )
         return replace(preset, **overrides)
 
