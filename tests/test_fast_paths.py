@@ -1,0 +1,271 @@
+"""The fast paths added for speed answer exactly as what they replace: the embedded store's
+fast paths as mongomock as shipped, pretty JSON as `json.dumps(indent=2)`, history lines as
+`json.dumps`, and the SDK still logs when asked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import mongomock
+import pytest
+import stripe._util
+from pymongo import ReturnDocument
+
+from reference_impl.embedded_store import client, peek, shipped
+from simulator.fake_stripe import pretty_json
+from simulator.fake_stripe.http_client import quiet_sdk_logging
+from simulator.history import History
+
+# ---- the fast paths answer as before
+
+
+def _docs(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    values: list[Any] = [
+        "pending",
+        "completed",
+        None,
+        True,
+        False,
+        0,
+        1,
+        2.5,
+        -1,
+        float("nan"),
+        [],
+        ["pending"],
+        [None],
+        {"a": 1},
+        "",
+        "x y",
+    ]
+    docs = []
+    for i in range(n):
+        doc: dict[str, Any] = {"_id": f"d{i}" if i % 7 else i}
+        for field in ("status", "receipt_sent", "n", "session"):
+            if rng.random() < 0.8:
+                doc[field] = rng.choice(values)
+        docs.append(doc)
+    return docs
+
+
+FILTERS: list[dict[str, Any]] = [
+    {"status": "completed"},
+    {"status": None},
+    {"status": "completed", "receipt_sent": {"$ne": True}},
+    {"receipt_sent": {"$ne": True}, "status": "completed"},
+    {"receipt_sent": {"$ne": False}},
+    {"status": {"$ne": None}},
+    {"status": {"$ne": "pending"}, "n": {"$lt": 2}},
+    {"n": {"$lt": 1.5}, "status": "pending", "session": None},
+    {"n": {"$gte": 0, "$lte": 2}},
+    {"n": {"$gt": 0}, "status": {"$in": ["pending", "completed"]}},
+    {"n": {"$lt": float("nan")}},
+    {"status": "pending", "$or": [{"n": 1}, {"n": 2.5}]},
+    {"status.0": "pending"},
+    {"_id": "d3", "status": "completed"},
+    {"_id": 7},
+    {"_id": {"$in": ["d1", "d2"]}, "status": None},
+    {},
+]
+
+
+def test_fast_scans_find_what_mongomock_finds() -> None:
+    rng = random.Random(7)
+    docs = _docs(rng, 400)
+    fast = client()["t"].c
+    fast.insert_many([dict(d) for d in docs])
+    for flt in FILTERS:
+        got = list(fast.find(flt))
+        with shipped():
+            plain = mongomock.MongoClient()["t"].c
+            plain.insert_many([dict(d) for d in docs])
+            expected = list(plain.find(flt))
+        assert _same(got, expected), flt
+
+
+def test_fast_reads_and_writes_match_mongomock_step_by_step() -> None:
+    rng = random.Random(11)
+    fast = client()["t"].p
+    with shipped():
+        plain = mongomock.MongoClient()["t"].p
+
+    def both(op: str, *args: Any, **kwargs: Any) -> None:
+        got = _outcome(lambda: getattr(fast, op)(*args, **kwargs))
+        with shipped():
+            expected = _outcome(lambda: getattr(plain, op)(*args, **kwargs))
+            assert _same(list(fast.find({})), list(plain.find({}))), (op, args, kwargs)
+        assert _same(got, expected), (op, args, kwargs)
+
+    for i in range(60):
+        doc = {
+            "_id": f"p{i}",
+            "status": "pending",
+            "seats": [{"ref": f"r{i}", "at": 1.0}],
+            "meta": {"k": [1, {"deep": i}]},
+        }
+        both("insert_one", doc)
+    for _ in range(800):
+        key = f"p{rng.randrange(70)}"
+        status = rng.choice(["pending", "completed", "failed"])
+        kind = rng.randrange(10)
+        value = rng.choice([0, 1, 2.5, float("nan"), True, "s", None, [1, {"a": [2]}], {"b": 1}])
+        if kind == 0:
+            both("find_one", {"_id": key})
+        elif kind == 1:
+            both("find_one", {"_id": key, "status": status})
+        elif kind == 2:
+            both(
+                "update_one",
+                {"_id": key, "status": "pending"},
+                {"$set": {"status": status, "meta.k.1.deep": -1}},
+            )
+        elif kind == 3:
+            both(
+                "find_one_and_update",
+                {"_id": key},
+                {"$push": {"seats": {"ref": "x"}}},
+                return_document=rng.choice([ReturnDocument.BEFORE, ReturnDocument.AFTER]),
+            )
+        elif kind == 4:
+            both(
+                "update_one",
+                {"_id": key, "seats.ref": "x"},
+                {"$pull": {"seats": {"ref": "x"}}, "$inc": {"n": 1}},
+            )
+        elif kind == 5:
+            both("find_one", {"_id": key}, projection={"status": 1})
+        elif kind == 6:
+            both("update_one", {"_id": key}, {"$set": {"v": value, "status": status}})
+        elif kind == 7:
+            both(
+                "update_one",
+                {"_id": key, "status": status},
+                {"$inc": {"n": rng.choice([0, 1, -1, 0.5])}, "$unset": {"v": ""}},
+            )
+        elif kind == 8:
+            both(
+                "find_one_and_update",
+                {"_id": key, "v": {"$ne": None}},
+                {"$set": {"w": value}, "$inc": {"v": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+        else:
+            both("update_one", {"_id": key}, {"$unset": {"w": 1, "missing": 1}})
+    assert _same(list(fast.find({})), list(plain.find({})))
+
+
+def test_results_are_copies_and_peek_is_the_stored_document() -> None:
+    coll = client()["t"].q
+    coll.insert_one({"_id": "a", "tags": ["x"], "inner": {"n": 1}})
+    found = coll.find_one({"_id": "a"})
+    found["tags"].append("y")
+    found["inner"]["n"] = 2
+    assert coll.find_one({"_id": "a"}) == {"_id": "a", "tags": ["x"], "inner": {"n": 1}}
+    assert peek(coll, "a") == {"_id": "a", "tags": ["x"], "inner": {"n": 1}}
+    assert peek(coll, "missing") is None
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        return _result(call())
+    except Exception as exc:  # the same error, raised at the same point
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _result(value: Any) -> Any:
+    if hasattr(value, "inserted_id"):
+        return value.inserted_id
+    if hasattr(value, "raw_result"):  # the client's connection id differs, by design
+        return {k: v for k, v in value.raw_result.items() if k != "connectionId"}
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, NaN included, and with the same types (1 is not True)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+# ---- JSON bytes: history lines, Stripe's indented bodies
+
+
+def _json_value(rng: random.Random, depth: int = 0) -> Any:
+    leaves: list[Any] = [
+        None,
+        True,
+        False,
+        0,
+        -7,
+        2**70,
+        1.5,
+        -0.0,
+        1e-7,
+        1e300,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        "",
+        "a b",
+        'é\u2028"\\\n\x00',
+        "日本",
+    ]
+    if depth > 3 or rng.random() < 0.4:
+        return rng.choice(leaves)
+    if rng.random() < 0.5:
+        return [_json_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {
+        rng.choice(["id", "é", "", "k"]) + str(i): _json_value(rng, depth + 1)
+        for i in range(rng.randrange(4))
+    }
+
+
+def test_pretty_json_is_json_dumps_with_indent_2() -> None:
+    rng = random.Random(3)
+    for _ in range(500):
+        value = _json_value(rng)
+        for ascii_only in (True, False):
+            expected = json.dumps(value, indent=2, ensure_ascii=ascii_only)
+            assert pretty_json.dumps(value, ensure_ascii=ascii_only) == expected
+    odd = {1: (2, 3), "x": {None: 1.5}}  # non-string keys and tuples: json.dumps decides
+    assert pretty_json.dumps(odd) == json.dumps(odd, indent=2)
+
+
+# ---- history lines and SDK logging
+
+
+def test_history_lines_are_the_json_dumps_lines(tmp_path: Path) -> None:
+    class Clock:
+        def elapsed(self) -> float:
+            return 1.2345678
+
+    history = History(tmp_path / "h.jsonl", Clock())  # type: ignore[arg-type]
+    fields = {"name": "é ü", "x": float("inf"), "n": [1, None], "obj": object(), "z": 1e-7}
+    entry = history.record("t.kind", **fields)
+    history.close()
+    expected = json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str) + "\n"
+    assert (tmp_path / "h.jsonl").read_bytes() == expected.encode()
+
+
+def test_sdk_logging_still_logs_when_asked(caplog: pytest.LogCaptureFixture) -> None:
+    quiet_sdk_logging()
+    quiet_sdk_logging()  # idempotent
+    with caplog.at_level(logging.DEBUG, logger="stripe"):
+        stripe._util.log_debug("hello", body="a b")
+    assert "message=hello" in caplog.text and "body='a b'" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="stripe"):
+        stripe._util.log_info("quiet")
+    assert caplog.text == ""
