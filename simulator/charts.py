@@ -336,6 +336,34 @@ def _with_nemesis(data: RunData, height: float = 6.0) -> tuple[Figure, Axes, Axe
     return fig, axes[0], axes[1]
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """The time axis of a bucketed chart: the active window, its unit and bucket width."""
+
+    end: float
+    unit: TimeUnit
+    width: float
+    colors: dict[str, Any]
+
+
+def _fault_shaded(data: RunData) -> tuple[Figure, Axes, Axes, _Frame]:
+    """A chart over the active window with the nemesis' fault windows shaded behind it."""
+    fig, ax, strip = _with_nemesis(data)
+    end = data.active_end
+    frame = _Frame(end, time_unit(end), bucket_width(end), _fault_colors(data))
+    _shade_faults(ax, data, frame.unit, frame.colors)
+    return fig, ax, strip, frame
+
+
+def _finish_strip(fig: Figure, strip: Axes, data: RunData, frame: _Frame, note: str) -> Figure:
+    """Draw the nemesis strip under the chart and label the shared time axis."""
+    _nemesis_strip(strip, data, frame.unit, frame.colors)
+    strip.set_xlim(0, frame.unit.scale(frame.end))
+    strip.set_xlabel(f"virtual time ({frame.unit.label}); {note}")
+    fig.tight_layout()
+    return fig
+
+
 def _empty(ax: Axes, text: str) -> None:
     ax.text(
         0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12, color="0.35"
@@ -408,12 +436,8 @@ def chart_lock_wait_distribution(data: RunData) -> Figure:
 
 
 def chart_lock_wait_over_time(data: RunData) -> Figure:
-    fig, ax, strip = _with_nemesis(data)
-    end = data.active_end
-    unit = time_unit(end)
-    width = bucket_width(end)
-    colors = _fault_colors(data)
-    _shade_faults(ax, data, unit, colors)
+    fig, ax, strip, frame = _fault_shaded(data)
+    end, unit, width = frame.end, frame.unit, frame.width
     later, top = 0, 0.0
     palette = plt.get_cmap("tab10").colors
     for i, family in enumerate(sorted(data.locks)):
@@ -457,25 +481,15 @@ def chart_lock_wait_over_time(data: RunData) -> Figure:
     if data.locks:
         ax.legend(fontsize=8, **OUTSIDE)
     ax.grid(alpha=0.3)
-    _nemesis_strip(strip, data, unit, colors)
-    strip.set_xlim(0, unit.scale(end))
-    strip.set_xlabel(
-        f"virtual time ({unit.label}); dotted line: faults stop, liveness phase starts"
-    )
-    fig.tight_layout()
-    return fig
+    return _finish_strip(fig, strip, data, frame, "dotted line: faults stop, liveness phase starts")
 
 
 # ---- (c) operations per second
 
 
 def chart_operations(data: RunData) -> Figure:
-    fig, ax, strip = _with_nemesis(data)
-    end = data.active_end
-    unit = time_unit(end)
-    width = bucket_width(end)
-    colors = _fault_colors(data)
-    _shade_faults(ax, data, unit, colors)
+    fig, ax, strip, frame = _fault_shaded(data)
+    end, unit, width = frame.end, frame.unit, frame.width
     edges = np.arange(0.0, end + width, width)
     for outcome in ("ok", "fail", "info"):
         times = np.asarray(data.ops.get(outcome, array("d")))
@@ -495,11 +509,7 @@ def chart_operations(data: RunData) -> Figure:
     ax.set_title(f"Client operations by outcome ({_bucket_label(width)} buckets)", fontsize=13)
     ax.legend(fontsize=9, title="outcome", title_fontsize=8, **OUTSIDE)
     ax.grid(alpha=0.3)
-    _nemesis_strip(strip, data, unit, colors)
-    strip.set_xlim(0, unit.scale(end))
-    strip.set_xlabel(f"virtual time ({unit.label}); info = outcome unknown (may have happened)")
-    fig.tight_layout()
-    return fig
+    return _finish_strip(fig, strip, data, frame, "info = outcome unknown (may have happened)")
 
 
 # ---- (d) class-rep seats
