@@ -8,7 +8,8 @@ them with mongomock as shipped, see `shipped`):
 
 - primary key: a filter with a plain `_id` value reads that one document and applies the rest of
   the filter to it, as MongoDB's primary index does;
-- `find_one` by primary key skips the cursor machinery (one document, no projection, no sort);
+- `find_one` by primary key skips the cursor machinery (one document, no sort, no projection or
+  one that only leaves out top-level fields, such as a long list the caller does not need);
 - scans first drop, by plain dict lookups, documents that a leading run of simple conditions
   (`{f: "s"}`, `{f: None}`, `{f: {"$ne": v}}`, `{f: {"$lt": n}}`, ...) already rules out, and
   give only the others to mongomock's matcher, in the same order;
@@ -78,19 +79,47 @@ def _iter_documents(self: Collection, filter: Any) -> Iterator[dict[str, Any]]:
 
 
 def _find_one(self: Collection, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
-    plain_call = args in ((), (None,)) and all(
-        name in _DEFAULT_FIND_ARGS and value is None for name, value in kwargs.items()
-    )  # find_one_and_update asks for `find_one(filter, projection=None, sort=None)`
-    if not plain_call or type(filter) is not dict or _plain_key(filter) is None:
+    excluded = _excluded_fields(args, kwargs)
+    if excluded is None or type(filter) is not dict or _plain_key(filter) is None:
         return _shipped["find_one"](self, filter, *args, **kwargs)
     if self.codec_options.tz_aware:
-        return _shipped["find_one"](self, filter)
+        return _shipped["find_one"](self, filter, *args, **kwargs)
     if len(filter) == 1:
         doc = _stored(self, filter["_id"])  # the stored `_id` is the key: it matches
     else:
         spec = helpers.patch_datetime_awareness_in_document(filter)  # as the cursor does
         doc = next(_iter_documents(self, spec), None)
-    return None if doc is None else _copy_field(doc, dict)
+    if doc is None:
+        return None
+    if not excluded:
+        return _copy_field(doc, dict)
+    return {
+        k: v if type(v) in _ATOMIC else _copy_field(v, dict)
+        for k, v in doc.items()
+        if k not in excluded
+    }
+
+
+def _excluded_fields(args: tuple[Any, ...], kwargs: dict[str, Any]) -> frozenset[str] | None:
+    """The top-level fields a `find_one` call leaves out: empty for no projection, None for
+    anything but a plain exclusion projection (`{"big_field": 0}`) and default sort.
+    find_one_and_update asks for `find_one(filter, projection=None, sort=None)`."""
+    if len(args) > 1 or any(
+        name not in _DEFAULT_FIND_ARGS or (name == "sort" and value is not None)
+        for name, value in kwargs.items()
+    ):
+        return None
+    projection = args[0] if args else kwargs.get("projection")
+    if projection is None:
+        return frozenset()
+    if type(projection) is not dict or not projection:
+        return None
+    for name, value in projection.items():
+        if type(name) is not str or name == "_id" or "." in name or name.startswith("$"):
+            return None
+        if value is not False and (type(value) is not int or value != 0):
+            return None
+    return frozenset(projection)
 
 
 def _stored(collection: Collection, key: Any) -> dict[str, Any] | None:

@@ -49,7 +49,7 @@ from reference_impl.schema import (
     SEAT_HOLDING,
     SLOTS,
 )
-from reference_impl.seats import SeatLedger
+from reference_impl.seats import WITHOUT_SEAT_HOLDERS, SeatLedger
 from reference_impl.webhook_signature import InvalidWebhook, event_object, verify_event
 
 #: a pending purchase whose session expires sooner than this gets a fresh session instead
@@ -83,7 +83,7 @@ class ReferenceEngine:
     async def create_purchase(
         self, user_id: str, program_id: str, class_rep: bool
     ) -> PurchaseResult:
-        program = await self.programs.find_one({"_id": program_id})
+        program = await self.programs.find_one({"_id": program_id}, WITHOUT_SEAT_HOLDERS)
         if program is None:
             raise NotFound(f"program {program_id} not found")
         try:
@@ -425,7 +425,9 @@ class ReferenceEngine:
         seat_ref = None
         if purchase["class_rep"]:
             seat_ref = self.env.ids.new_id("seat")
-            program = await self.programs.find_one({"_id": purchase["program_id"]})
+            program = await self.programs.find_one(
+                {"_id": purchase["program_id"]}, WITHOUT_SEAT_HOLDERS
+            )
             assert program is not None
             if not await self.seats.reserve(
                 program, purchase_id=purchase["_id"], ref=seat_ref, at=self.env.clock.now()

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ReturnDocument
-
 from reference_impl.schema import PROGRAMS
 from reference_impl.store import AsyncDatabase
+
+#: a projection for reading a program without its reservations: one entry per seat sold, so a
+#: reader that only needs the limit and price need not fetch (and copy) the whole list
+WITHOUT_SEAT_HOLDERS = {"seat_holders": 0}
 
 
 class SeatLedger:
@@ -25,7 +27,7 @@ class SeatLedger:
         self, program: dict[str, Any], *, purchase_id: str, ref: str, at: float
     ) -> bool:
         """Take one seat for `ref` if one is free. False when the program is full."""
-        doc = await self._programs.find_one_and_update(
+        result = await self._programs.update_one(
             {
                 "_id": program["_id"],
                 "class_rep_count": {"$lt": program["class_rep_limit"]},
@@ -35,9 +37,8 @@ class SeatLedger:
                 "$inc": {"class_rep_count": 1},
                 "$push": {"seat_holders": {"ref": ref, "purchase_id": purchase_id, "at": at}},
             },
-            return_document=ReturnDocument.AFTER,
         )
-        return doc is not None
+        return result.modified_count == 1
 
     async def release(self, program_id: str, ref: str) -> bool:
         """Give back the seat of `ref`. True only for the call that actually released it."""

@@ -28,6 +28,7 @@ from reference_impl.registry import load_factory
 from reference_impl.schema import PROGRAMS, PURCHASES, SLOTS, program_doc
 from reference_impl.seed_locks import SeedLockService
 from reference_impl.store import AsyncDatabase, open_database
+from simulator import tasks
 from simulator.clock import SimClock
 from simulator.fake_stripe import FakeStripe, StripeFaults, WebhookDelivery, WebhookPolicy
 from simulator.history import History
@@ -154,7 +155,7 @@ class _World:
             )
             await self.redis.connect()
         self.fulfilment = RecordingFulfilment(record=record)
-        async with anyio.create_task_group() as tg:
+        async with tasks.open_nursery() as tg:
             self.fake = FakeStripe(
                 self.clock,
                 self.streams.stream("stripe"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import anyio
+import trio
 
 from reference_impl.embedded_store import peek
 from reference_impl.store import WRITE_OPS
@@ -42,7 +42,7 @@ class StoreObserver:
         self, collection: str, op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> None:
         await self._before_call(collection, op)
-        await anyio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint()
 
     def after(
         self,

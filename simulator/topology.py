@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import trio
 
 from reference_impl.lock_stats import LockStats
 from reference_impl.locks import Lease, LockService
@@ -56,7 +57,7 @@ class Instance:
     env: EngineEnv | None = None
     generation: int = 0
     # a list, not a set: a set of scopes iterates in memory-address order (non-deterministic)
-    _inflight: list[anyio.CancelScope] = field(default_factory=list)
+    _inflight: list[trio.CancelScope] = field(default_factory=list)
     _resumed: anyio.Event | None = None
 
     def start(self) -> None:
@@ -102,7 +103,7 @@ class Instance:
     async def call(self, fn: Callable[[Engine], Awaitable[Any]]) -> Any:
         if not self.up or self.engine is None:
             raise InstanceDown(f"{self.name} is down")
-        scope = anyio.CancelScope()
+        scope = trio.CancelScope()  # the simulator runs on trio (simulator/tasks.py)
         self._inflight.append(scope)
         try:
             with scope:

@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
+import trio
 
 from reference_impl.errors import PurchaseError, UpstreamError
 from reference_impl.ports import Engine, PurchaseResult
+from simulator import tasks
 from simulator.clock import SimClock
 from simulator.requests import request_scope
 from simulator.scenario import CustomerMix, Scenario
@@ -109,7 +110,7 @@ class Clients:
         arrivals: list[Arrival],
         preloaded: list[tuple[Arrival, PurchaseResult]] = (),  # type: ignore[assignment]
     ) -> None:
-        async with anyio.create_task_group() as tg:
+        async with tasks.open_nursery() as tg:
             for arrival, purchase in preloaded:
                 tg.start_soon(self._returning_customer, arrival, purchase)
             for arrival in arrivals:
@@ -123,7 +124,7 @@ class Clients:
         async def click(i: int) -> None:
             results[i] = await self.create(arrival)
 
-        async with anyio.create_task_group() as tg:
+        async with tasks.open_nursery() as tg:
             for i in range(arrival.clicks):
                 tg.start_soon(click, i)
         shown = next((r for r in reversed(results) if r is not None), None)
@@ -138,7 +139,7 @@ class Clients:
     async def _customer(self, arrival: Arrival, purchase: PurchaseResult) -> None:
         action = choose_action(self.scenario.customers, self.rng)
         low, high = self.scenario.customers.think_time_s
-        await anyio.sleep(self.rng.uniform(low, high))
+        await trio.sleep(self.rng.uniform(low, high))
         self.record(
             "customer.action",
             user_id=arrival.user_id,
@@ -154,7 +155,7 @@ class Clients:
         if action == "pay_after_cancel":
             # the cancel in one tab races the payment in the other, in either order
             offset = self.rng.uniform(-1.0, 1.0)
-            async with anyio.create_task_group() as tg:
+            async with tasks.open_nursery() as tg:
                 tg.start_soon(
                     self._after,
                     max(0.0, offset),
@@ -169,7 +170,7 @@ class Clients:
         await self._pay(purchase, PAY_FLOWS[action])
 
     async def _after(self, delay: float, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        await anyio.sleep(delay)
+        await trio.sleep(delay)
         await fn(*args)
 
     async def _pay(self, purchase: PurchaseResult, flow: str) -> None:

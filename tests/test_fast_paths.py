@@ -75,6 +75,20 @@ FILTERS: list[dict[str, Any]] = [
 ]
 
 
+#: exclusions of top-level fields take the fast path; the others go to mongomock
+PROJECTIONS: list[Any] = [
+    None,
+    {"status": 1},
+    {"seats": 0},
+    {"seats": 0, "meta": False},
+    {"missing": 0},
+    {"_id": 0},
+    {"meta.k": 0},
+    {"seats": 0, "status": 1},
+    ["status"],
+]
+
+
 def test_fast_scans_find_what_mongomock_finds() -> None:
     rng = random.Random(7)
     docs = _docs(rng, 400)
@@ -139,7 +153,11 @@ def test_fast_reads_and_writes_match_mongomock_step_by_step() -> None:
                 {"$pull": {"seats": {"ref": "x"}}, "$inc": {"n": 1}},
             )
         elif kind == 5:
-            both("find_one", {"_id": key}, projection={"status": 1})
+            projection = rng.choice(PROJECTIONS)
+            if rng.random() < 0.5:
+                both("find_one", {"_id": key}, projection=projection)
+            else:
+                both("find_one", {"_id": key, "status": status}, projection)
         elif kind == 6:
             both("update_one", {"_id": key}, {"$set": {"v": value, "status": status}})
         elif kind == 7:

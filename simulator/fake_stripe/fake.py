@@ -20,7 +20,7 @@ from simulator.fake_stripe.api import StripeApi
 from simulator.fake_stripe.customer import customer_pay
 from simulator.fake_stripe.expiry import ExpirySweeper
 from simulator.fake_stripe.faults import StripeFaults
-from simulator.fake_stripe.http_client import SimHTTPXClient
+from simulator.fake_stripe.http_client import SimHTTPClient
 from simulator.fake_stripe.objects import CheckoutSession, PaymentIntent, Refund
 from simulator.fake_stripe.server import StripeServer
 from simulator.fake_stripe.state import API_VERSION, StripeState, Subscriber, no_record
@@ -66,7 +66,7 @@ class FakeStripe:
     ) -> stripe.StripeClient:
         """A real `stripe.StripeClient` wired to this fake. Each client draws its retry jitter
         from its own rng, derived from the fake's, so clients do not perturb each other."""
-        http_client = SimHTTPXClient(
+        http_client = SimHTTPClient(
             self._network.handle, random.Random(self.rng.getrandbits(64)), timeout_s=timeout_s
         )
         key = api_key or ("sk_live_sim" if self.live_mode else "sk_test_sim")

@@ -1,13 +1,17 @@
-"""stripe-python's own HTTPX client, pointed at the in-process fake and made deterministic.
+"""The stripe SDK's HTTP client seam, wired straight to the in-process fake and made deterministic.
 
-The SDK's async path, retries and error mapping all run unchanged; only the transport (an
-httpx.MockTransport), the retry jitter (global `random` in the SDK, a seeded rng here) and the
-sleep (anyio, so virtual under a MockClock) are swapped.
+`stripe.HTTPClient` is the SDK's documented extension point for custom HTTP. Everything above it
+runs unchanged: the services, the request builder (form encoding, headers, idempotency keys),
+the retry loop and its back-off, response parsing, error mapping and `StripeObject`s. Below it,
+instead of a socket, the request goes to the simulated wire (`transport.SimNetwork`), which adds
+latency and network faults. No HTTP library sits between them: a MockTransport would only turn
+the same bytes into objects and back (it cost a third of each request).
 
-Three costs that buy nothing against the fake are cut, none of which changes what the SDK sends
-or how it reacts to an answer (the fake reads neither cookies nor telemetry):
-- the httpx client runs its cookie jar over every response; Stripe's API sets no cookies, so a
-  response without `Set-Cookie` skips it;
+Made deterministic: the retry jitter (global `random` in the SDK, a seeded rng here) and the
+sleep (trio's, so virtual under a MockClock). A network failure is reported the way the SDK's own
+HTTPX client reports it (`APIConnectionError`, retryable, naming the exception type).
+
+Two costs that buy nothing against the fake are cut (the fake reads no telemetry):
 - the SDK's client telemetry (a header with the previous request's wall-clock duration) is off
   for this client: it is wall-clock data in a virtual-time run;
 - the SDK formats a log line for every request and response (the whole body, `repr`-quoted)
@@ -20,26 +24,30 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import textwrap
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import unquote, urlsplit
 
-import anyio
 import httpx
 import stripe
 import stripe._api_requestor
 import stripe._util
+import trio
+
+from simulator.fake_stripe.api import ApiRequest, Reply
+from simulator.fake_stripe.forms import parse_form
+from simulator.fake_stripe.transport import ConnectError, ReadError
+
+Wire = Callable[[ApiRequest], Awaitable[Reply]]
 
 
-class SimHTTPXClient(stripe.HTTPXClient):
-    def __init__(
-        self,
-        handler: Callable[[httpx.Request], Awaitable[httpx.Response]],
-        rng: random.Random,
-        *,
-        timeout_s: float | None = 80.0,
-    ) -> None:
-        super().__init__(timeout=None, verify_ssl_certs=False)
-        self._client_async = _CookielessAsyncClient(transport=httpx.MockTransport(handler))
+class SimHTTPClient(stripe.HTTPClient):
+    name = "paysim"
+
+    def __init__(self, wire: Wire, rng: random.Random, *, timeout_s: float | None = 80.0) -> None:
+        super().__init__(verify_ssl_certs=False)
+        self._wire = wire
         self._rng = rng
         self._timeout_s = timeout_s
         quiet_sdk_logging()
@@ -53,49 +61,67 @@ class SimHTTPXClient(stripe.HTTPXClient):
     def _record_request_metrics(self, response: Any, request_start: Any, usage: Any) -> None:
         return None
 
-    def _get_request_args_kwargs(
-        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
-    ) -> list[Any]:
-        """The SDK hands httpx its encoded form as `data=`, which httpx deprecates for raw
-        text; pass it as `content=` (same bytes on the wire)."""
-        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
-        data = kwargs.pop("data", None)
-        if isinstance(data, str | bytes):
-            kwargs["content"] = data
-        elif data:
-            kwargs["data"] = data
-        return [args, kwargs]
-
     def sleep_async(self, secs: float) -> Awaitable[None]:
-        return anyio.sleep(secs)
+        return trio.sleep(secs)
 
     async def request_async(
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
     ) -> tuple[bytes, int, Mapping[str, str]]:
-        """The SDK's own read timeout (80 s by default) in virtual time: a connection error the
-        SDK retries with the same idempotency key, as with a real socket."""
-        if self._timeout_s is None:
-            return await super().request_async(method, url, headers, post_data)
+        """One attempt. The SDK's own read timeout (80 s by default) runs in virtual time: a
+        connection error the SDK retries with the same idempotency key, as with a real socket."""
+        request = _api_request(method, url, headers, post_data)
         try:
-            with anyio.fail_after(self._timeout_s):
-                return await super().request_async(method, url, headers, post_data)
-        except TimeoutError as exc:
+            if self._timeout_s is None:
+                reply = await self._wire(request)
+            else:
+                with trio.move_on_after(self._timeout_s) as waited:
+                    reply = await self._wire(request)
+                if waited.cancelled_caught:
+                    raise TimeoutError
+        except (ConnectError, ReadError, TimeoutError) as exc:
             self._handle_request_error(exc)
+        # case-insensitive, as a real client's: the SDK reads `Request-Id` and `stripe-should-retry`
+        return reply.body, reply.status, httpx.Headers(reply.headers)
+
+    def _handle_request_error(self, e: Exception) -> NoReturn:
+        """Word for word what `stripe.HTTPXClient` raises for a network error."""
+        msg = textwrap.fill(
+            "Unexpected error communicating with Stripe. If this "
+            "problem persists, let us know at support@stripe.com."
+        )
+        msg += f"\n\n(Network error: A {type(e).__name__} was raised)"
+        raise stripe.APIConnectionError(msg, should_retry=True) from e
+
+    def request(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise NotImplementedError("the simulated Stripe is async only")
+
+    def request_stream(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise NotImplementedError("the simulated Stripe is async only")
+
+    async def request_stream_async(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise NotImplementedError("the simulated Stripe streams nothing")
+
+    def close(self) -> None:
+        return None
+
+    async def close_async(self) -> None:
+        return None
 
 
-class _SetCookieOnly(httpx.Cookies):
-    """A cookie jar that looks at a response only when it sets a cookie."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        headers = response.headers
-        if "set-cookie" in headers or "set-cookie2" in headers:
-            super().extract_cookies(response)
-
-
-class _CookielessAsyncClient(httpx.AsyncClient):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._cookies = _SetCookieOnly(self._cookies)
+def _api_request(method: str, url: str, headers: Mapping[str, str], post_data: Any) -> ApiRequest:
+    """What the fake reads of a request: the SDK's form body (POST) or query string (GET)."""
+    parts = urlsplit(url)
+    method = method.upper()
+    if isinstance(post_data, bytes):
+        post_data = post_data.decode()
+    lower = {k.lower(): v for k, v in headers.items()}
+    return ApiRequest(
+        method=method,
+        path=unquote(parts.path),
+        params=parse_form((post_data or "") if method == "POST" else parts.query),
+        api_key=lower.get("authorization", "").removeprefix("Bearer ").strip(),
+        idempotency_key=lower.get("idempotency-key"),
+    )
 
 
 # ---- lazy SDK logging

@@ -1,5 +1,5 @@
 """The wire between the SDK and the fake: uplink latency, arrival, downlink latency, and the
-faults on it. Called as httpx.MockTransport's async handler, in the client's task.
+faults on it. Called by the SDK's HTTP client (`http_client.SimHTTPClient`), in the client's task.
 
 An arrived request executes in a task of its own on the fake's task group: when the client is
 cancelled (the engine's timeout, a crash) the server side still completes, which is the
@@ -13,20 +13,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import anyio.abc
-import httpx
+import trio
 
 from simulator.fake_stripe import errors
 from simulator.fake_stripe.api import ApiRequest, ApiResponse, Reply
 from simulator.fake_stripe.faults import StripeFaults, chance, draw_latency
-from simulator.fake_stripe.forms import parse_form
 from simulator.fake_stripe.server import StripeServer
+from simulator.tasks import Spawner
+
+
+class ConnectError(Exception):
+    """The request never reached Stripe (refused, or Stripe's edge is down)."""
+
+
+class ReadError(Exception):
+    """The connection broke after Stripe processed the request: the answer is lost."""
 
 
 @dataclass
 class _Landing:
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: trio.Event = field(default_factory=trio.Event)
     reply: Reply | None = None
 
 
@@ -36,7 +42,7 @@ class SimNetwork:
         server: StripeServer,
         faults: Callable[[], StripeFaults],
         rng: random.Random,
-        task_group: anyio.abc.TaskGroup,
+        task_group: Spawner,
         record: Callable[..., Any],
     ) -> None:
         self._server = server
@@ -45,8 +51,8 @@ class SimNetwork:
         self._task_group = task_group
         self._record = record
 
-    async def handle(self, http_request: httpx.Request) -> httpx.Response:
-        request = await _to_api_request(http_request)
+    async def handle(self, request: ApiRequest) -> Reply:
+        """The reply to `request`, or ConnectError/ReadError as a socket would fail."""
         latency = draw_latency(self._faults(), self._rng)
         stage = "uplink"
         try:
@@ -56,7 +62,7 @@ class SimNetwork:
                 reply = self._outage(request)
             elif chance(self._rng, faults.connection_error_probability):
                 self._log_unreached(request, "connection_error")
-                raise httpx.ConnectError("simulated: connection refused", request=http_request)
+                raise ConnectError("simulated: connection refused")
             else:
                 lost = chance(self._rng, faults.lost_response_probability)
                 stage = "processing"
@@ -64,15 +70,14 @@ class SimNetwork:
                 stage = "downlink"
                 await _sleep(latency.downlink_s)
                 if lost:
-                    raise httpx.ReadError(
-                        "simulated: connection reset after Stripe processed the request",
-                        request=http_request,
+                    raise ReadError(
+                        "simulated: connection reset after Stripe processed the request"
                     )
-                return _to_http(reply)
+                return reply
             stage = "downlink"
             await _sleep(latency.downlink_s)
-            return _to_http(reply)
-        except anyio.get_cancelled_exc_class():
+            return reply
+        except trio.Cancelled:
             self._record(
                 "stripe.client_gone", method=request.method, path=request.path, stage=stage
             )
@@ -82,7 +87,7 @@ class SimNetwork:
         """Half the requests get a 500 from Stripe's edge, half cannot connect; none executes."""
         if self._rng.random() < 0.5:
             self._log_unreached(request, "outage")
-            raise httpx.ConnectError("simulated: Stripe outage")
+            raise ConnectError("simulated: Stripe outage")
         self._record(
             "stripe.request",
             method=request.method,
@@ -115,24 +120,6 @@ class SimNetwork:
         )
 
 
-async def _to_api_request(http_request: httpx.Request) -> ApiRequest:
-    body = (await http_request.aread()).decode()
-    method = http_request.method.upper()
-    query = http_request.url.query.decode()
-    auth = http_request.headers.get("authorization", "")
-    return ApiRequest(
-        method=method,
-        path=http_request.url.path,
-        params=parse_form(body if method == "POST" else query),
-        api_key=auth.removeprefix("Bearer ").strip(),
-        idempotency_key=http_request.headers.get("idempotency-key"),
-    )
-
-
-def _to_http(reply: Reply) -> httpx.Response:
-    return httpx.Response(reply.status, headers=reply.headers, content=reply.body)
-
-
 async def _sleep(seconds: float) -> None:
     if seconds > 0:
-        await anyio.sleep(seconds)
+        await trio.sleep(seconds)
