@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from simulator import bench_locks, bench_runs
+from simulator import bench_locks, bench_runs, bench_sdk
 from simulator.bench_report import Report, judged
 
 T = TypeVar("T")
@@ -36,6 +36,7 @@ class Sizes:
 
     purchases: int = 10_000
     profile_purchases: int = 2_000
+    sdk_calls: int = 2_000
     memory_purchases: int = 100_000
     deliveries: int = 1_000
     lock_ops: int = 100_000
@@ -56,6 +57,7 @@ class Sizes:
         return cls(
             purchases=40,
             profile_purchases=20,
+            sdk_calls=20,
             memory_purchases=80,
             deliveries=10,
             lock_ops=200,
@@ -130,6 +132,7 @@ def _throughput(report: Report, sizes: Sizes, progress: Progress) -> None:
             ),
         )
     )
+    _sdk_floor(report, sizes, run, progress)
     p = sizes.profile_purchases
     profiled = progress.step(
         f"1/6 profile: {p:,} purchases under cProfile",
@@ -144,6 +147,54 @@ def _throughput(report: Report, sizes: Sizes, progress: Progress) -> None:
             "not seconds. Entry points are inclusive and overlap each other."
         ),
     }
+
+
+def _sdk_floor(report: Report, sizes: Sizes, run: dict[str, Any], progress: Progress) -> None:
+    """What the full SDK path alone costs a purchase: the floor under figure 1."""
+    costs = progress.step(
+        f"1/6 stripe SDK alone: {sizes.sdk_calls:,} creates, retrieves and verifications",
+        lambda: bench_sdk.measure(sizes.sdk_calls),
+    )
+    n = run["purchases"]
+    calls = {k: v / n for k, v in run["sdk_calls"].items()}
+    floor_us = costs.per_purchase_us(calls["posts"], calls["gets"], calls["verifications"])
+    per_purchase_us = run["cpu_s"] / n * 1e6
+    budget_us = 1e6 / 2000
+    report.sections["sdk_floor"] = {
+        "per_call_us": {
+            "create": costs.create_us,
+            "retrieve": costs.retrieve_us,
+            "verify": costs.verify_us,
+        },
+        "calls_per_purchase": calls,
+        "floor_us": floor_us,
+        "run_cpu_us_per_purchase": per_purchase_us,
+    }
+    report.add(
+        judged(
+            "sdk_floor_us",
+            "stripe SDK alone, CPU per purchase (nothing behind it)",
+            floor_us,
+            "µs",
+            target="reported (the floor under figure 1)",
+            ok=lambda _: True,
+            judged_on="none",
+            peer_label="whole simulation, CPU per purchase",
+            peer_value=per_purchase_us,
+            ratio_label="SDK / whole",
+            ratio=floor_us / per_purchase_us,
+            note=(
+                f"per purchase {calls['posts']:.2f} POSTs x {costs.create_us:.0f} µs + "
+                f"{calls['gets']:.2f} GETs x {costs.retrieve_us:.0f} µs + "
+                f"{calls['verifications']:.2f} webhook verifications x {costs.verify_us:.0f} µs "
+                f"(CPU, best of 3, an HTTP client that answers at once). 2,000/s leaves "
+                f"{budget_us:.0f} µs per purchase: the SDK takes {floor_us:.0f} µs of it, so "
+                f"everything else (scheduler, fake Stripe, store, engine, history) must fit in "
+                f"{budget_us - floor_us:.0f} µs; it takes {per_purchase_us - floor_us:.0f} µs today"
+            ),
+        )
+    )
+    report.figures[-1].met = None
 
 
 # ---- 2. virtual-time compression

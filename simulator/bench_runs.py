@@ -42,6 +42,7 @@ def child_run(purchases: int, faults: bool, profile: bool) -> dict[str, Any]:
             result = simulate(scenario, 1, "reference", Path(tmp))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         history_bytes = (Path(tmp) / "history.jsonl").stat().st_size
+        sdk_calls = count_sdk_calls(Path(tmp) / "history.jsonl")
     out: dict[str, Any] = {
         "scenario": scenario.name,
         "purchases": purchases,
@@ -54,6 +55,7 @@ def child_run(purchases: int, faults: bool, profile: bool) -> dict[str, Any]:
         "history_sha256": result.history_sha256,
         "quiescent": result.quiescent,
         "counts": result.counts,
+        "sdk_calls": sdk_calls,
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if profile:
@@ -65,6 +67,24 @@ def child_run(purchases: int, faults: bool, profile: bool) -> dict[str, Any]:
             "entry_points": entry_points(stats),
         }
     return out
+
+
+def count_sdk_calls(history: Path) -> dict[str, int]:
+    """Requests the engine sent through the SDK (every attempt the wire saw, by method) and
+    webhook deliveries the engine verified, read off the history."""
+    counts = {"POST": 0, "GET": 0, "webhook.attempt": 0}
+    with history.open("rb") as lines:
+        for line in lines:
+            if b'"type":"stripe.request"' in line:
+                method = json.loads(line)["method"]
+                counts[method] = counts.get(method, 0) + 1
+            elif b'"type":"webhook.attempt"' in line:
+                counts["webhook.attempt"] += 1
+    return {
+        "posts": counts["POST"],
+        "gets": counts["GET"],
+        "verifications": counts["webhook.attempt"],
+    }
 
 
 def run_in_child(purchases: int, *, faults: bool = True, profile: bool = False) -> dict[str, Any]:
