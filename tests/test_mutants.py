@@ -130,7 +130,7 @@ def test_short_lock_timeout_proceeds_while_a_slow_holder_works() -> None:
     config = EngineConfig(purchase_lock_timeout=mutants.SHORT_LOCK_TIMEOUT_S)
 
     async def scenario(factory: Any, bug: bool) -> None:
-        slow = _Interpose("programs", "find_one_and_update", lambda: anyio.sleep(1.0))
+        slow = _Interpose("programs", "update_one", lambda: anyio.sleep(1.0))
         programs = [program_doc(PROG, class_rep_limit=5)]
         async with world(_observed(factory, slow), programs=programs, config=config) as w:
             busy: list[errors.Busy] = []
