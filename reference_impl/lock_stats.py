@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 from hdrh.histogram import HdrHistogram
@@ -75,25 +75,68 @@ class FamilySnapshot:
         }
 
 
+#: what `_Timings.record` reads and writes of an HdrHistogram (hdrh 0.10)
+_HDRH_INTERNALS = (
+    "counts",
+    "sub_bucket_mask",
+    "unit_magnitude",
+    "sub_bucket_half_count_magnitude",
+    "total_count",
+    "min_value",
+    "max_value",
+)
+
+
 def _new_histogram() -> HdrHistogram:
     return HdrHistogram(_LOWEST_US, _HIGHEST_US, _SIG_DIGITS)
 
 
-@dataclass
 class _Timings:
-    """A histogram plus exact max and sum: the histogram rounds, max and mean need not."""
+    """A histogram plus exact max and sum: the histogram rounds, max and mean need not.
 
-    hist: HdrHistogram = field(default_factory=_new_histogram)
-    n: int = 0
-    total_s: float = 0.0
-    max_s: float = 0.0
+    `record` runs twice per lock grant, so it computes the histogram's counter index itself
+    (the same arithmetic as `HdrHistogram.record_value`, without its four method calls; a test
+    checks both agree) and falls back to `record_value` if hdrh's internals ever change.
+    """
+
+    __slots__ = ("hist", "n", "total_s", "max_s", "_counts", "_mask", "_unit", "_bucket_shift")
+
+    def __init__(self) -> None:
+        self.hist: HdrHistogram = _new_histogram()
+        self.n = 0
+        self.total_s = 0.0
+        self.max_s = 0.0
+        h = self.hist
+        fast = all(hasattr(h, name) for name in _HDRH_INTERNALS)
+        self._counts: Any = h.counts if fast else None
+        self._mask: int = h.sub_bucket_mask if fast else 0
+        self._unit: int = h.unit_magnitude if fast else 0
+        self._bucket_shift: int = h.sub_bucket_half_count_magnitude if fast else 0
 
     def record(self, seconds: float) -> None:
-        seconds = max(0.0, seconds)  # a clock that steps back must not crash a run
-        self.hist.record_value(min(_HIGHEST_US, round(seconds * 1_000_000)))
+        if seconds < 0.0:
+            seconds = 0.0  # a clock that steps back must not crash a run
+        us = round(seconds * 1_000_000)
+        if us > _HIGHEST_US:
+            us = _HIGHEST_US
+        h = self.hist
+        counts = self._counts
+        if counts is None:  # pragma: no cover
+            h.record_value(us)
+        else:
+            # bucket: the power of two holding `us`; index: bucket base + offset in the bucket
+            unit, shift = self._unit, self._bucket_shift
+            bucket = (us | self._mask).bit_length() - unit - shift - 1
+            counts[((bucket + 1) << shift) + (us >> (bucket + unit)) - (1 << shift)] += 1
+            h.total_count += 1
+            if us < h.min_value:
+                h.min_value = us
+            if us > h.max_value:
+                h.max_value = us
         self.n += 1
         self.total_s += seconds
-        self.max_s = max(self.max_s, seconds)
+        if seconds > self.max_s:
+            self.max_s = seconds
 
     def pct_ms(self, percentile: float) -> float:
         if self.n == 0:
@@ -134,18 +177,20 @@ class LockStats:
         self._family_of = family_of
         self._families: dict[str, _Family] = {}
         # each request reports two to four events for one key: parse its family once
-        self._family_cache: dict[str, str] = {}
+        self._key_families: dict[str, tuple[str, _Family]] = {}
 
     def _fam(self, key: str) -> tuple[str, _Family]:
-        family = self._family_cache.get(key)
-        if family is None:
-            if len(self._family_cache) >= _FAMILY_CACHE_SIZE:
-                self._family_cache.clear()
-            family = self._family_cache[key] = self._family_of(key)
+        return self._key_families.get(key) or self._new_key(key)
+
+    def _new_key(self, key: str) -> tuple[str, _Family]:
+        if len(self._key_families) >= _FAMILY_CACHE_SIZE:
+            self._key_families.clear()
+        family = self._family_of(key)
         fam = self._families.get(family)
         if fam is None:
             fam = self._families[family] = _Family()
-        return family, fam
+        found = self._key_families[key] = (family, fam)
+        return found
 
     def _emit(
         self,
@@ -172,10 +217,12 @@ class LockStats:
 
     def granted(self, key: str, wait_s: float, token: int | None = None) -> None:
         """The key was granted after `wait_s` seconds (0 when uncontended)."""
-        family, fam = self._fam(key)
+        # the lock's hot path, twice per grant with `released`: inlined lookups, no `_emit`
+        family, fam = self._key_families.get(key) or self._new_key(key)
         fam.grants += 1
         fam.wait.record(wait_s)
-        self._emit("granted", key, family, wait_s=wait_s, token=token)
+        if self.on_event is not None:
+            self.on_event("granted", key, family, wait_s, None, token)
 
     def timed_out(self, key: str, wait_s: float | None) -> None:
         """A request gave up after `wait_s`; `None` counts it without a wait sample."""
@@ -193,9 +240,10 @@ class LockStats:
 
     def released(self, key: str, hold_s: float, token: int | None = None) -> None:
         """A holder let go after holding for `hold_s`."""
-        family, fam = self._fam(key)
+        family, fam = self._key_families.get(key) or self._new_key(key)
         fam.hold.record(hold_s)
-        self._emit("released", key, family, hold_s=hold_s, token=token)
+        if self.on_event is not None:
+            self.on_event("released", key, family, None, hold_s, token)
 
     def snapshot(self) -> dict[str, FamilySnapshot]:
         return {name: self._snap(fam) for name, fam in sorted(self._families.items())}

@@ -10,12 +10,13 @@ is compare-and-delete, extension compare-and-PEXPIRE, so a stale lease can never
 the next holder's lock.
 
 Tokens survive the loss of the fence key (restart without persistence, FLUSHALL, eviction): a
-token is `max(INCR fence, Redis TIME in microseconds)`. Every grant on a key is at least one round
-trip after the previous one, so an earlier token never exceeds the microsecond it was issued in;
-a fresh counter therefore restarts above every earlier token instead of at 1. The one assumption
-is that the Redis server's clock does not step back by more than the gap between two grants while
-the fence key is lost at the same moment. Because of that floor the fence key may expire
-(`fence_ttl_s`), so keys such as per-session webhook locks do not accumulate forever.
+token is `max(fence + 1, Redis TIME in microseconds)`, written back to the fence key. Every grant
+on a key is at least one round trip after the previous one, so an earlier token never exceeds the
+microsecond it was issued in; a lost fence therefore restarts above every earlier token instead
+of at 1. The one assumption is that the Redis server's clock does not step back by more than the
+gap between two grants while the fence key is lost at the same moment. Because of that floor the
+fence key may expire (`fence_ttl_s`), so keys such as per-session webhook locks do not accumulate
+forever.
 
 Waiting polls, but not hard: exponential back-off with equal jitter from `poll_initial_s` up to
 `poll_max_s`, never sleeping past the holder's remaining lease nor past the caller's deadline.
@@ -30,22 +31,32 @@ Redis unreachable: a `ConnectionError`/`TimeoutError` from redis-py becomes `Loc
 A grant whose reply was lost (or whose caller was cancelled mid-call) expires by its lease; the
 cancelled case is also deleted at once, best effort. Configure the client's own retries and
 socket timeouts (see `connect`): redis-py's defaults retry a refused connection for seconds.
+Release never raises for Redis and never hangs: with a client socket timeout that bounds it; with
+none, the release runs in a shielded scope with its own deadline. A release cancelled mid-call is
+finished in such a scope (compare-and-delete can safely run twice), then the cancellation goes on.
+
+Cost: acquire + release is two round trips, as for redis-py's own `Lock` (SET NX PX, then a
+release script), and must cost no more (issue #7), though the acquire script does more work in
+Redis than a SET. So the client side is lean: scripts run by `EVALSHA` straight through
+`execute_command` (redis-py's `Script` wrapper copies arguments and checks for pipelines on every
+call), `hold` keeps its grant in the context manager instead of a dict, an anyio cancel scope
+(several microseconds) is entered only when a release needs one, and the uncontended path does no
+more than the two calls, three clock reads and two statistics records.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
-import functools
+import hashlib
 import itertools
 import random
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import anyio.to_thread
 import redis
 import redis.asyncio
@@ -67,28 +78,30 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 
 # KEYS: lock, fence. ARGV: owner, lease ms, fence ttl ms.
 # Returns the token (> 0) when granted, else -2 - the holder's pttl (<= -1, as pttl >= -1): one
-# integer rather than a pair, cheaper to parse. The lock is taken first (SET NX: one call when it
-# is free, the common case); the script is atomic, so the order of the calls inside it changes
-# nothing outside.
+# integer rather than a pair, cheaper to parse. The lock is taken first, so a held lock costs only
+# SET NX and PTTL; the script is atomic, so the order of the calls inside it changes nothing
+# outside. The fence is read and rewritten (GET, SET PX: two calls) rather than INCR,
+# SET and PEXPIRE: the TIME floor is above the counter on almost every grant anyway. Tokens stay
+# below 2^53 (TIME in microseconds), so Lua's doubles hold them exactly.
 _ACQUIRE = """
 if redis.replicate_commands then redis.replicate_commands() end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return -2 - redis.call('PTTL', KEYS[1])
 end
 local t = redis.call('TIME')
-local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local token = redis.call('INCR', KEYS[2])
-if token < floor then
-  token = floor
-  redis.call('SET', KEYS[2], string.format('%.0f', floor))
-end
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local token = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[2]))
+if last and last >= token then token = last + 1 end
+redis.call('SET', KEYS[2], string.format('%.0f', token), 'PX', ARGV[3])
 return token
 """
 
-# KEYS: lock. ARGV: owner. 1 if the owner's lock was deleted, 0 if it was not the owner's.
+# KEYS: lock. ARGV: owner. 1 if the owner's lock was deleted, 0 if the key is gone, -1 if another
+# owner holds it (0 tells a release retried after an interrupted call that the first one landed).
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if v then return -1 end
 return 0
 """
 
@@ -97,6 +110,9 @@ _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+
+#: lock keys whose Redis key names are remembered (per user or session: emptied when full)
+_KEY_CACHE_SIZE = 4096
 
 
 def connect(url: str, *, socket_timeout: float = 1.0, retries: int = 1) -> redis.asyncio.Redis:
@@ -113,11 +129,31 @@ def connect(url: str, *, socket_timeout: float = 1.0, retries: int = 1) -> redis
     )
 
 
-@dataclass
-class _Grant:
-    lock_key: str
-    owner: str
-    granted_at: float
+class _Script:
+    """A Lua script run by SHA; its text is loaded only when the server answers NOSCRIPT."""
+
+    __slots__ = ("text", "sha")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+
+# (Redis lock key, owner value, grant time): what a release needs; a tuple, cheapest to build
+_Grant = tuple[str, str, float]
+
+
+def _socket_timeout(client: Any) -> float | None:
+    """The read timeout of the client's connections, if known (a cluster client: unknown)."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    timeout = kwargs.get("socket_timeout")
+    return float(timeout) if timeout else None
+
+
+def _asyncio_time() -> float:
+    """`anyio.current_time()` on asyncio, without its backend lookup (it runs twice per grant)."""
+    return asyncio.get_running_loop().time()
 
 
 class RedisLockService:
@@ -148,18 +184,37 @@ class RedisLockService:
         self.lost_leases = 0  # released after the lease had expired or been taken over
         self.failed_releases = 0  # Redis unreachable at release; the lease expires on its own
         self.attempts = 0  # acquire scripts run, retries included (shows how hard waiters poll)
-        self._now: Callable[[], float] = self.stats.now
+        self.client = client
+        self._threaded = isinstance(client, redis.Redis)
+        # the loop's clock (deadlines, sleeps); redis.asyncio runs on asyncio only
+        self._loop_time: Callable[[], float] = (
+            anyio.current_time if self._threaded else _asyncio_time
+        )
+        # the statistics' clock: the same function when the stats keep the default clock
+        stats_now = self.stats.now
+        self._same_clock = stats_now is anyio.current_time
+        self._now: Callable[[], float] = self._loop_time if self._same_clock else stats_now
         self._rng = rng if rng is not None else random.Random(0)
         self._lease_ms = max(1, round(lease_s * 1000))
         self._fence_ttl_ms = max(self._lease_ms, round(fence_ttl_s * 1000))
+        # script arguments as the bytes redis-py would encode them to on every call
+        self._lease_arg = str(self._lease_ms).encode()
+        self._fence_arg = str(self._fence_ttl_ms).encode()
+        # shielded release and cleanup calls give up after this long (Redis hung, not refusing)
+        self._release_bound_s = max(1.0, poll_max_s)
+        # A release must neither hang on a hung Redis nor be lost to a cancellation. When the
+        # client's own socket timeout bounds every call, the release runs unscoped (an anyio
+        # cancel scope costs as much as the rest of a release's Python) and only a cancelled one
+        # is finished in a shielded scope; otherwise every release runs in that scope.
+        self._bounded = not self._threaded and _socket_timeout(client) is not None
         # unique per grant: a per-service random prefix (not the `random` module) and a counter
         self._owner_prefix = owner_prefix if owner_prefix is not None else secrets.token_hex(8)
         self._seq = itertools.count(1)
-        self._threaded = isinstance(client, redis.Redis)
-        self._acquire_script = client.register_script(_ACQUIRE)
-        self._release_script = client.register_script(_RELEASE)
-        self._extend_script = client.register_script(_EXTEND)
-        self._held: dict[Lease, _Grant] = {}
+        self._acquire_script = _Script(_ACQUIRE)
+        self._release_script = _Script(_RELEASE)
+        self._extend_script = _Script(_EXTEND)
+        self._redis_keys: dict[str, tuple[str, str]] = {}
+        self._held: dict[Lease, _Grant] = {}  # grants from `acquire`, until `release`
 
     # -- the port ---------------------------------------------------------------------------
 
@@ -192,26 +247,50 @@ class RedisLockService:
 
     async def acquire(self, key: str, wait_timeout: float) -> Lease:
         """Wait up to `wait_timeout` s for `key`; LockTimeout, or LockUnavailable if Redis is down."""
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        loop_now = anyio.current_time()
-        requested_at = loop_now if self._now is anyio.current_time else self._now()
-        deadline = loop_now + wait_timeout
+        lease, grant = await self._acquire(key, wait_timeout)
+        self._held[lease] = grant
+        return lease
+
+    async def release(self, lease: Lease) -> bool:
+        """Give `lease` back; False (never an exception) if it had expired or Redis is down."""
+        return await self._release(lease, self._held.pop(lease))
+
+    # -- internals ----------------------------------------------------------------------------
+
+    async def _acquire(self, key: str, wait_timeout: float) -> tuple[Lease, _Grant]:
+        # no checkpoint of its own: the script call is one (a cancellation pending on entry lands
+        # there, and the cleanup below deletes a grant that landed with it)
+        requested_at = self._now()
+        loop_start = requested_at if self._same_clock else self._loop_time()
         lock_key, fence_key = self._keys(key)
+        script = self._acquire_script
         waiting = False
         attempt = 0
         try:
             while True:
                 owner = f"{self._owner_prefix}:{next(self._seq)}"
-                token, holder_pttl_ms = await self._try_acquire(lock_key, fence_key, owner)
-                if token is not None:
+                self.attempts += 1
+                try:
+                    reply = await self._eval(
+                        script, b"2", lock_key, fence_key, owner, self._lease_arg, self._fence_arg
+                    )
+                except _UNREACHABLE as exc:
+                    raise LockUnavailable(
+                        f"Redis unreachable while locking {lock_key}: {exc}"
+                    ) from exc
+                except BaseException:
+                    # cancelled mid-call: the grant may have landed; delete it now, not at expiry
+                    await self._delete_if_owner(lock_key, owner)
+                    raise
+                if reply > 0:
                     break
                 if not waiting:
                     waiting = True
                     self.stats.waiting_started(key)
-                remaining = deadline - anyio.current_time()
+                remaining = loop_start + wait_timeout - self._loop_time()
                 if remaining <= 0:
                     raise LockTimeout(key, wait_timeout)
-                await anyio.sleep(min(self._backoff(attempt, holder_pttl_ms), remaining))
+                await anyio.sleep(min(self._backoff(attempt, -2 - reply), remaining))
                 attempt += 1
         except LockTimeout:
             self.stats.waiter_left(key)
@@ -229,40 +308,69 @@ class RedisLockService:
         granted_at = self._now()
         if waiting:
             self.stats.waiter_left(key)
+        token = int(reply)
         self.stats.granted(key, granted_at - requested_at, token)
-        lease = Lease(key, token)
-        self._held[lease] = _Grant(lock_key, owner, granted_at)
-        return lease
+        return Lease(key, token), (lock_key, owner, granted_at)
 
-    async def release(self, lease: Lease) -> bool:
-        """Give `lease` back; False (never an exception) if it had expired or Redis is down."""
-        grant = self._held.pop(lease)
-        outcome = "release_failed"  # unless Redis answers in time
-        # shielded from outside cancellation, bounded by its own deadline (one scope for both)
-        deadline = anyio.current_time() + max(1.0, self.poll_max_s)
-        with anyio.CancelScope(shield=True, deadline=deadline):
-            try:
-                deleted = await self._call(self._release_script, [grant.lock_key], [grant.owner])
-                outcome = "released" if deleted else "lease_lost"
-            except _UNREACHABLE:
-                pass
-        hold_s = self._now() - grant.granted_at
-        if outcome == "lease_lost":
-            self.lost_leases += 1
-        elif outcome == "release_failed":
+    async def _release(self, lease: Lease, grant: _Grant) -> bool:
+        lock_key, owner, granted_at = grant
+        try:
+            if self._bounded:
+                reply: int | None = await self._eval(self._release_script, b"1", lock_key, owner)
+            else:
+                reply = await self._delete_if_owner(lock_key, owner)
+        except _UNREACHABLE:
+            reply = None
+        except anyio.get_cancelled_exc_class():
+            # cancelled mid-call: the delete may or may not have run; finish it shielded (the
+            # script deletes only this grant's value, so running it twice is harmless)
+            reply = await self._delete_if_owner(lock_key, owner)
+            self._record_release(lease, granted_at, reply, retried=True)
+            raise
+        return self._record_release(lease, granted_at, reply, retried=False)
+
+    def _record_release(
+        self, lease: Lease, granted_at: float, reply: int | None, retried: bool
+    ) -> bool:
+        """Count and report a release from the script's reply (None: Redis did not answer)."""
+        hold_s = self._now() - granted_at
+        # after an interrupted call, "key gone" is most likely that call's own delete
+        if reply == 1 or (retried and reply == 0):
+            self.stats.released(lease.key, hold_s, lease.token)
+            return True
+        if reply is None:
+            outcome = "release_failed"
             self.failed_releases += 1
-        if outcome != "released" and self.stats.on_event is not None:
+        else:
+            outcome = "lease_lost"
+            self.lost_leases += 1
+        if self.stats.on_event is not None:
             family = key_family(lease.key)
             self.stats.on_event(outcome, lease.key, family, None, hold_s, lease.token)
         self.stats.released(lease.key, hold_s, lease.token)
-        return outcome == "released"
+        return False
 
-    # -- internals ----------------------------------------------------------------------------
+    async def _delete_if_owner(self, lock_key: str, owner: str) -> int | None:
+        """Compare-and-delete shielded from outside cancellation and bounded by its own deadline
+        (one scope for both); None if Redis did not answer in time."""
+        deadline = self._loop_time() + self._release_bound_s
+        with anyio.CancelScope(shield=True, deadline=deadline):
+            try:
+                return int(await self._eval(self._release_script, b"1", lock_key, owner))
+            except _UNREACHABLE:
+                pass
+        return None
 
     def _keys(self, key: str) -> tuple[str, str]:
-        # one hash tag for both keys, so the script also runs on Redis Cluster
-        lock_key = f"{self.namespace}{{{key}}}"
-        return lock_key, f"{lock_key}:fence"
+        """Redis key names of `key`'s lock and fence, remembered: a key is taken again and again."""
+        keys = self._redis_keys.get(key)
+        if keys is None:
+            if len(self._redis_keys) >= _KEY_CACHE_SIZE:
+                self._redis_keys.clear()
+            # one hash tag for both keys, so the script also runs on Redis Cluster
+            lock_key = f"{self.namespace}{{{key}}}"
+            keys = self._redis_keys[key] = (lock_key, f"{lock_key}:fence")
+        return keys
 
     def _backoff(self, attempt: int, holder_pttl_ms: int) -> float:
         """Equal jitter: half the exponential step fixed, half random; never past the lease."""
@@ -272,46 +380,49 @@ class RedisLockService:
             delay = min(delay, holder_pttl_ms / 1000)
         return delay
 
-    async def _try_acquire(
-        self, lock_key: str, fence_key: str, owner: str
-    ) -> tuple[int | None, int]:
-        args = [owner, self._lease_ms, self._fence_ttl_ms]
-        self.attempts += 1
-        try:
-            reply = int(await self._call(self._acquire_script, [lock_key, fence_key], args))
-        except _UNREACHABLE as exc:
-            raise LockUnavailable(f"Redis unreachable while locking {lock_key}: {exc}") from exc
-        except BaseException:
-            # cancelled mid-call: the grant may have landed; delete it now rather than at expiry
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0), suppress(_UNREACHABLE):
-                await self._call(self._release_script, [lock_key], [owner])
-            raise
-        return (reply, 0) if reply > 0 else (None, -2 - reply)
-
     async def _keep_extending(self, lease: Lease) -> None:
         """Renew every lease/3 while the holder works; stop once the lease is found lost."""
-        grant = self._held[lease]
+        lock_key, owner, _ = self._held[lease]
         while True:
             await anyio.sleep(self.lease_s / 3)
             try:
-                ok = await self._call(
-                    self._extend_script, [grant.lock_key], [grant.owner, self._lease_ms]
-                )
+                ok = await self._eval(self._extend_script, b"1", lock_key, owner, self._lease_arg)
             except _UNREACHABLE:
                 continue  # the lease still runs; try again at the next tick
             if not ok:
                 return
 
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _eval(self, script: _Script, *numkeys_keys_args: Any) -> Any:
+        """EVALSHA through `execute_command` (client retries and errors as for any command).
+
+        NOSCRIPT (a restarted or flushed server) loads the script and runs it once more.
+        """
         if self._threaded:
-            return await anyio.to_thread.run_sync(functools.partial(script, keys=keys, args=args))
-        return await script(keys=keys, args=args)
+            return await anyio.to_thread.run_sync(self._eval_sync, script, numkeys_keys_args)
+        client: Any = self.client
+        try:
+            return await client.execute_command("EVALSHA", script.sha, *numkeys_keys_args)
+        except redis.exceptions.NoScriptError:
+            await client.script_load(script.text)
+            return await client.execute_command("EVALSHA", script.sha, *numkeys_keys_args)
+
+    def _eval_sync(self, script: _Script, numkeys_keys_args: tuple[Any, ...]) -> Any:
+        """`_eval` for a synchronous client, in a worker thread."""
+        client: Any = self.client
+        try:
+            return client.execute_command("EVALSHA", script.sha, *numkeys_keys_args)
+        except redis.exceptions.NoScriptError:
+            client.script_load(script.text)
+            return client.execute_command("EVALSHA", script.sha, *numkeys_keys_args)
 
 
 class _Held:
-    """`async with service.hold(key, ...)` without extension: acquire, then release on exit."""
+    """`async with service.hold(key, ...)` without extension: acquire, then release on exit.
 
-    __slots__ = ("_service", "_key", "_wait_timeout", "_lease")
+    The grant stays here rather than in the service's dict: one hash and two dict updates less.
+    """
+
+    __slots__ = ("_service", "_key", "_wait_timeout", "_lease", "_grant")
 
     def __init__(self, service: RedisLockService, key: str, wait_timeout: float) -> None:
         self._service = service
@@ -319,8 +430,8 @@ class _Held:
         self._wait_timeout = wait_timeout
 
     async def __aenter__(self) -> Lease:
-        self._lease = await self._service.acquire(self._key, self._wait_timeout)
+        self._lease, self._grant = await self._service._acquire(self._key, self._wait_timeout)
         return self._lease
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._service.release(self._lease)
+        await self._service._release(self._lease, self._grant)

@@ -119,16 +119,27 @@ def redis_available(url: str) -> str | None:
 
 def redis_locks(url: str, n: int, concurrency: int) -> dict[str, Rate]:
     """acquire + release: sequential (`n`, one key) and with `concurrency` tasks (each on its own
-    key, `n` in all), for RedisLockService and redis-py's Lock."""
-    import redis.asyncio
+    key, `n` in all), for RedisLockService and redis-py's Lock, on one `connect` client.
+
+    Both sides run interleaved, so that load from elsewhere on the machine (other processes,
+    Redis itself) hits both alike instead of whichever happened to run then: sequential ops
+    alternate one by one (each op timed on its own), concurrent runs alternate in short rounds;
+    in both, which side goes first alternates too.
+    """
     import redis.asyncio.lock
 
-    from reference_impl.redis_locks import RedisLockService
+    from reference_impl.redis_locks import RedisLockService, connect
 
     namespace = f"paysim:bench:{uuid.uuid4().hex[:8]}:"
+    tasks = max(1, concurrency)
+    # concurrent rounds: at least 8 if `n` allows, of up to 16 ops per task (short enough to see
+    # the same load, long enough that the start and end of a round do not dominate it)
+    per_task = max(1, min(16, n // (tasks * 8)))
+    rounds = max(1, n // (tasks * per_task))
 
     async def main() -> dict[str, Rate]:
-        client = redis.asyncio.Redis.from_url(url)
+        # socket timeouts, as a service should run with (see `connect`); same client for both
+        client = connect(url)
         try:
             fenced = RedisLockService(client, namespace=namespace + "fenced:", lease_s=30.0)
 
@@ -142,11 +153,18 @@ def redis_locks(url: str, n: int, concurrency: int) -> dict[str, Rate]:
                     raise RuntimeError("redis-py lock not acquired")
                 await lock.release()
 
+            sides = (("fenced", fenced_once), ("redis_py", plain_once))
+            for _, once in sides:  # a connection per task, scripts loaded
+                await _concurrent(once, tasks, tasks)()
             results: dict[str, Rate] = {}
-            for name, once in (("fenced", fenced_once), ("redis_py", plain_once)):
-                await once("warm-up")
-                results[f"{name}_sequential"] = await _timed(n, _sequential(once, n))
-                results[f"{name}_concurrent"] = await _timed(n, _concurrent(once, n, concurrency))
+            for name, rate in _interleaved(await _sequential(sides, n)):
+                results[f"{name}_sequential"] = rate
+            concurrent: dict[str, list[Rate]] = {name: [] for name, _ in sides}
+            for r in range(rounds):
+                for name, once in sides if r % 2 == 0 else sides[::-1]:
+                    concurrent[name].append(await _concurrent(once, per_task * tasks, tasks)())
+            for name, rate in _interleaved(concurrent):
+                results[f"{name}_concurrent"] = rate
             return results
         finally:
             await _cleanup(client, namespace)
@@ -155,19 +173,35 @@ def redis_locks(url: str, n: int, concurrency: int) -> dict[str, Rate]:
     return anyio.run(main, backend="asyncio")
 
 
-def _sequential(once: Callable[[str], Awaitable[None]], n: int) -> Callable[[], Awaitable[None]]:
-    async def body() -> None:
-        for _ in range(n):
-            await once("seq")
+def _interleaved(parts: dict[str, list[Rate]]) -> list[tuple[str, Rate]]:
+    """One rate per side from its interleaved parts: all ops over all their time."""
+    return [
+        (name, Rate(sum(p.ops for p in rates), sum(p.seconds for p in rates)))
+        for name, rates in parts.items()
+    ]
 
-    return body
+
+async def _sequential(
+    sides: tuple[tuple[str, Callable[[str], Awaitable[None]]], ...], n: int
+) -> dict[str, list[Rate]]:
+    """`n` acquire + release of one key per side, the sides alternating op by op."""
+    took = {name: 0.0 for name, _ in sides}
+    for i in range(n):
+        for name, once in sides if i % 2 == 0 else sides[::-1]:
+            started = time.perf_counter()
+            await once("seq")
+            took[name] += time.perf_counter() - started
+    return {name: [Rate(n, seconds)] for name, seconds in took.items()}
 
 
 def _concurrent(
     once: Callable[[str], Awaitable[None]], n: int, tasks: int
-) -> Callable[[], Awaitable[None]]:
+) -> Callable[[], Awaitable[Rate]]:
+    """`tasks` tasks, a key each, `n // tasks` acquire + release each."""
+    each = max(1, n // tasks)
+
     async def worker(k: int) -> None:
-        for _ in range(n // tasks):
+        for _ in range(each):
             await once(f"c{k}")
 
     async def body() -> None:
@@ -175,7 +209,7 @@ def _concurrent(
             for k in range(tasks):
                 tg.start_soon(worker, k)
 
-    return body
+    return lambda: _timed(each * tasks, body)
 
 
 async def _cleanup(client: Any, namespace: str) -> None:

@@ -14,9 +14,9 @@ import redis
 import redis.asyncio
 import redis.exceptions
 
-from reference_impl.lock_stats import LockStats
+from reference_impl.lock_stats import LockStats, _new_histogram, _Timings
 from reference_impl.locks import Lease, LockService, LockTimeout, LockUnavailable
-from reference_impl.redis_locks import RedisLockService, connect
+from reference_impl.redis_locks import RedisLockService, _Script, connect
 from tests.lockhelpers import Recorder
 from tests.redishelpers import (  # noqa: F401
     RedisTestServer,
@@ -309,7 +309,7 @@ def test_tokens_keep_growing_when_redis_loses_its_keys(
             await locks.release(lease)
             # only the fence key lost (eviction, expiry): same guarantee
             for _ in range(3):
-                await locks._acquire_script.registered_client.delete(locks._keys(KEY)[1])
+                await locks.client.delete(locks._keys(KEY)[1])
                 lease = await locks.acquire(KEY, wait_timeout=1)
                 tokens.append(lease.token)
                 await locks.release(lease)
@@ -351,3 +351,97 @@ def test_works_under_trio_with_a_sync_client(redis_url: str) -> None:  # noqa: F
     max_inside, tokens = anyio.run(main, backend="trio")
     assert max_inside == 1
     assert len(tokens) == 10 and tokens == sorted(set(tokens))
+
+
+# ---- release under cancellation, NOSCRIPT, the fence key, the statistics' fast recording
+
+
+@pytest.mark.parametrize("socket_timeout", [True, False], ids=["client-timeout", "no-timeout"])
+def test_release_cancelled_mid_call_still_deletes_the_lock(
+    redis_url: str,  # noqa: F811
+    socket_timeout: bool,
+) -> None:
+    """With a client socket timeout the release runs unscoped and a cancelled one is finished in a
+    shielded scope; without, it always runs in one. Either way the lock is gone at once, the
+    release is counted as such, and the cancellation still reaches its scope."""
+
+    async def main() -> None:
+        rec = Recorder()
+        ns = unique_namespace()
+        client = connect(redis_url) if socket_timeout else redis.asyncio.Redis.from_url(redis_url)
+        locks = RedisLockService(client, namespace=ns, stats=LockStats(on_event=rec))
+        assert locks._bounded is socket_timeout
+        try:
+            for _ in range(3):
+                with anyio.move_on_after(0.05) as scope:
+                    async with locks.hold(KEY, wait_timeout=1):
+                        await anyio.sleep(10)  # cancelled here; the release then runs cancelled
+                assert scope.cancelled_caught
+                # a 30 s lease: only a release that happened lets this through
+                await locks.release(await locks.acquire(KEY, wait_timeout=0.05))
+            assert locks.lost_leases == locks.failed_releases == 0
+            assert rec.kinds() == ["granted", "released"] * 6
+        finally:
+            async for key in client.scan_iter(match=f"{ns}*"):
+                await client.delete(key)
+            await client.aclose()
+
+    run_asyncio(main)
+
+
+def test_scripts_unknown_to_the_server_are_loaded_on_first_use(redis_url: str) -> None:  # noqa: F811
+    """NOSCRIPT (a restarted or flushed Redis) loads the script and runs the call again."""
+
+    async def main() -> None:
+        async with service(redis_url) as locks:
+            fresh = f"\n-- {unique_namespace()}"  # a text, hence a SHA, Redis has never seen
+            locks._acquire_script = _Script(locks._acquire_script.text + fresh)
+            locks._release_script = _Script(locks._release_script.text + fresh)
+            first = await locks.acquire(KEY, wait_timeout=1)
+            assert await locks.release(first) is True
+            second = await locks.acquire(KEY, wait_timeout=1)
+            assert second.token > first.token
+            assert await locks.release(second) is True
+
+    run_asyncio(main)
+
+
+def test_fence_key_keeps_its_ttl_and_outranks_the_clock(redis_url: str) -> None:  # noqa: F811
+    """The fence is rewritten with its TTL on every grant; a fence ahead of the server's clock
+    (which stepped back) still yields fence + 1, never a smaller clock value."""
+
+    async def main() -> None:
+        async with service(redis_url, fence_ttl_s=60.0) as locks:
+            _, fence_key = locks._keys(KEY)
+            await locks.release(await locks.acquire(KEY, wait_timeout=1))
+            assert 0 < await locks.client.pttl(fence_key) <= 60_000
+            seconds, micros = await locks.client.time()
+            ahead = (seconds + 3600) * 1_000_000 + micros  # an hour ahead of Redis's clock
+            await locks.client.set(fence_key, ahead)
+            lease = await locks.acquire(KEY, wait_timeout=1)
+            assert lease.token == ahead + 1
+            await locks.release(lease)
+            assert int(await locks.client.get(fence_key)) == ahead + 1
+            assert 0 < await locks.client.pttl(fence_key) <= 60_000
+
+    run_asyncio(main)
+
+
+def test_fast_histogram_recording_matches_hdrh() -> None:
+    """`LockStats` records a grant's times with hdrh's index arithmetic inlined: same counts."""
+    rng = random.Random(5)
+    timings = _Timings()
+    reference = _new_histogram()
+    values = [0.0, 1e-7, 5e-7, 1e-6, 2.047e-3, 2.048e-3, 2.049e-3, 0.5, 3600.0, 7200.0, -1.0]
+    values += [rng.expovariate(100.0) for _ in range(5000)] + [
+        rng.uniform(0, 4000) for _ in range(500)
+    ]
+    for seconds in values:
+        timings.record(seconds)
+        reference.record_value(min(3_600_000_000, round(max(0.0, seconds) * 1_000_000)))
+    assert timings._counts is not None  # the fast path ran, not the fallback
+    assert list(timings.hist.counts) == list(reference.counts)
+    got = (timings.hist.total_count, timings.hist.min_value, timings.hist.max_value)
+    assert got == (reference.total_count, reference.min_value, reference.max_value)
+    for pct in (50, 95, 99, 100):
+        assert timings.hist.get_value_at_percentile(pct) == reference.get_value_at_percentile(pct)
