@@ -77,6 +77,10 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 # KEYS: lock, fence. ARGV: owner, lease ms, fence ttl ms.
+# A lock already held by this same owner value is this grant's own, executed once already: the
+# client retried the call after losing its reply (redis-py retries a command once on a timeout).
+# It is granted again, with a fresh lease and a new, larger token, instead of being reported as
+# held, which would leave the caller waiting out its own lease.
 # Returns the token (> 0) when granted, else -2 - the holder's pttl (<= -1, as pttl >= -1): one
 # integer rather than a pair, cheaper to parse. The lock is taken first, so a held lock costs only
 # SET NX and PTTL; the script is atomic, so the order of the calls inside it changes nothing
@@ -86,7 +90,10 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 _ACQUIRE = """
 if redis.replicate_commands then redis.replicate_commands() end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return -2 - redis.call('PTTL', KEYS[1])
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return -2 - redis.call('PTTL', KEYS[1])
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 local t = redis.call('TIME')
 local token = tonumber(t[1]) * 1000000 + tonumber(t[2])

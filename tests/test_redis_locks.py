@@ -427,6 +427,33 @@ def test_fence_key_keeps_its_ttl_and_outranks_the_clock(redis_url: str) -> None:
     run_asyncio(main)
 
 
+def test_an_acquire_retried_after_a_lost_reply_is_granted_again(
+    redis_url: str,  # noqa: F811
+) -> None:
+    """The client's own retry of an acquire that landed (same owner value) gets the lock with a
+    larger token; any other owner still finds it held."""
+
+    async def main() -> None:
+        async with service(redis_url) as locks:
+            lock_key, fence_key = locks._keys(KEY)
+
+            async def attempt(owner: bytes) -> int:
+                reply = await locks._eval(
+                    locks._acquire_script, b"2", lock_key, fence_key, owner, b"30000", b"60000"
+                )
+                return int(reply)
+
+            first = await attempt(b"owner-a")
+            assert first > 0
+            again = await attempt(b"owner-a")  # the reply to `first` was lost: retried
+            assert again > first
+            assert await attempt(b"owner-b") < 0  # held, by owner-a
+            assert await locks.client.get(lock_key) == b"owner-a"
+            await locks.client.delete(lock_key)
+
+    run_asyncio(main)
+
+
 def test_fast_histogram_recording_matches_hdrh() -> None:
     """`LockStats` records a grant's times with hdrh's index arithmetic inlined: same counts."""
     rng = random.Random(5)
