@@ -164,17 +164,37 @@ def _event(n: int) -> dict[str, Any]:
 
 
 def sweep_timing(purchases: int, seeds: list[int], workers: int) -> dict[str, Any]:
-    """Wall time of `explore.sweep` over `seeds` (run and judged) with `workers` processes."""
+    """Wall time of `explore.sweep` over `seeds` (run and judged) with `workers` processes.
+
+    The clock covers the whole sweep, worker start-up and exit included; with one worker the
+    runs happen in this process, as `paysim explore --workers 1` does. Beside it, to tell the
+    parts apart on a busy machine: each run's own simulation time (from its summary), and the
+    wall time of a sweep of one-purchase runs on as many workers, measured after the real one
+    (so it warms nothing for it): the fixed cost a sweep pays whatever its size.
+    """
+    import os
+
     from simulator.explore import sweep
 
     scenario = purchases_scenario(purchases)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="paysim-bench-sweep-") as tmp:
         started = time.perf_counter()
         summaries = list(sweep(scenario, seeds, "reference", workers=workers, out_dir=Path(tmp)))
         wall = time.perf_counter() - started
+    load_after = os.getloadavg()[0]
+    started = time.perf_counter()
+    list(sweep(purchases_scenario(1), seeds[:workers], "reference", workers=workers))
+    fixed = time.perf_counter() - started
+    runs_s = [s["wall_s"] for s in summaries]
     return {
         "wall_s": wall,
+        "workers": workers,
         "runs": len(summaries),
+        "runs_sim_s": round(sum(runs_s), 3),
+        "slowest_run_sim_s": max(runs_s),
+        "fixed_s": round(fixed, 3),
+        "load_avg": [round(load_before, 2), round(load_after, 2)],
         "verdicts": sorted({s["verdict"] for s in summaries}),
         "sha256": [s["history_sha256"][:12] for s in summaries],
     }

@@ -8,6 +8,8 @@ scenario that still fails — printed as a scenario file and a seed, ready to re
 
 from __future__ import annotations
 
+import atexit
+import gc
 import multiprocessing
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -58,6 +60,17 @@ def _summary(job: SweepJob, out: Path) -> dict[str, Any]:
     return report.summary
 
 
+def _worker_started() -> None:
+    """Pool initializer: freeze the heap when the worker exits, before the interpreter tears down.
+
+    A spawned worker ends in a full interpreter finalization whose garbage collections walk every
+    imported module and object (measured ~0.2 s of CPU, several times the bare interpreter's), and
+    the sweep waits for its workers to exit. Frozen objects are skipped by those collections;
+    nothing a run sees changes, and the other exit handlers still run.
+    """
+    atexit.register(gc.freeze)
+
+
 def sweep(
     scenario: Scenario,
     seeds: Iterable[int],
@@ -67,17 +80,24 @@ def sweep(
     out_dir: Path | None = None,
     scenario_path: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Summaries in seed order; `workers` processes share the seeds (spawned, not forked)."""
+    """Summaries in seed order; `workers` processes share the seeds (spawned, not forked).
+
+    One worker (or one seed) runs in this process: no start-up to pay. Otherwise the seeds go
+    out one at a time, in order, to whichever worker is free (chunks of one: with chunks of
+    several, a worker can be left with a chunk while the others idle at the end), and the
+    summaries come back in seed order as soon as each is ready.
+    """
     jobs = [
         SweepJob(scenario, seed, engine, str(out_dir) if out_dir else None, scenario_path)
         for seed in seeds
     ]
+    workers = min(workers, len(jobs))
     if workers <= 1:
         yield from map(run_job, jobs)
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from pool.map(run_job, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
+    with ProcessPoolExecutor(workers, context, initializer=_worker_started) as pool:
+        yield from pool.map(run_job, jobs)
 
 
 # ---------------------------------------------------------------- Hypothesis search
