@@ -349,7 +349,7 @@ def _sweep(report: Report, sizes: Sizes, progress: Progress) -> None:
     report.add(
         judged(
             "sweep_speedup",
-            f"explore.sweep, {len(seeds)} seeds x {n} purchases, 2 workers (wall)",
+            f"sweep (paysim explore), {len(seeds)} seeds x {n} purchases, 2 workers (wall)",
             two["wall_s"],
             "s",
             peer_label="1 worker",
@@ -377,6 +377,14 @@ def _sweep(report: Report, sizes: Sizes, progress: Progress) -> None:
 
 
 def _memory(report: Report, sizes: Sizes, progress: Progress) -> None:
+    from simulator import bench_memory
+
+    b_small, b_large = sizes.profile_purchases, 4 * sizes.profile_purchases
+    by_component = progress.step(
+        f"6/6 memory by component: {b_small:,} and {b_large:,} purchases, fresh processes",
+        lambda: bench_memory.compare(b_small, b_large),
+    )
+    kb_per_purchase = by_component["kb_per_purchase"]
     small = report.sections["throughput"]
     rate = small["purchases"] / small["wall_s"]
     left = sizes.budget_s - progress.elapsed() - BUDGET_MARGIN_S
@@ -397,7 +405,12 @@ def _memory(report: Report, sizes: Sizes, progress: Progress) -> None:
         f"6/6 peak memory: {n:,} purchases, CI fault mix, fresh process",
         lambda: bench_runs.run_in_child(n),
     )
-    report.sections["memory"] = {"small": _mem(small), "large": _mem(large)}
+    report.sections["memory"] = {
+        "small": _mem(small),
+        "large": _mem(large),
+        "kb_per_purchase_by_component": kb_per_purchase,
+        "by_component_runs": [b_small, b_large],
+    }
     grow_kb = (large["maxrss_mb"] - small["maxrss_mb"]) * 1024 / max(1, n - small["purchases"])
     report.add(
         judged(
@@ -417,9 +430,13 @@ def _memory(report: Report, sizes: Sizes, progress: Progress) -> None:
                     None,
                     [
                         note,
-                        f"{grow_kb:.1f} KB more per purchase: the store's documents and fake Stripe's "
-                        "ledgers (sessions, payment intents, events) live for the whole run; the history "
-                        f"is streamed ({large['history_bytes'] / 1e6:.0f} MB on disk, not in memory).",
+                        f"{grow_kb:.1f} KB more RSS per purchase. Where the memory goes, retained "
+                        f"at the end of a run, KB per purchase ({b_small:,} vs {b_large:,} "
+                        f"purchases): {bench_memory.describe(kb_per_purchase)}. Settled fake "
+                        "Stripe state (events, idempotent replies, finished sessions), the "
+                        "harness's ledgers and the history are on disk "
+                        f"({large['history_bytes'] / 1e6:.0f} MB of history); the store keeps "
+                        "every document in memory.",
                         f"That run: {n / large['wall_s']:.0f} purchases/s.",
                     ],
                 )

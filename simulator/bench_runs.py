@@ -164,7 +164,7 @@ def _event(n: int) -> dict[str, Any]:
 
 
 def sweep_timing(purchases: int, seeds: list[int], workers: int) -> dict[str, Any]:
-    """Wall time of `explore.sweep` over `seeds` (run and judged) with `workers` processes.
+    """Wall time of `sweep.sweep` over `seeds` (run and judged) with `workers` processes.
 
     The clock covers the whole sweep, worker start-up and exit included; with one worker the
     runs happen in this process, as `paysim explore --workers 1` does. Beside it, to tell the
@@ -174,7 +174,7 @@ def sweep_timing(purchases: int, seeds: list[int], workers: int) -> dict[str, An
     """
     import os
 
-    from simulator.explore import sweep
+    from simulator.sweep import sweep
 
     scenario = purchases_scenario(purchases)
     load_before = os.getloadavg()[0]

@@ -395,7 +395,7 @@ def explore(
     """
     import shutil
 
-    from simulator.explore import sweep
+    from simulator.sweep import sweep
 
     loaded = checked_scenario(scenario)
     engine = checked_engine(engine)

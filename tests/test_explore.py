@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.explore import search, sweep
+from simulator.explore import search
 from simulator.scenario_file import load_scenario
+from simulator.sweep import sweep
 from tests.suitehelpers import CI_SUITE
 
 
