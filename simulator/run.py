@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from reference_impl.store import AsyncDatabase, open_database
 from simulator import tasks
 from simulator.clock import SimClock
 from simulator.fake_stripe import FakeStripe, StripeFaults, WebhookDelivery, WebhookPolicy
+from simulator.fake_stripe.spill import ObjectTable, Spill, attach_spill
 from simulator.history import History
 from simulator.ids import SequentialIds
 from simulator.nemesis import Nemesis
@@ -68,8 +69,28 @@ class RunResult:
     lock_wait_ms: dict[str, dict[str, float | int]]
     seed_lock_stats: dict[str, Any] | None
     out_dir: Path | None
-    final_state: dict[str, Any] = field(repr=False, default_factory=dict)
-    ledgers: dict[str, Any] = field(repr=False, default_factory=dict)
+    #: kept in memory only for a run without an out dir; otherwise read from the run's files on
+    #: first use (a long run's final state is as large as its store)
+    _final_state: dict[str, Any] | None = field(repr=False, default=None)
+    _ledgers: dict[str, Any] | None = field(repr=False, default=None)
+
+    @property
+    def final_state(self) -> dict[str, Any]:
+        if self._final_state is None:
+            self._final_state = self._read("final_state.json")
+        return self._final_state
+
+    @property
+    def ledgers(self) -> dict[str, Any]:
+        if self._ledgers is None:
+            self._ledgers = self._read("ledgers.json")
+        return self._ledgers
+
+    def _read(self, name: str) -> dict[str, Any]:
+        if self.out_dir is None:
+            return {}
+        data: dict[str, Any] = json.loads((self.out_dir / name).read_text(encoding="utf-8"))
+        return data
 
 
 def simulate(
@@ -120,6 +141,8 @@ class _World:
         self.quiescent = False
         self._deliveries = 0
         self._reconciles = 0
+        self.final_state: dict[str, Any] | None = None
+        self.ledgers: dict[str, Any] | None = None
 
     async def main(self) -> None:
         sc = self.scenario
@@ -155,6 +178,8 @@ class _World:
             )
             await self.redis.connect()
         self.fulfilment = RecordingFulfilment(record=record)
+        # settled sessions, events and saved idempotent replies live on disk (spill.py)
+        self.spill = Spill()
         async with tasks.open_nursery() as tg:
             self.fake = FakeStripe(
                 self.clock,
@@ -164,6 +189,8 @@ class _World:
                 faults=StripeFaults(base_latency_s=sc.stripe_latency_s),
                 live_mode=sc.webhooks.mode == "live",
             )
+            attach_spill(self.fake, self.spill)
+            self.fulfilment.spill_to(self.spill)
             policy = (
                 WebhookPolicy.live() if sc.webhooks.mode == "live" else WebhookPolicy.test_mode()
             )
@@ -182,6 +209,7 @@ class _World:
                 redis=self.redis,
             )
             self.email = FakeEmail(record=record, fail=self.nemesis.email_fails)
+            self.email.spill_to(self.spill)
             self.delivery = WebhookDelivery(
                 self.fake,
                 self._webhook_endpoint,
@@ -220,6 +248,7 @@ class _World:
         self.virtual_s = self.clock.elapsed()
         self._snapshot()
         record("run.end", quiescent=self.quiescent, counts=self._counts())
+        self.spill.close()
         self.history.close()
 
     # ---- wiring
@@ -429,7 +458,10 @@ class _World:
         return self._open_sessions() == 0 and self.delivery.outstanding() == 0
 
     def _open_sessions(self) -> int:
-        return sum(1 for s in self.fake.sessions.values() if s.status == "open")
+        sessions = self.fake.sessions
+        # a settled (spilled) session is never open: only the live ones need looking at
+        live = sessions.live() if isinstance(sessions, ObjectTable) else sessions
+        return sum(1 for s in live.values() if s.status == "open")
 
     # ---- output
 
@@ -445,13 +477,14 @@ class _World:
         }
 
     def _snapshot(self) -> None:
-        sync = self.db.sync
-        self.final_state = {
-            "programs": sorted(sync[PROGRAMS].find({}), key=lambda d: d["_id"]),
-            "purchases": sorted(sync[PURCHASES].find({}), key=lambda d: d["_id"]),
+        """The final state and the ledgers: streamed to the run's files one record at a time
+        (a long run's are as large as its store), built in memory only without an out dir."""
+        final_state: dict[str, Callable[[], Iterable[Any]]] = {
+            "programs": lambda: self._sorted_docs(PROGRAMS),
+            "purchases": lambda: self._sorted_docs(PURCHASES),
         }
-        self.ledgers = {
-            "sessions": [
+        ledgers: dict[str, Callable[[], Iterable[Any]]] = {
+            "sessions": lambda: (
                 {
                     "id": s.id,
                     "status": s.status,
@@ -461,17 +494,28 @@ class _World:
                     "metadata": dict(s.metadata),
                 }
                 for s in self.fake.sessions.values()
-            ],
-            "refunds": [
+            ),
+            "refunds": lambda: (
                 {"id": r.id, "payment_intent": r.payment_intent, "amount": r.amount}
                 for r in self.fake.refunds
-            ],
-            "fulfilments": [vars(g) for g in self.fulfilment.grants],
-            "receipts": [vars(r) for r in self.email.delivered],
+            ),
+            "fulfilments": lambda: (_fields(g) for g in self.fulfilment.grants),
+            "receipts": lambda: (_fields(r) for r in self.email.delivered),
         }
         if self.out_dir is not None:
-            _write_json(self.out_dir / "final_state.json", self.final_state)
-            _write_json(self.out_dir / "ledgers.json", self.ledgers)
+            _write_json_lists(self.out_dir / "final_state.json", final_state)
+            _write_json_lists(self.out_dir / "ledgers.json", ledgers)
+        else:
+            self.final_state = {k: list(rows()) for k, rows in final_state.items()}
+            self.ledgers = {k: list(rows()) for k, rows in ledgers.items()}
+
+    def _sorted_docs(self, collection: str) -> Iterator[dict[str, Any]]:
+        """Every document of `collection` by `_id`, read one at a time."""
+        coll = self.db.sync[collection]
+        for doc_id in sorted(d["_id"] for d in coll.find({}, {"_id": 1})):
+            doc = coll.find_one({"_id": doc_id})
+            if doc is not None:
+                yield doc
 
     def result(self, wall_s: float) -> RunResult:
         seed_stats = None
@@ -490,8 +534,8 @@ class _World:
             lock_wait_ms=self.lock_stats.report(),
             seed_lock_stats={"instances": seed_stats} if seed_stats else None,
             out_dir=self.out_dir,
-            final_state=self.final_state,
-            ledgers=self.ledgers,
+            _final_state=self.final_state,
+            _ledgers=self.ledgers,
         )
 
 
@@ -502,7 +546,28 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
+def _fields(record: Any) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, indent=1, sort_keys=True, default=str)
+
+
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(
-        json.dumps(data, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8"
-    )
+    path.write_text(_dumps(data) + "\n", encoding="utf-8")
+
+
+def _write_json_lists(path: Path, data: dict[str, Callable[[], Iterable[Any]]]) -> None:
+    """`_write_json(path, {k: list(rows()) ...})` byte for byte, writing one row at a time:
+    a row at depth 2 is `_dumps(row)` with its inner lines indented two more spaces."""
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("{")
+        for n, key in enumerate(sorted(data)):
+            fh.write(("," if n else "") + "\n " + json.dumps(key) + ": ")
+            first = True
+            for row in data[key]():
+                fh.write(("[\n  " if first else ",\n  ") + _dumps(row).replace("\n", "\n  "))
+                first = False
+            fh.write("[]" if first else "\n ]")
+        fh.write("\n}\n" if data else "}\n")

@@ -6,13 +6,14 @@ here, independent of what the engine wrote in its own store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from reference_impl.ports import EmailError
+from simulator.fake_stripe.spill import KeySet, RecordLog, Spill
 from simulator.requests import current_request
 
 Recorder = Callable[..., Any]
@@ -22,7 +23,7 @@ def _no_record(type: str, **fields: Any) -> None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Grant:
     purchase_id: str
     user_id: str
@@ -37,7 +38,12 @@ class RecordingFulfilment:
 
     instance: str = "i0"
     record: Recorder = _no_record
-    grants: list[Grant] = field(default_factory=list)
+    grants: MutableSequence[Grant] | RecordLog[Grant] = field(default_factory=list)
+
+    def spill_to(self, spill: Spill) -> None:
+        """Keep the grants on disk (a long run's ledger); call before the first grant."""
+        assert not self.grants
+        self.grants = RecordLog(spill.db, "grant", Grant)
 
     async def grant(
         self, *, purchase_id: str, user_id: str, program_id: str, session_id: str
@@ -55,7 +61,7 @@ class RecordingFulfilment:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Receipt:
     purchase_id: str
     user_id: str
@@ -71,9 +77,15 @@ class FakeEmail:
 
     record: Recorder = _no_record
     fail: Callable[[], bool] = lambda: False
-    delivered: list[Receipt] = field(default_factory=list)
+    delivered: MutableSequence[Receipt] | RecordLog[Receipt] = field(default_factory=list)
     attempts: int = 0
-    _keys: set[str] = field(default_factory=set)
+    _keys: set[str] | KeySet = field(default_factory=set)
+
+    def spill_to(self, spill: Spill) -> None:
+        """Keep receipts and seen keys on disk (a long run's ledger); call before the first."""
+        assert not self.delivered and not self._keys
+        self.delivered = RecordLog(spill.db, "receipt", Receipt)
+        self._keys = KeySet(spill.db, "receipt_key")
 
     async def send_receipt(self, *, purchase_id: str, user_id: str, idempotency_key: str) -> None:
         await anyio.lowlevel.checkpoint()

@@ -169,7 +169,7 @@ class StripeApi:
         bounds = {op: _int(v, f"created[{op}]") for op, v in created.items()}
         sessions = [
             s
-            for s in reversed(self._state.sessions.values())  # newest first
+            for s in reversed(list(self._state.sessions.values()))  # newest first
             if p.get("status", s.status) == s.status
             and p.get("payment_intent", s.payment_intent) == s.payment_intent
             and _within(s.created, bounds)
@@ -261,10 +261,10 @@ class StripeApi:
         raise errors.no_such("refund", match.group(1))
 
     def _retrieve_event(self, request: ApiRequest, match: re.Match[str]) -> dict[str, Any]:
-        for event in self._state.events:
-            if event["id"] == match.group(1):
-                return event
-        raise errors.no_such("event", match.group(1))
+        event = self._state.find_event(match.group(1))
+        if event is None:
+            raise errors.no_such("event", match.group(1))
+        return event
 
 
 # ---- parameter helpers (values arrive as strings, as on the wire)

@@ -18,6 +18,8 @@ from simulator.fake_stripe.state import StripeState
 
 #: float slack when comparing the virtual clock with integer deadlines
 _EPSILON_S = 1e-3
+#: the heap is compacted once it holds this many more closed sessions' entries than open ones
+_COMPACT_SLACK = 64
 
 
 class ExpirySweeper:
@@ -54,6 +56,16 @@ class ExpirySweeper:
         if not self._open and self._heap:
             self._heap.clear()
             self._wake.set()
+        elif len(self._heap) > 2 * len(self._open) + _COMPACT_SLACK:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop closed sessions' entries, but the top one: the sweeper may be asleep until its
+        deadline, and `schedule` compares new entries with it, so keeping it keeps every wake-up
+        as it was (the sweeper pops closed entries anyway when it gets to them)."""
+        top, *rest = self._heap
+        self._heap = [top, *(e for e in rest if e[2] in self._open)]
+        heapq.heapify(self._heap)  # `top` is the least entry, so it stays first
 
     def stop(self) -> None:
         self._stopped = True

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class CheckoutSession:
     id: str
     status: str  # open | complete | expired
@@ -48,7 +48,7 @@ class CheckoutSession:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class PaymentIntent:
     id: str
     status: str  # requires_payment_method | processing | succeeded | canceled
@@ -79,7 +79,7 @@ class PaymentIntent:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Refund:
     id: str
     payment_intent: str

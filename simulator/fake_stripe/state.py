@@ -3,17 +3,23 @@
 Every mutation is synchronous (no await inside), so each is atomic under the event loop, as one
 Stripe API call or one customer action is atomic at Stripe. Each state change emits the events
 Stripe would and is recorded for the history.
+
+Memory: once a run attaches a `Spill` (`spill_to`), events go to disk as they are emitted, and a
+session that is settled (complete and paid, async payment failed, or expired: nothing but a
+refund to its PaymentIntent changes it afterwards) moves to disk with its PaymentIntent, so what
+stays in memory is the sessions still in play. Without one, everything stays in plain dicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, MutableMapping, MutableSequence
+from typing import Any, cast
 
 import stripe
 
 from simulator.clock import SimClock
 from simulator.fake_stripe.objects import CheckoutSession, PaymentIntent, Refund
+from simulator.fake_stripe.spill import EventLog, ObjectTable, Spill
 from simulator.ids import SequentialIds
 
 API_VERSION: str = stripe.api_version  # the version this SDK pins
@@ -44,10 +50,11 @@ class StripeState:
         self.clock = clock
         self.live_mode = live_mode
         self.record: Recorder = record or no_record
-        self.sessions: dict[str, CheckoutSession] = {}
-        self.payment_intents: dict[str, PaymentIntent] = {}
+        self.sessions: MutableMapping[str, CheckoutSession] = {}
+        self.payment_intents: MutableMapping[str, PaymentIntent] = {}
         self.refunds: list[Refund] = []
-        self.events: list[dict[str, Any]] = []
+        self.events: MutableSequence[dict[str, Any]] | EventLog = []
+        self.spill: Spill | None = None
         self.ids = SequentialIds("sim_")
         self._subscribers: list[Subscriber] = []
         self._session_of_intent: dict[str, str] = {}
@@ -57,6 +64,28 @@ class StripeState:
 
     def now(self) -> int:
         return int(self.clock.now())
+
+    def spill_to(self, spill: Spill) -> None:
+        """Keep events and settled sessions (with their intents) in `spill` from now on; call
+        before the first request."""
+        if self.sessions or self.payment_intents or self.events:
+            raise RuntimeError("spill_to must be called before any object exists")
+        self.spill = spill
+        self.events = spill.events
+        self.sessions = ObjectTable(spill.db, CheckoutSession)
+        self.payment_intents = ObjectTable(spill.db, PaymentIntent)
+
+    def open_sessions(self) -> int:
+        """Sessions still `open` (a settled one never is, so only live ones are looked at)."""
+        sessions = self.sessions
+        live = sessions.live() if isinstance(sessions, ObjectTable) else sessions
+        return sum(1 for s in live.values() if s.status == "open")
+
+    def find_event(self, event_id: str) -> dict[str, Any] | None:
+        events = self.events
+        if isinstance(events, EventLog):
+            return events.find(event_id)
+        return next((e for e in events if e["id"] == event_id), None)
 
     # ---- checkout sessions
 
@@ -101,6 +130,7 @@ class StripeState:
         self._record_session(session, f"expired:{reason}")
         self.on_closed(session.id)
         self.emit("checkout.session.expired", session.to_json())
+        self._settle(session)
 
     # ---- payments (driven by the customer, see customer.py)
 
@@ -130,6 +160,7 @@ class StripeState:
         self.on_closed(session.id)
         self.emit("payment_intent.succeeded", intent.to_json())
         self.emit("checkout.session.completed", session.to_json())
+        self._settle(session)
 
     def card_declined(self, session: CheckoutSession) -> None:
         """The session stays open: the customer may try another card."""
@@ -159,6 +190,7 @@ class StripeState:
             self._record_session(session, "async_failed")
             self.emit("payment_intent.payment_failed", intent.to_json())
             self.emit("checkout.session.async_payment_failed", session.to_json())
+        self._settle(session)
 
     # ---- refunds
 
@@ -173,13 +205,15 @@ class StripeState:
             metadata=metadata,
         )
         intent.amount_refunded += amount
+        if isinstance(self.payment_intents, ObjectTable):
+            self.payment_intents.save(intent)  # a settled intent is a copy: write it back
         self.refunds.append(refund)
         self.record(
             "stripe.refund",
             id=refund.id,
             payment_intent=intent.id,
             amount=amount,
-            session_id=self._session_of_intent.get(intent.id),
+            session_id=self._session_of(intent.id),
         )
         return refund
 
@@ -217,9 +251,26 @@ class StripeState:
         obj = event["data"]["object"]
         if obj.get("object") == "checkout.session":
             return str(obj["id"])
-        return self._session_of_intent.get(str(obj.get("id")))
+        return self._session_of(str(obj.get("id")))
 
     # ---- helpers
+
+    def _session_of(self, intent_id: str) -> str | None:
+        session_id = self._session_of_intent.get(intent_id)
+        if session_id is None and isinstance(self.payment_intents, ObjectTable):
+            session_id = self.payment_intents.owner(intent_id)
+        return session_id
+
+    def _settle(self, session: CheckoutSession) -> None:
+        """`session` will not change again (but for a refund): move it and its intent to disk."""
+        if self.spill is None:
+            return
+        sessions = cast(ObjectTable[CheckoutSession], self.sessions)
+        intents = cast(ObjectTable[PaymentIntent], self.payment_intents)
+        if session.payment_intent is not None:
+            intents.settle(session.payment_intent, owner=session.id)
+            self._session_of_intent.pop(session.payment_intent, None)
+        sessions.settle(session.id)
 
     def _set_intent(self, intent: PaymentIntent, status: str, error: dict[str, Any] | None) -> None:
         intent.status, intent.last_payment_error = status, error
@@ -227,7 +278,7 @@ class StripeState:
             "stripe.payment_intent",
             id=intent.id,
             status=status,
-            session_id=self._session_of_intent.get(intent.id),
+            session_id=self._session_of(intent.id),
             error=error["code"] if error else None,
         )
 

@@ -1,0 +1,220 @@
+"""Memory that a long run must not keep: settled fake-Stripe state goes to disk (spill.py), the
+idempotency cache keeps only requests in flight in memory, the expiry heap drops closed sessions,
+and the final state and ledgers are written one record at a time, byte for byte as before."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import stripe
+
+from simulator.bench_scenarios import purchases_scenario
+from simulator.fake_stripe import FakeStripe
+from simulator.fake_stripe.spill import ObjectTable, RecordLog, Spill, attach_spill
+from simulator.run import _write_json, _write_json_lists, simulate
+from simulator.services import FakeEmail, RecordingFulfilment
+from tests.stripehelpers import make_fake, run, session_params
+
+PURCHASES = 40
+
+
+async def create(client: stripe.StripeClient, key: str) -> Any:
+    return await client.v1.checkout.sessions.create_async(
+        session_params(), {"idempotency_key": key}
+    )
+
+
+def spilled_fake(tg: Any, spill: Spill) -> FakeStripe:
+    fake = make_fake(tg)
+    attach_spill(fake, spill)
+    return fake
+
+
+def settle_purchases(spilled: bool) -> dict[str, Any]:
+    """N purchases (paid, declined and left open, paid asynchronously; one expired through the
+    API), and what the fake shows afterwards."""
+
+    async def main() -> dict[str, Any]:
+        spill = Spill()
+        async with anyio.create_task_group() as tg:
+            fake = spilled_fake(tg, spill) if spilled else make_fake(tg)
+            client = fake.client()
+            ids = [(await create(client, f"k{n}")).id for n in range(PURCHASES)]
+            for n, session_id in enumerate(ids):
+                flow = ("card", "decline", "async_success")[n % 3]
+                await fake.customer_pay(session_id, flow, settle_after_s=1.0)
+            await client.v1.checkout.sessions.expire_async(ids[1])  # a declined one
+            sessions = fake.sessions
+            seen = {
+                "live": len(sessions.live()) if isinstance(sessions, ObjectTable) else None,
+                "len": (len(sessions), len(fake.payment_intents), len(fake.events)),
+                "ids": list(sessions),
+                "sessions": [vars_of(s) for s in sessions.values()],
+                "by_key": {k: vars_of(sessions[k]) for k in ids},
+                "items": [(k, vars_of(v)) for k, v in sessions.items()],
+                "intents": [vars_of(fake.payment_intents[k]) for k in fake.payment_intents],
+                "events": list(fake.events),
+                "slices": (fake.events[-1], fake.events[3:5]),
+                "paid": fake.paid_session_ids(),
+                "session_of": [fake.session_id_of(e) for e in fake.events],
+            }
+            fake.stop()
+            tg.cancel_scope.cancel()
+        spill.close()
+        return seen
+
+    return run(main)
+
+
+def test_settled_sessions_leave_memory_and_read_back_equal() -> None:
+    """After N paid or expired purchases the in-memory table holds only the open sessions, and
+    everything reads back as it does without a spill."""
+    spilled, plain = settle_purchases(True), settle_purchases(False)
+    # the declined ones stay open, but for the one expired through the API
+    assert spilled.pop("live") == sum(1 for n in range(PURCHASES) if n % 3 == 1) - 1
+    plain.pop("live")
+    assert spilled["len"][0] == PURCHASES
+    assert spilled == plain
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+
+
+def test_refund_of_a_settled_intent_is_written_back() -> None:
+    async def main() -> None:
+        spill = Spill()
+        async with anyio.create_task_group() as tg:
+            fake = spilled_fake(tg, spill)
+            client = fake.client()
+            session = await create(client, "k")
+            await fake.customer_pay(session.id, "card")
+            assert session.id not in fake.sessions.live()  # type: ignore[attr-defined]
+            intent_id = fake.sessions[session.id].payment_intent
+            assert intent_id is not None
+            await client.v1.refunds.create_async({"payment_intent": intent_id, "amount": 1000})
+            assert fake.payment_intents[intent_id].amount_refunded == 1000
+            await client.v1.refunds.create_async({"payment_intent": intent_id})
+            assert fake.refunded_payment_intents() == {intent_id}
+            with pytest.raises(stripe.InvalidRequestError) as info:
+                await client.v1.refunds.create_async({"payment_intent": intent_id})
+            assert info.value.code == "charge_already_refunded"
+            expanded = await client.v1.checkout.sessions.retrieve_async(
+                session.id, {"expand": ["payment_intent"]}
+            )
+            assert expanded.payment_intent.id == intent_id
+            event = await client.v1.events.retrieve_async(fake.events[0]["id"])
+            assert event.id == fake.events[0]["id"]
+            fake.stop()
+            tg.cancel_scope.cancel()
+        spill.close()
+
+    run(main)
+
+
+def test_idempotency_cache_keeps_only_requests_in_flight_in_memory() -> None:
+    async def main() -> None:
+        spill = Spill()
+        async with anyio.create_task_group() as tg:
+            fake = spilled_fake(tg, spill)
+            client = fake.client()
+            first = [await create(client, f"key-{n}") for n in range(PURCHASES)]
+            keys = fake._server.idempotency_keys
+            assert len(keys._entries) == 0  # every outcome is on disk
+            assert len(keys) == PURCHASES
+            again = await create(client, "key-7")  # replayed from disk
+            assert again.id == first[7].id and len(fake.sessions) == PURCHASES
+            assert again.last_response.headers["Idempotent-Replayed"] == "true"
+            with pytest.raises(stripe.IdempotencyError):
+                await client.v1.checkout.sessions.create_async(
+                    session_params(client_reference_id="other"), {"idempotency_key": "key-7"}
+                )
+            await anyio.sleep(24 * 3600.0)  # keys expire after 24 h, on disk too
+            fresh = await create(client, "key-7")
+            assert fresh.id != first[7].id
+            fake.stop()
+            tg.cancel_scope.cancel()
+        spill.close()
+
+    run(main)
+
+
+def test_expiry_heap_drops_closed_sessions() -> None:
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            fake = make_fake(tg)
+            client = fake.client()
+            keep = await create(client, "keep")  # stays open: the sweeper keeps running
+            for n in range(300):
+                session = await create(client, f"k{n}")
+                await fake.customer_pay(session.id, "card")
+            assert len(fake._sweeper._heap) <= 2 * 1 + 64 + 1
+            assert fake.sessions[keep.id].status == "open"
+            await anyio.sleep(24 * 3600.0 + 1)
+            assert fake.sessions[keep.id].status == "expired"
+            fake.stop()
+            tg.cancel_scope.cancel()
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"a": [], "b": []},
+        {"z": [{"k": [1, {"x": None}], "s": "é"}], "a": [{}, [], 2.5, {"n": {"m": []}}]},
+    ],
+)
+def test_streamed_json_is_byte_identical(tmp_path: Path, data: dict[str, Any]) -> None:
+    _write_json(tmp_path / "whole.json", data)
+    _write_json_lists(
+        tmp_path / "streamed.json", {k: (lambda v=v: iter(v)) for k, v in data.items()}
+    )
+    assert (tmp_path / "streamed.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+
+
+def test_run_files_and_result_match_an_in_memory_run(tmp_path: Path) -> None:
+    """The streamed final state and ledgers equal the ones built in memory, and the result
+    reads them from the run's files only when asked."""
+    scenario = purchases_scenario(60)
+    on_disk = simulate(scenario, 3, "reference", tmp_path)
+    in_memory = simulate(scenario, 3, "reference", None)
+    assert on_disk.history_sha256 == in_memory.history_sha256
+    assert on_disk._final_state is None and on_disk._ledgers is None
+    assert on_disk.final_state == json.loads(json.dumps(in_memory.final_state, default=str))
+    assert on_disk.ledgers == json.loads(json.dumps(in_memory.ledgers, default=str))
+    assert len(on_disk.ledgers["sessions"]) == on_disk.counts["sessions"]
+    assert not list(Path(tmp_path).glob("*.sqlite3"))  # the spill leaves nothing behind
+
+
+def test_spilled_harness_ledgers_read_back_as_lists() -> None:
+    async def main() -> None:
+        spill = Spill()
+        logs: list[list[tuple[str, dict[str, Any]]]] = [[], []]
+        emails = [
+            FakeEmail(record=lambda t, **f: logs[0].append((t, f))),
+            FakeEmail(record=lambda t, **f: logs[1].append((t, f))),
+        ]
+        grants = [RecordingFulfilment(), RecordingFulfilment()]
+        emails[0].spill_to(spill)
+        grants[0].spill_to(spill)
+        for email, fulfilment in zip(emails, grants, strict=True):
+            for n in range(30):
+                key = f"receipt-{n % 20}"  # ten duplicates
+                await email.send_receipt(purchase_id=f"p{n}", user_id="u", idempotency_key=key)
+                await fulfilment.grant(
+                    purchase_id=f"p{n}", user_id="u", program_id="prog", session_id=f"cs{n}"
+                )
+        assert isinstance(emails[0].delivered, RecordLog)
+        assert logs[0] == logs[1]
+        assert emails[0].delivered == emails[1].delivered and len(emails[0].delivered) == 20
+        assert list(grants[0].grants) == grants[1].grants and len(grants[0].grants) == 30
+        assert grants[0].grants[-1] == grants[1].grants[-1]
+        spill.close()
+
+    run(main)
