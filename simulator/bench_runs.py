@@ -34,6 +34,7 @@ def child_run(purchases: int, faults: bool, profile: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="paysim-bench-") as tmp:
         started, cpu = time.perf_counter(), time.process_time()
         if profile:
+            from simulator.bench_floors import trio_counts
             from simulator.bench_profile import entry_points, fold, top_functions
             from simulator.bench_profile import profile as profiled
 
@@ -61,6 +62,7 @@ def child_run(purchases: int, faults: bool, profile: bool) -> dict[str, Any]:
     if profile:
         buckets, total = fold(stats)
         out["profile"] = {
+            "trio_counts": trio_counts(stats.stats),  # type: ignore[attr-defined]
             "total_s": total,
             "buckets": [b.as_dict(total) for b in buckets],
             "top": top_functions(stats, 15),

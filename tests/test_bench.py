@@ -32,6 +32,7 @@ def test_tiny_bench_writes_a_complete_report(tmp_path: Path) -> None:
     assert keys == {
         "purchases_per_s",
         "sdk_floor_us",
+        "trio_floor_us",
         "retry_schedule_wall_s",
         "memory_lock_uncontended",
         "memory_lock_contended",
@@ -46,10 +47,12 @@ def test_tiny_bench_writes_a_complete_report(tmp_path: Path) -> None:
             continue  # no Redis here: skipped, with a note
         assert figure["value"] > 0, figure
     assert data["sections"]["throughput"]["quiescent"] is True
-    floor = data["sections"]["sdk_floor"]
-    assert floor["calls_per_purchase"]["posts"] > 0  # read off the history
-    assert floor["calls_per_purchase"]["verifications"] > 0
-    assert 0 < floor["floor_us"] < floor["run_cpu_us_per_purchase"]  # a part of the whole
+    floors = data["sections"]["floors"]
+    assert floors["sdk_calls_per_purchase"]["posts"] > 0  # read off the history
+    assert floors["sdk_calls_per_purchase"]["verifications"] > 0
+    assert floors["trio_ops_per_purchase"]["spawns"] > 0  # read off the profile
+    assert floors["trio_ops_per_purchase"]["other_switches"] > 0
+    assert 0 < floors["sdk_us"] + floors["trio_us"] < floors["whole_us"]  # parts of the whole
     assert data["sections"]["virtual_time"]["given_up"] == bench.Sizes.tiny().deliveries
     sweep = data["sections"]["sweep"]
     assert sweep["one_worker"]["sha256"] == sweep["two_workers"]["sha256"]

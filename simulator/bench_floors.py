@@ -1,11 +1,13 @@
-"""The stripe SDK's own cost per call, with nothing behind it: a floor under purchases/s.
+"""Floors under purchases/s: what the stripe SDK and trio cost a purchase with nothing else.
 
 The throughput target asks for the full SDK path. What that path costs on its own (building and
 encoding the request, the retry wrapper, parsing the answer into `StripeObject`s, the engine's
-`to_dict()`, and the SDK's HMAC check of each webhook) is measured here against an HTTP client
-that answers at once with a body the fake rendered. Times the calls per purchase of a real run,
-this is the CPU a purchase needs before the fake, the store, the scheduler or the engine do
-anything: `1 / floor` bounds purchases/s however fast the rest becomes.
+`to_dict()`, and the SDK's HMAC check of each webhook) is measured against an HTTP client that
+answers at once with a body the fake rendered, and multiplied by the calls per purchase of a real
+run. Likewise trio: a task spawned, a sleep, a cancel scope and a task switch each cost something
+measured here on an empty scheduler, times how many of each a purchase needs (counted exactly by
+the profiled run). Together they are CPU a purchase needs before the fake, the store, the engine or
+the history do anything: `1 / floor` bounds purchases/s however fast the rest becomes.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def session_body() -> bytes:
     return body[0]
 
 
-def measure(calls: int, rounds: int = 3) -> SdkCosts:
+def measure_sdk(calls: int, rounds: int = 3) -> SdkCosts:
     """Per-call CPU of a session create, a retrieve and a webhook verification."""
     body = session_body()
     client = stripe.StripeClient("sk_test_bench", http_client=_Canned(body), max_network_retries=2)
@@ -134,6 +136,102 @@ def measure(calls: int, rounds: int = 3) -> SdkCosts:
         retrieve_us=_best(retrieve, calls, rounds),
         verify_us=_best(verify, calls, rounds),
     )
+
+
+# ---- trio
+
+
+@dataclass(frozen=True)
+class TrioCosts:
+    """Microseconds of CPU per scheduler operation (MockClock, deterministic scheduling)."""
+
+    spawn_us: float  # start_soon, first step and exit of a task that returns at once
+    sleep_us: float  # trio.sleep: a deadline, its cancel scope, the wake-up
+    scope_us: float  # a cancel scope entered and left
+    switch_us: float  # a task suspended and resumed (a checkpoint)
+
+    def per_purchase_us(self, counts: Mapping[str, float]) -> float:
+        return (
+            counts["spawns"] * self.spawn_us
+            + counts["sleeps"] * self.sleep_us
+            + counts["other_scopes"] * self.scope_us
+            + counts["other_switches"] * self.switch_us
+        )
+
+
+#: (count, trio source file, function) read off a profile: exact call counts
+TRIO_COUNTERS = (
+    ("spawns", "trio/_core/_run.py", "spawn_impl"),
+    ("sleeps", "trio/_timeouts.py", "sleep_until"),
+    ("scopes", "trio/_core/_run.py", "__enter__"),
+    ("switches", "trio/_core/_run.py", "reschedule"),
+)
+
+
+def trio_counts(raw_stats: Mapping[Any, Any]) -> dict[str, int]:
+    """Scheduler operations in a profiled run; a sleep's own scope and wake-up, and a spawn's
+    first step, are counted once, in `sleeps` and `spawns`."""
+    found = dict.fromkeys((name for name, _, _ in TRIO_COUNTERS), 0)
+    for (file, _line, fn), entry in raw_stats.items():
+        for name, fragment, function in TRIO_COUNTERS:
+            if fn == function and file.endswith(fragment):
+                found[name] += entry[1]
+    if "scopes" in found:  # CancelScope.__enter__ is the one __enter__ in trio/_core/_run.py
+        found["other_scopes"] = max(0, found["scopes"] - found["sleeps"])
+    found["other_switches"] = max(0, found["switches"] - found["sleeps"] - found["spawns"])
+    return found
+
+
+def measure_trio(ops: int, rounds: int = 3) -> TrioCosts:
+    """Each operation `ops` times over 20 concurrent tasks, best of `rounds`."""
+    import trio.testing
+
+    from simulator.scheduling import seed_scheduler
+
+    async def spawns(n: int) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(_return)
+
+    async def sleeps(n: int) -> None:
+        for _ in range(n):
+            await trio.sleep(0.01)
+
+    async def scopes(n: int) -> None:
+        for _ in range(n):
+            with trio.CancelScope():
+                pass
+
+    async def switches(n: int) -> None:
+        for _ in range(n):
+            await trio.lowlevel.checkpoint()
+
+    def cost(body: Callable[[int], Awaitable[None]]) -> float:
+        tasks = 20
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                for _ in range(tasks):
+                    nursery.start_soon(body, ops // tasks)
+
+        best = float("inf")
+        for _ in range(rounds):
+            seed_scheduler(1)
+            started = time.process_time()
+            trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+            best = min(best, time.process_time() - started)
+        return best / (ops // tasks * tasks) * 1e6
+
+    return TrioCosts(
+        spawn_us=cost(spawns),
+        sleep_us=cost(sleeps),
+        scope_us=cost(scopes),
+        switch_us=cost(switches),
+    )
+
+
+async def _return() -> None:
+    return None
 
 
 def _best(call: Callable[[], Awaitable[None]], calls: int, rounds: int) -> float:
