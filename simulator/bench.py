@@ -486,8 +486,14 @@ def _memory(report: Report, sizes: Sizes, progress: Progress) -> None:
                         f"purchases): {bench_memory.describe(kb_per_purchase)}. Settled fake "
                         "Stripe state (events, idempotent replies, finished sessions), the "
                         "harness's ledgers and the history are on disk "
-                        f"({large['history_bytes'] / 1e6:.0f} MB of history); the store keeps "
-                        "every document in memory.",
+                        f"({large['history_bytes'] / 1e6:.0f} MB of history). What stands in "
+                        "the way: the embedded store (mongomock) keeps every document in "
+                        "memory, and the engine may read any old purchase again (a late "
+                        "webhook, reconcile), so its documents cannot be dropped; bounding it "
+                        "takes a disk-backed collection with secondary indexes for the "
+                        "engine's scans, or a real MongoDB (MONGODB_URI), where the documents "
+                        "live in mongod. The rest of the RSS growth is the allocator keeping "
+                        "freed memory.",
                         f"That run: {n / large['wall_s']:.0f} purchases/s.",
                     ],
                 )
