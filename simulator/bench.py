@@ -492,8 +492,8 @@ def _memory(report: Report, sizes: Sizes, progress: Progress) -> None:
                         "webhook, reconcile), so its documents cannot be dropped; bounding it "
                         "takes a disk-backed collection with secondary indexes for the "
                         "engine's scans, or a real MongoDB (MONGODB_URI), where the documents "
-                        "live in mongod. The rest of the RSS growth is the allocator keeping "
-                        "freed memory.",
+                        "live in mongod. RSS grows by more than the objects retained at the end: "
+                        "most likely memory freed during the run that the allocator keeps.",
                         f"That run: {n / large['wall_s']:.0f} purchases/s.",
                     ],
                 )
