@@ -159,11 +159,12 @@ class TrioCosts:
         )
 
 
-#: (count, trio source file, function) read off a profile: exact call counts
+#: (count, trio source file, function) read off a profile. Only plain functions: cProfile counts
+#: every resumption of a coroutine as a call, so `sleep_until` would count each sleep twice; a
+#: sleep is counted by the deadline scope (`move_on_at`) that `sleep_until` opens, exactly once.
 TRIO_COUNTERS = (
     ("spawns", "trio/_core/_run.py", "spawn_impl"),
-    ("sleeps", "trio/_timeouts.py", "sleep_until"),
-    ("scopes", "trio/_core/_run.py", "__enter__"),
+    ("scopes", "trio/_core/_run.py", "__enter__"),  # CancelScope's: the one in that file
     ("switches", "trio/_core/_run.py", "reschedule"),
 )
 
@@ -172,12 +173,18 @@ def trio_counts(raw_stats: Mapping[Any, Any]) -> dict[str, int]:
     """Scheduler operations in a profiled run; a sleep's own scope and wake-up, and a spawn's
     first step, are counted once, in `sleeps` and `spawns`."""
     found = dict.fromkeys((name for name, _, _ in TRIO_COUNTERS), 0)
+    found["sleeps"] = 0
     for (file, _line, fn), entry in raw_stats.items():
         for name, fragment, function in TRIO_COUNTERS:
             if fn == function and file.endswith(fragment):
                 found[name] += entry[1]
-    if "scopes" in found:  # CancelScope.__enter__ is the one __enter__ in trio/_core/_run.py
-        found["other_scopes"] = max(0, found["scopes"] - found["sleeps"])
+        if fn == "move_on_at" and file.endswith("trio/_timeouts.py"):
+            found["sleeps"] += sum(
+                timing[1]
+                for (caller_file, _, caller), timing in entry[4].items()
+                if caller == "sleep_until" and caller_file.endswith("trio/_timeouts.py")
+            )
+    found["other_scopes"] = max(0, found["scopes"] - found["sleeps"])
     found["other_switches"] = max(0, found["switches"] - found["sleeps"] - found["spawns"])
     return found
 

@@ -71,3 +71,30 @@ def test_profile_buckets_follow_the_source_path() -> None:
     assert bucket_of("/w/reference_impl/reference_engine.py").startswith("engine")
     assert bucket_of("/w/simulator/fake_stripe/api.py").startswith("fake Stripe")
     assert bucket_of("/usr/lib/python3.11/json/encoder.py") == OTHER
+
+
+def test_trio_counts_count_each_sleep_and_spawn_once() -> None:
+    """cProfile counts every resumption of a coroutine as a call; the floor's counts must not."""
+    import cProfile
+    import pstats
+
+    import trio
+    import trio.testing
+
+    from simulator.bench_floors import trio_counts
+
+    async def sleeper() -> None:
+        for _ in range(3):
+            await trio.sleep(1.0)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sleeper)
+            nursery.start_soon(sleeper)
+
+    profiler = cProfile.Profile()
+    profiler.runcall(trio.run, main, clock=trio.testing.MockClock(autojump_threshold=0))
+    counts = trio_counts(pstats.Stats(profiler).stats)  # type: ignore[attr-defined]
+    assert counts["sleeps"] == 6
+    assert counts["spawns"] >= 2  # the two sleepers (and trio's own system tasks)
+    assert counts["other_scopes"] >= 1  # the nursery's
