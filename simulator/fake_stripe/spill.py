@@ -123,11 +123,8 @@ class EventLog(Sequence[dict[str, Any]]):
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self._len))]
-        if index < 0:
-            index += self._len
-        if not 0 <= index < self._len:
-            raise IndexError("event index out of range")
-        row = self._db.execute("SELECT body FROM events WHERE seq = ?", (index,)).fetchone()
+        seq = _position(index, self._len, "event")
+        row = self._db.execute("SELECT body FROM events WHERE seq = ?", (seq,)).fetchone()
         return _decode(row[0])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -306,12 +303,9 @@ class RecordLog(Sequence[R], Generic[R]):
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self._len))]
-        if index < 0:
-            index += self._len
-        if not 0 <= index < self._len:
-            raise IndexError("record index out of range")
+        seq = _position(index, self._len, "record")
         row = self._db.execute(
-            "SELECT body FROM records WHERE kind = ? AND seq = ?", (self._kind, index)
+            "SELECT body FROM records WHERE kind = ? AND seq = ?", (self._kind, seq)
         ).fetchone()
         return self._cls(*_decode(row[0]))
 
@@ -392,6 +386,14 @@ class IdempotencyTable:
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM idempotency").fetchone()[0])
+
+
+def _position(index: int, length: int, what: str) -> int:
+    """A list index (negative from the end) as a row number, or IndexError as a list raises."""
+    seq = index + length if index < 0 else index
+    if not 0 <= seq < length:
+        raise IndexError(f"{what} index out of range")
+    return seq
 
 
 def _chunks(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> Iterator[Any]:
