@@ -5,16 +5,20 @@ fast paths as mongomock as shipped, pretty JSON as `json.dumps(indent=2)`, histo
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
 import random
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import mongomock
 import pytest
 import stripe._util
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pymongo import ReturnDocument
 
 from reference_impl.embedded_store import client, peek, shipped
@@ -259,6 +263,46 @@ def test_pretty_json_is_json_dumps_with_indent_2() -> None:
             assert pretty_json.dumps(value, ensure_ascii=ascii_only) == expected
     odd = {1: (2, 3), "x": {None: 1.5}}  # non-string keys and tuples: json.dumps decides
     assert pretty_json.dumps(odd) == json.dumps(odd, indent=2)
+
+
+def test_pretty_json_sorted_is_json_dumps_with_indent_1_sort_keys() -> None:
+    """The run's final_state.json and ledgers.json rows (`run._dumps`)."""
+    rng = random.Random(4)
+    for _ in range(500):
+        value = _json_value(rng)
+        for indent in (1, 2):
+            expected = json.dumps(value, indent=indent, sort_keys=True, default=str)
+            assert pretty_json.dumps_sorted(value, indent=indent) == expected
+    when = datetime.datetime(2024, 1, 2, 3, 4, 5)
+    for odd in ({"b": when, "a": [Decimal("1.5"), True]}, {1: 2, "x": (1,)}, [{"z": 1, 2: 3}]):
+        try:
+            expected = json.dumps(odd, indent=1, sort_keys=True, default=str)
+        except TypeError:  # mixed keys do not sort: json.dumps refuses, and so must this
+            with pytest.raises(TypeError):
+                pretty_json.dumps_sorted(odd)
+        else:
+            assert pretty_json.dumps_sorted(odd) == expected
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_pretty_json_matches_json_dumps_on_generated_values(value: Any) -> None:
+    assert pretty_json.dumps(value) == json.dumps(value, indent=2)
+    assert pretty_json.dumps(value, ensure_ascii=False) == json.dumps(
+        value, indent=2, ensure_ascii=False
+    )
+    assert pretty_json.dumps_sorted(value) == json.dumps(
+        value, indent=1, sort_keys=True, default=str
+    )
 
 
 # ---- history lines and SDK logging

@@ -1,10 +1,12 @@
-"""`json.dumps(obj, indent=2)`, byte for byte, about twice as fast.
+"""`json.dumps(obj, indent=2)`, byte for byte, about three times as fast.
 
 Stripe sends its JSON with a two-space indent, and the fake does too (API answers and signed
-webhook bodies). With an indent, the standard library falls back to its pure-Python encoder
-(generators, one per nesting level per value); this writes the same text with plain recursion,
-using the standard library's own (C) string quoting. Anything but dicts with string keys, lists,
-strings, numbers, booleans and None goes to `json.dumps` itself.
+webhook bodies); a run's final state and ledgers are written with `indent=1, sort_keys=True`.
+With an indent, the standard library (3.11) falls back to its pure-Python encoder (generators,
+one per nesting level per value); this writes the same text with plain recursion into
+containers only (scalars are written in the loop, not by a call each), using the standard
+library's own (C) string quoting. Anything but dicts with string keys, lists, strings, numbers,
+booleans and None goes to `json.dumps` itself, so odd values are answered exactly as before.
 """
 
 from __future__ import annotations
@@ -22,58 +24,104 @@ class _Unsupported(Exception):
 
 def dumps(obj: Any, *, ensure_ascii: bool = True) -> str:
     """Same as `json.dumps(obj, indent=2, ensure_ascii=ensure_ascii)`."""
+    try:
+        return _render(obj, "  ", False, ensure_ascii)
+    except (_Unsupported, RecursionError):
+        return json.dumps(obj, indent=2, ensure_ascii=ensure_ascii)
+
+
+def dumps_sorted(obj: Any, *, indent: int = 1) -> str:
+    """Same as `json.dumps(obj, indent=indent, sort_keys=True, default=str)` (the run's files)."""
+    try:
+        return _render(obj, " " * indent, True, True)
+    except (_Unsupported, RecursionError, TypeError):  # TypeError: keys that do not sort
+        return json.dumps(obj, indent=indent, sort_keys=True, default=str)
+
+
+def _render(obj: Any, unit: str, sort_keys: bool, ensure_ascii: bool) -> str:
+    """The pure-Python encoder's text; raises `_Unsupported` for anything it would not write
+    as plain JSON of these types (the caller then asks `json.dumps`)."""
     quote = encode_basestring_ascii if ensure_ascii else encode_basestring
     parts: list[str] = []
     append = parts.append
 
-    def encode(value: Any, newline: str) -> None:
-        kind = type(value)
-        if kind is str:
-            append(quote(value))
-        elif value is None:
-            append("null")
-        elif value is True:
-            append("true")
-        elif value is False:
-            append("false")
-        elif kind is int:
-            append(int.__repr__(value))
-        elif kind is float:
-            append(_float(value))
-        elif kind is dict:
+    def container(value: Any, newline: str) -> None:
+        inner = newline + unit
+        if type(value) is dict:
             if not value:
                 append("{}")
                 return
-            inner = newline + "  "
+            items = sorted(value.items()) if sort_keys else value.items()
             separator = "{" + inner
-            for key, item in value.items():
+            for key, item in items:
                 if type(key) is not str:
                     raise _Unsupported  # json.dumps converts or refuses such keys
                 append(separator)
                 separator = "," + inner
                 append(quote(key))
                 append(": ")
-                encode(item, inner)
+                kind = type(item)
+                if kind is str:
+                    append(quote(item))
+                elif item is None:
+                    append("null")
+                elif item is True:
+                    append("true")
+                elif item is False:
+                    append("false")
+                elif kind is int:
+                    append(int.__repr__(item))
+                elif kind is dict or kind is list:
+                    container(item, inner)
+                elif kind is float:
+                    append(_float(item))
+                else:
+                    raise _Unsupported
             append(newline + "}")
-        elif kind is list:
+        else:
             if not value:
                 append("[]")
                 return
-            inner = newline + "  "
             separator = "[" + inner
             for item in value:
                 append(separator)
                 separator = "," + inner
-                encode(item, inner)
+                kind = type(item)
+                if kind is str:
+                    append(quote(item))
+                elif item is None:
+                    append("null")
+                elif item is True:
+                    append("true")
+                elif item is False:
+                    append("false")
+                elif kind is int:
+                    append(int.__repr__(item))
+                elif kind is dict or kind is list:
+                    container(item, inner)
+                elif kind is float:
+                    append(_float(item))
+                else:
+                    raise _Unsupported
             append(newline + "]")
-        else:
-            raise _Unsupported
 
-    try:
-        encode(obj, "\n")
-    except (_Unsupported, RecursionError):
-        return json.dumps(obj, indent=2, ensure_ascii=ensure_ascii)
-    return "".join(parts)
+    kind = type(obj)
+    if kind is dict or kind is list:
+        container(obj, "\n")
+        return "".join(parts)
+    if kind is str:
+        return quote(obj)
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if kind is int:
+        return int.__repr__(obj)
+    if kind is float:
+        return _float(obj)
+    raise _Unsupported
 
 
 def _float(value: float) -> str:
