@@ -10,19 +10,22 @@ import json
 import logging
 import math
 import random
+import re
+import urllib.parse
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import mongomock
 import pytest
+import stripe._encode
 import stripe._util
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymongo import ReturnDocument
 
 from reference_impl.embedded_store import client, peek, shipped
-from simulator.fake_stripe import pretty_json
+from simulator.fake_stripe import forms, pretty_json
 from simulator.fake_stripe.http_client import quiet_sdk_logging
 from simulator.history import History
 
@@ -331,3 +334,112 @@ def test_sdk_logging_still_logs_when_asked(caplog: pytest.LogCaptureFixture) -> 
     with caplog.at_level(logging.WARNING, logger="stripe"):
         stripe._util.log_info("quiet")
     assert caplog.text == ""
+
+
+# ---- form bodies: the hand-rolled parser answers as the parse_qsl one it replaced
+
+
+def _parse_form_as_before(text: str) -> Any:
+    """forms.parse_form as it was (parse_qsl, then a copying `_listify`): the reference."""
+    key_re = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)")
+    part_re = re.compile(r"\[([^\[\]]*)\]")
+
+    def split_key(key: str) -> tuple[str, ...]:
+        match = key_re.fullmatch(key)
+        if match is None:
+            return (key,)
+        head, tail = match.groups()
+        return (head, *part_re.findall(tail))
+
+    def listify(node: dict[str, Any], *, free_form: bool = False) -> Any:
+        converted = {
+            k: listify(v, free_form=k == "metadata") if isinstance(v, dict) else v
+            for k, v in node.items()
+        }
+        if not free_form and converted and all(k.isdigit() for k in converted):
+            return [converted[k] for k in sorted(converted, key=int)]
+        return converted
+
+    root: dict[str, Any] = {}
+    for key, value in urllib.parse.parse_qsl(text, keep_blank_values=True):
+        parts = split_key(key)
+        node = root
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        last = parts[-1] if parts[-1] != "" else str(len(node))
+        node[last] = value
+    return listify(root)
+
+
+def _same_parse(text: str) -> None:
+    """Equal values, and equal key order and types (repr), or the same exception."""
+    try:
+        expected = repr(_parse_form_as_before(text))
+    except Exception as error:  # e.g. int() of a non-ASCII digit key
+        with pytest.raises(type(error)):
+            forms.parse_form(text)
+        return
+    assert repr(forms.parse_form(text)) == expected, text
+
+
+_FORM_TEXT = st.text(alphabet="ab019[]=&%+ é²_-.:/", max_size=12)
+_FORM_KEY = st.sampled_from(["metadata", "line_items", "0", "1", "10", "a b", "x[y]", "é", "="])
+_FORM_LEAF = st.none() | st.booleans() | st.integers() | _FORM_TEXT
+_FORM_VALUE = st.recursive(
+    _FORM_LEAF,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(_FORM_KEY | _FORM_TEXT, children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_FORM_KEY | _FORM_TEXT, _FORM_VALUE, max_size=5))
+def test_parse_form_matches_parse_qsl_on_sdk_encoded_params(params: dict[str, Any]) -> None:
+    _same_parse(urllib.parse.urlencode(list(stripe._encode._api_encode(params))))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="ab0[]=&%+2F5Bé ;", max_size=30))
+def test_parse_form_matches_parse_qsl_on_any_text(text: str) -> None:
+    _same_parse(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "&",
+        "a",
+        "a=",
+        "=",
+        "=x",
+        "a[]=",
+        "a[]=1&a[]=2",
+        "a%5B%5D=1&a%5B%5D=2",
+        "a=%41%zz%",
+        "a+b=c+d%2B",
+        "a=1&&b=2",
+        "a=1&a[b]=2",
+        "a[b]=2&a=1",
+        "a[1]=x&a[0]=y&a[01]=z",
+        "metadata[0]=x&metadata[1]=y",
+        "m[metadata][0]=x&m[x][0]=y",
+        "0=a&1=b",
+        "a[%C2%B2]=1",
+        "a[%D9%A3]=1",
+        "a%5Bb=1",
+        "a]b[=1",
+        "a[b]c=1",
+        "a=%E9&b=%C3%A9",
+        "a;b=1",
+    ],
+)
+def test_parse_form_matches_parse_qsl_on_odd_bodies(text: str) -> None:
+    _same_parse(text)
