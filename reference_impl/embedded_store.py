@@ -13,6 +13,8 @@ them with mongomock as shipped, see `shipped`):
 - scans first drop, by plain dict lookups, documents that a leading run of simple conditions
   (`{f: "s"}`, `{f: None}`, `{f: {"$ne": v}}`, `{f: {"$lt": n}}`, ...) already rules out, and
   give only the others to mongomock's matcher, in the same order;
+- an insert of a JSON-like document with a string `_id` into a collection without other indexes
+  stores the same copy without mongomock's generic datetime patching and locked store access;
 - `$set`/`$unset`/`$inc` of top-level fields of one document by `_id` is applied field by field,
   without mongomock's deep snapshot of the whole document;
 - copies of JSON-like documents (dicts, lists, scalars) are made by a tight loop instead of
@@ -33,7 +35,7 @@ import bson
 import mongomock
 import mongomock.collection
 from bson import ObjectId
-from mongomock import helpers
+from mongomock import DuplicateKeyError, helpers
 from mongomock.collection import Collection
 from mongomock.filtering import filter_applies
 
@@ -49,6 +51,7 @@ _shipped = {
     "_iter_documents": Collection._iter_documents,
     "find_one": Collection.find_one,
     "_update": Collection._update,
+    "_insert": Collection._insert,
     "_copy_field": mongomock.collection._copy_field,
     "copy": mongomock.collection.copy,
 }
@@ -128,6 +131,40 @@ def _stored(collection: Collection, key: Any) -> dict[str, Any] | None:
     if store._ttl_indexes:  # expiry runs on access: take the store's own way in
         return store[key] if key in store else None  # noqa: SIM401 - the store has no get()
     return store._documents.get(key)
+
+
+# ---- inserts of one document
+
+
+def _insert(self: Collection, data: Any, session: Any = None, ordered: bool = True) -> Any:
+    """mongomock's `_insert` for the common write: one JSON-like dict with a string `_id`, into
+    a collection with no index (no unique one to check) and no TTL.
+
+    Same checks (its BSON encoding, `$` and NUL in field names), the same DuplicateKeyError and
+    the same stored copy (what its datetime patching makes of a JSON document: a deep copy),
+    without the per-value patching walk and the store's lock. Anything else goes to mongomock.
+    """
+    store = self._store
+    if (
+        session
+        or type(data) is not dict
+        or type(data.get("_id")) is not str
+        or store.indexes
+        or store._ttl_indexes
+        or not _plain(data)
+        or any(key[:1] == "$" for key in data)
+    ):
+        return _shipped["_insert"](self, data, session, ordered)
+    try:
+        bson.encode(data)  # mongomock's check (e.g. a lone surrogate in a string)
+    except Exception:
+        return _shipped["_insert"](self, data, session, ordered)
+    key = data["_id"]
+    documents = store._documents
+    if key in documents:
+        raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
+    documents[key] = _deepcopy(data)
+    return key
 
 
 # ---- updates of one document by primary key
@@ -345,6 +382,7 @@ def install() -> None:
     Collection._iter_documents = _iter_documents  # type: ignore[method-assign]
     Collection.find_one = _find_one  # type: ignore[method-assign]
     Collection._update = _update  # type: ignore[method-assign]
+    Collection._insert = _insert  # type: ignore[method-assign]
     mongomock.collection._copy_field = _copy_field
     mongomock.collection.copy = _copy_module  # type: ignore[assignment]
 
@@ -353,6 +391,7 @@ def uninstall() -> None:
     Collection._iter_documents = _shipped["_iter_documents"]  # type: ignore[method-assign]
     Collection.find_one = _shipped["find_one"]  # type: ignore[method-assign]
     Collection._update = _shipped["_update"]  # type: ignore[method-assign]
+    Collection._insert = _shipped["_insert"]  # type: ignore[method-assign]
     mongomock.collection._copy_field = _shipped["_copy_field"]
     mongomock.collection.copy = _shipped["copy"]
 

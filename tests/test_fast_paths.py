@@ -5,6 +5,7 @@ fast paths as mongomock as shipped, pretty JSON as `json.dumps(indent=2)`, histo
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import logging
@@ -183,6 +184,62 @@ def test_fast_reads_and_writes_match_mongomock_step_by_step() -> None:
         else:
             both("update_one", {"_id": key}, {"$unset": {"w": 1, "missing": 1}})
     assert _same(list(fast.find({})), list(plain.find({})))
+
+
+_INSERTS: list[Any] = [
+    {"_id": "a", "status": "pending", "seats": [{"ref": "r", "at": 1.0}], "n": 2**62},
+    {"_id": "a", "other": 1},  # duplicate key
+    {"_id": "b", "meta": {"k": [1, {"deep": None}], "t": True}, "x": float("nan")},
+    {"_id": "c", "$bad": 1},
+    {"_id": "d", "inner": {"$ok": 1, "a.b": 2}},
+    {"_id": "e", "in\0ner": 1},
+    {"_id": "f", "deep": [{"k\0": 1}]},
+    {"_id": "g", "s": "\ud800"},  # BSON cannot encode a lone surrogate
+    {"_id": "h", "big": 2**64},
+    {"_id": "i", "t": (1, 2), "when": datetime.datetime(2024, 1, 2, 3, 4, 5, 678901)},
+    {"_id": "j", 1: "int key"},
+    {"_id": 7, "n": 1},
+    {"_id": 7, "n": 2},
+    {"_id": {"x": 1}},
+    {"_id": "", "empty": ""},
+    {"_id": "k", "a.b": {"c": [[], {}]}},
+    {"_id": "b"},  # duplicate of a fast insert
+]
+
+
+def test_fast_inserts_match_mongomock() -> None:
+    """Same result or error, same stored documents, same caller's dict, and a stored copy."""
+    fast = client()["t"].i
+    with shipped():
+        plain = mongomock.MongoClient()["t"].i
+    for doc in _INSERTS:
+        mine, theirs = copy.deepcopy(doc), copy.deepcopy(doc)
+        got = _outcome(lambda: fast.insert_one(mine))  # noqa: B023 - called at once
+        with shipped():
+            expected = _outcome(lambda: plain.insert_one(theirs))  # noqa: B023
+            stored = list(plain.find({}))
+        assert got == expected, doc
+        assert _same(list(fast.find({})), stored), doc
+        assert _same(mine, theirs), doc
+        if type(doc["_id"]) is str and peek(fast, doc["_id"]) is not None:
+            assert peek(fast, doc["_id"]) is not mine
+    fresh = {"_id": "z", "tags": ["x"], "inner": {"n": 1}}
+    fast.insert_one(fresh)
+    fresh["tags"].append("y")
+    fresh["inner"]["n"] = 2
+    assert peek(fast, "z") == {"_id": "z", "tags": ["x"], "inner": {"n": 1}}
+    with pytest.raises(mongomock.DuplicateKeyError) as raised:
+        fast.insert_one({"_id": "z"})
+    assert raised.value.code == 11000 and str(raised.value) == "E11000 Duplicate Key Error"
+
+
+def test_inserts_with_an_index_go_to_mongomock() -> None:
+    fast = client()["t"].u
+    fast.create_index("email", unique=True)
+    fast.insert_one({"_id": "a", "email": "x"})
+    with pytest.raises(mongomock.DuplicateKeyError):
+        fast.insert_one({"_id": "b", "email": "x"})
+    assert peek(fast, "b") is None
 
 
 def test_results_are_copies_and_peek_is_the_stored_document() -> None:
