@@ -229,12 +229,20 @@ def _floors(report: Report, sizes: Sizes, progress: Progress) -> None:
             )
         )
         report.figures[-1].met = None
+    floors_us = sdk_us + trio_us
+    room_us = budget_us - floors_us
     report.notes.append(
         f"2,000 purchases/s leaves {budget_us:.0f} µs of CPU per purchase. The stripe SDK alone "
-        f"takes {sdk_us:.0f} µs and trio alone {trio_us:.0f} µs of the {whole_us:.0f} µs a "
-        f"purchase costs today: {sdk_us + trio_us:.0f} µs before the fake Stripe, the store, "
-        f"the engine or the history do anything, a ceiling of {1e6 / (sdk_us + trio_us):,.0f} "
-        "purchases/s on this path."
+        f"takes {sdk_us:.0f} µs and trio alone {trio_us:.0f} µs of the {whole_us:,.0f} µs a "
+        f"purchase costs today: {floors_us:.0f} µs before the fake Stripe, the store, the "
+        "engine or the history do anything, a ceiling of "
+        f"{1e6 / floors_us:,.0f} purchases/s on this path. "
+        + (
+            f"To reach 2,000/s everything else, {whole_us - floors_us:,.0f} µs today, would have "
+            f"to fit in {room_us:.0f} µs."
+            if room_us > 0
+            else "There is no room left for the rest at all."
+        )
     )
 
 
