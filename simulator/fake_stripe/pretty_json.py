@@ -39,89 +39,55 @@ def dumps_sorted(obj: Any, *, indent: int = 1) -> str:
 
 
 def _render(obj: Any, unit: str, sort_keys: bool, ensure_ascii: bool) -> str:
-    """The pure-Python encoder's text; raises `_Unsupported` for anything it would not write
-    as plain JSON of these types (the caller then asks `json.dumps`)."""
+    """The pure-Python encoder's text for a dict or list; raises `_Unsupported` for anything it
+    would not write as plain JSON of these types (the caller then asks `json.dumps`, which also
+    writes a bare scalar)."""
+    if type(obj) is not dict and type(obj) is not list:
+        raise _Unsupported
     quote = encode_basestring_ascii if ensure_ascii else encode_basestring
     parts: list[str] = []
     append = parts.append
 
     def container(value: Any, newline: str) -> None:
+        is_dict = type(value) is dict
+        if not value:
+            append("{}" if is_dict else "[]")
+            return
         inner = newline + unit
-        if type(value) is dict:
-            if not value:
-                append("{}")
-                return
-            items = sorted(value.items()) if sort_keys else value.items()
-            separator = "{" + inner
-            for key, item in items:
+        if is_dict:
+            items: Any = sorted(value.items()) if sort_keys else value.items()
+        else:
+            items = zip(value, value, strict=True)  # (item, item): one loop serves both kinds
+        separator = ("{" if is_dict else "[") + inner
+        for key, item in items:
+            append(separator)
+            separator = "," + inner
+            if is_dict:
                 if type(key) is not str:
                     raise _Unsupported  # json.dumps converts or refuses such keys
-                append(separator)
-                separator = "," + inner
                 append(quote(key))
                 append(": ")
-                kind = type(item)
-                if kind is str:
-                    append(quote(item))
-                elif item is None:
-                    append("null")
-                elif item is True:
-                    append("true")
-                elif item is False:
-                    append("false")
-                elif kind is int:
-                    append(int.__repr__(item))
-                elif kind is dict or kind is list:
-                    container(item, inner)
-                elif kind is float:
-                    append(_float(item))
-                else:
-                    raise _Unsupported
-            append(newline + "}")
-        else:
-            if not value:
-                append("[]")
-                return
-            separator = "[" + inner
-            for item in value:
-                append(separator)
-                separator = "," + inner
-                kind = type(item)
-                if kind is str:
-                    append(quote(item))
-                elif item is None:
-                    append("null")
-                elif item is True:
-                    append("true")
-                elif item is False:
-                    append("false")
-                elif kind is int:
-                    append(int.__repr__(item))
-                elif kind is dict or kind is list:
-                    container(item, inner)
-                elif kind is float:
-                    append(_float(item))
-                else:
-                    raise _Unsupported
-            append(newline + "]")
+            kind = type(item)
+            if kind is str:
+                append(quote(item))
+            elif item is None:
+                append("null")
+            elif item is True:
+                append("true")
+            elif item is False:
+                append("false")
+            elif kind is int:
+                append(int.__repr__(item))
+            elif kind is dict or kind is list:
+                container(item, inner)
+            elif kind is float:
+                append(_float(item))
+            else:
+                raise _Unsupported
+        append(newline + ("}" if is_dict else "]"))
 
-    kind = type(obj)
-    if kind is dict or kind is list:
-        container(obj, "\n")
-        return "".join(parts)
-    if kind is str:
-        return quote(obj)
-    if obj is None:
-        return "null"
-    if obj is True:
-        return "true"
-    if obj is False:
-        return "false"
-    if kind is int:
-        return int.__repr__(obj)
-    if kind is float:
-        return _float(obj)
-    raise _Unsupported
+    container(obj, "\n")
+    return "".join(parts)
 
 
 def _float(value: float) -> str:
