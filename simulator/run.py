@@ -37,7 +37,7 @@ from simulator.fake_stripe import (
     WebhookPolicy,
     pretty_json,
 )
-from simulator.fake_stripe.spill import ObjectTable, Spill, attach_spill
+from simulator.fake_stripe.spill import ObjectTable, Spill
 from simulator.history import History
 from simulator.ids import SequentialIds
 from simulator.nemesis import Nemesis
@@ -195,7 +195,7 @@ class _World:
                 faults=StripeFaults(base_latency_s=sc.stripe_latency_s),
                 live_mode=sc.webhooks.mode == "live",
             )
-            attach_spill(self.fake, self.spill)
+            self.fake.spill_to(self.spill)
             self.fulfilment.spill_to(self.spill)
             policy = (
                 WebhookPolicy.live() if sc.webhooks.mode == "live" else WebhookPolicy.test_mode()

@@ -14,7 +14,7 @@ import stripe
 
 from simulator.bench_scenarios import purchases_scenario
 from simulator.fake_stripe import FakeStripe
-from simulator.fake_stripe.spill import ObjectTable, RecordLog, Spill, attach_spill
+from simulator.fake_stripe.spill import ObjectTable, RecordLog, Spill
 from simulator.run import _write_json, _write_json_lists, simulate
 from simulator.services import FakeEmail, RecordingFulfilment
 from tests.stripehelpers import make_fake, run, session_params
@@ -30,7 +30,7 @@ async def create(client: stripe.StripeClient, key: str) -> Any:
 
 def spilled_fake(tg: Any, spill: Spill) -> FakeStripe:
     fake = make_fake(tg)
-    attach_spill(fake, spill)
+    fake.spill_to(spill)
     return fake
 
 

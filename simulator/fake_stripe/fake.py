@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.abc
 import stripe
@@ -25,6 +25,9 @@ from simulator.fake_stripe.objects import CheckoutSession, PaymentIntent, Refund
 from simulator.fake_stripe.server import StripeServer
 from simulator.fake_stripe.state import API_VERSION, StripeState, Subscriber, no_record
 from simulator.fake_stripe.transport import SimNetwork
+
+if TYPE_CHECKING:
+    from simulator.fake_stripe.spill import Spill
 
 API_BASE = "https://api.stripe.sim"
 
@@ -175,6 +178,13 @@ class FakeStripe:
 
     def event_payload(self, event: dict[str, Any]) -> bytes:
         return signing.event_payload(event)
+
+    def spill_to(self, spill: Spill) -> None:
+        """Keep settled state (sessions, payment intents, events, saved idempotent replies) in
+        `spill`, on disk, so a long run's memory does not grow with it. Call before the first
+        request; objects read back are equal copies, not the same objects."""
+        self._state.spill_to(spill)
+        self._server.idempotency_keys.spill_to(spill.idempotency)
 
     def stop(self) -> None:
         """Stop background work (the expiry sweeper), e.g. before closing the task group."""

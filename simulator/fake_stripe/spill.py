@@ -25,12 +25,9 @@ import tempfile
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 from simulator.fake_stripe.objects import CheckoutSession, PaymentIntent
-
-if TYPE_CHECKING:
-    from simulator.fake_stripe.fake import FakeStripe
 
 #: rows fetched per round trip when iterating a table
 _CHUNK = 512
@@ -87,13 +84,6 @@ class Spill:
             self._db.close()
         finally:
             self.path.unlink(missing_ok=True)
-
-
-def attach_spill(fake: FakeStripe, spill: Spill) -> None:
-    """Make `fake` (before its first request) keep its settled state in `spill`. FakeStripe has
-    no hook for this, so its parts are reached here, in one place."""
-    fake._state.spill_to(spill)
-    fake._server.idempotency_keys.spill_to(spill.idempotency)
 
 
 # ---- events
