@@ -311,8 +311,8 @@ def suite(
 ) -> None:
     """Run every scenario file in DIR (and its subfolders) under its seeds; gate CI on the exit code."""
     from simulator.junit import write_junit
-    from simulator.report_html import write_index
     from simulator.suite import index_rows, load_suite, run_suite, suite_cases
+    from simulator.suite_index import write_index
 
     try:
         cases = suite_cases(load_suite(Path(directory)), Path(directory), seeds)

@@ -1,4 +1,4 @@
-"""report.html for one run, and index.html for a suite: self-contained pages for review.
+"""report.html for one run: a self-contained page for review (the suite index: suite_index.py).
 
 Everything is inline (CSS, PNG charts as base64 data URIs), so a report can be attached to a CI
 job or mailed and still open. A violation is shown with its evidence: the actual history lines
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Iterable, Mapping
 from html import escape
 from pathlib import Path
@@ -60,6 +59,10 @@ table.evidence td { font-size: 12px; }
 .meta { color: #555; } figure { margin: 16px 0; } figure img { max-width: 100%;
         border: 1px solid #eee; } figcaption { color: #555; font-size: 13px; }
 .note { background: #fff3d6; padding: 8px 12px; border-radius: 4px; }
+.expected, .badge.expected { background: #eceff1; color: #37474f; }
+.surprise, .badge.surprise { background: #fff3d6; color: #8a5a00; }
+td.pass { background: #f3faf2; } td.fail { background: #fef3f2; }
+table.matrix td { min-width: 170px; } a.bad { color: #a3160f; } a.ok { color: #1e6b1a; }
 """
 
 
@@ -88,48 +91,6 @@ def write_report(run_dir: Path, summary: Mapping[str, Any], scenario_toml: str |
     ]
     out = run_dir / "report.html"
     out.write_text(_page(title, body), encoding="utf-8")
-    return out
-
-
-def write_index(out_dir: Path, runs: list[dict[str, Any]]) -> Path:
-    """Write out_dir/index.html: one row per run with its verdict, linking its report.
-
-    Each run is its summary dict plus `report` (path of its report.html) or `run_dir`.
-    """
-    verdicts = [str(r.get("verdict", "unknown")) for r in runs]
-    tally = {v: verdicts.count(v) for v in ("fail", "unknown", "pass")}
-    overall = "fail" if tally["fail"] else "unknown" if tally["unknown"] else "pass"
-    rows = []
-    for run in runs:
-        report = Path(run["report"]) if "report" in run else Path(run["run_dir"]) / "report.html"
-        href = os.path.relpath(report, out_dir) if report.is_absolute() else str(report)
-        violated = sorted({str(v.get("invariant")) for v in run.get("violations") or []})
-        slo = (run.get("thresholds") or {}).get("met")
-        rows.append(
-            "<tr>"
-            f"<td>{escape(str(run.get('scenario', '?')))}</td>"
-            f"<td class=num>{escape(str(run.get('seed', '?')))}</td>"
-            f"<td>{escape(str(run.get('engine', '?')))}</td>"
-            f"<td>{_badge(str(run.get('verdict', 'unknown')))}</td>"
-            f"<td>{escape(', '.join(violated)) or '—'}</td>"
-            f"<td>{_badge('met' if slo else 'missed') if slo is not None else '—'}</td>"
-            f'<td><a href="{escape(href.replace(os.sep, "/"))}">report</a></td>'
-            "</tr>"
-        )
-    summary_line = (
-        f"{len(runs)} runs: {tally['pass']} pass, {tally['fail']} fail, {tally['unknown']} unknown"
-    )
-    body = [
-        "<h1>paysim suite</h1>",
-        f'<div class="banner {overall}">{overall.upper()}<small>{escape(summary_line)}</small></div>',
-        "<table><tr><th>scenario</th><th>seed</th><th>engine</th><th>verdict</th>"
-        "<th>violated invariants</th><th>lock-wait SLOs</th><th></th></tr>",
-        *rows,
-        "</table>",
-    ]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "index.html"
-    out.write_text(_page("paysim suite", body), encoding="utf-8")
     return out
 
 

@@ -358,6 +358,12 @@ class Scenario:
     expect: tuple[str, ...] = setting(
         (), "evidence the run must show, else it is vacuous", choices=EVIDENCE_KINDS
     )
+    expect_fail: tuple[str, ...] = setting(
+        (),
+        "engines this scenario is EXPECTED to fail (e.g. `[\"seed\"]`, a design with known "
+        "bugs): the suite index shows their failures in a neutral colour and its banner says "
+        "whether every expectation held; the exit code still reports the failure",
+    )
 
     def problems(self) -> Problems:
         found: Problems = []

@@ -154,6 +154,7 @@ class CaseResult:
     summary: dict[str, Any]
     run_dir: Path | None
     scenario_path: str
+    expected_fail: bool = False  # the scenario lists this engine in `expect_fail`
 
     @property
     def exit_code(self) -> int:
@@ -215,18 +216,24 @@ class Job:
     run_dir: str | None  # None: a throwaway run (summary only)
 
 
+def expects_failure(scenario: Scenario, engine: str | EngineFactory) -> bool:
+    """Does the scenario declare (`expect_fail`) that this engine fails it?"""
+    return engine_label(engine) in scenario.expect_fail
+
+
 def run_job(job: Job) -> CaseResult:
     """One run, in this process or a worker."""
     case = job.case
+    expected = expects_failure(case.scenario, job.engine)
     if job.run_dir is None:
         with tempfile.TemporaryDirectory(prefix="paysim-") as tmp:
             report = run_scenario(
                 case.scenario, case.seed, job.engine, Path(tmp), scenario_path=case.path
             )
-        return CaseResult(report.summary, None, case.path)
+        return CaseResult(report.summary, None, case.path, expected)
     run_dir = Path(job.run_dir)
     report = run_case(case.scenario, case.seed, job.engine, run_dir, scenario_path=case.path)
-    return CaseResult(report.summary, run_dir, case.path)
+    return CaseResult(report.summary, run_dir, case.path, expected)
 
 
 def run_dir_for(out_dir: Path, engine: str | EngineFactory, case: Case) -> Path:
@@ -293,9 +300,16 @@ def run_suite(
 
 
 def index_rows(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
-    """The rows `report_html.write_index` wants: each summary plus its report's path."""
+    """The rows `suite_index.write_index` wants: each summary plus its report's path."""
     return [
-        {**r.summary, "run_dir": str(r.run_dir.resolve())} for r in results if r.run_dir is not None
+        {
+            **r.summary,
+            "run_dir": str(r.run_dir.resolve()),
+            "scenario_path": r.scenario_path,
+            "expected_fail": r.expected_fail,
+        }
+        for r in results
+        if r.run_dir is not None
     ]
 
 

@@ -36,6 +36,7 @@ def test_seed_finding_reproduces_and_reference_survives(tmp_path: Path, name: st
     seed_run = run_scenario(
         scenario, seed, "seed", tmp_path / "seed", scenario_path=str(path)
     ).summary
+    assert "seed" in scenario.expect_fail, "the suite index greys out what a finding expects"
     violated = {v["invariant"] for v in seed_run["violations"]}
     assert EXPECTED[name] <= violated, seed_run["violations"]
     assert all(v["evidence"] for v in seed_run["violations"]), "every violation cites history lines"

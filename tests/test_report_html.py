@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 import pytest
 
 from simulator.demo import DEMO
-from simulator.report_html import INVARIANTS, write_index, write_report
+from simulator.report_html import INVARIANTS, write_report
 from simulator.run import simulate
 from simulator.scenario_file import scenario_to_toml
+from simulator.suite import Case, Job, run_job
+from simulator.suite_index import write_index
 
 REPLAY = "paysim run scenarios/ci/demo.toml --seed 1 --engine seed"
 
@@ -129,10 +132,53 @@ def test_index_links_each_run_with_its_verdict(tmp_path: Path, seed_run: Path) -
     out = seed_run.parent
     failing = {**_summary(seed_run), "run_dir": str(seed_run)}
     passing = {**_summary(seed_run, "pass"), "engine": "reference", "run_dir": out / "reference"}
+    passing["thresholds"] = {"met": True}
     index = write_index(out, [failing, passing]).read_text()
-    assert '<a href="seed/report.html">' in index
-    assert '<a href="reference/report.html">' in index
-    assert '<div class="banner fail">FAIL<small>2 runs: 1 pass, 1 fail, 0 unknown' in index
-    assert index.count('<span class="badge fail">') == 1
-    assert index.count('<span class="badge pass">') == 1
+    assert 'href="seed/report.html">seed 1</a>' in index
+    assert 'href="reference/report.html">seed 1</a>' in index
+    assert '<div class="banner fail">FAIL: a scenario failed that was expected to pass' in index
+    assert '<td class="fail"><span class="badge fail">fail</span> 1/1 failed' in index
+    assert '<td class="pass"><span class="badge pass">pass</span> 1 passed' in index
     assert "counter_consistent" in index
+
+
+def _matrix_runs(seed_run: Path, seed_fails: bool) -> list[dict[str, Any]]:
+    """Two scenarios × two engines; the seed is expected to fail scenario `a` only."""
+    runs = []
+    for scenario in ("a", "b"):
+        for engine, seeds in (("reference", (1, 2)), ("seed", (1, 2))):
+            for s in seeds:
+                fails = engine == "seed" and scenario == "a" and seed_fails and s == 2
+                run = _summary(seed_run, "fail" if fails else "pass")
+                run.update(scenario=scenario, engine=engine, seed=s)
+                run.update(run_dir=str(seed_run), expected_fail=engine == "seed" and scenario == "a")
+                run["thresholds"] = {"met": True}
+                runs.append(run)
+    return runs
+
+
+def test_index_is_a_matrix_where_expected_failures_are_neutral(
+    tmp_path: Path, seed_run: Path
+) -> None:
+    page = write_index(tmp_path, _matrix_runs(seed_run, seed_fails=True)).read_text()
+    assert page.count("<tr><th>") == 1 + 2  # the header, then one row per scenario
+    assert "<th>reference</th><th>seed</th>" in page  # one column per engine
+    assert '<div class="banner pass">PASS: every expectation held' in page
+    assert '<td class="expected"><span class="badge expected">expected</span> 1/2 failed' in page
+    assert page.count('<td class="pass">') == 3
+    assert '<td class="fail">' not in page
+
+
+def test_index_banner_says_when_an_expected_failure_did_not_happen(
+    tmp_path: Path, seed_run: Path
+) -> None:
+    page = write_index(tmp_path, _matrix_runs(seed_run, seed_fails=False)).read_text()
+    assert '<div class="banner unknown">EXPECTATIONS NOT MET' in page
+    assert '<td class="surprise">' in page
+
+
+def test_suite_results_carry_the_scenarios_expectation(tmp_path: Path) -> None:
+    scenario = replace(DEMO, expect_fail=("seed",))
+    case = Case(scenario, "demo.toml", 1, "demo")
+    assert run_job(Job(case, "seed", None)).expected_fail
+    assert not run_job(Job(case, "reference", None)).expected_fail
