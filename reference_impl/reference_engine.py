@@ -48,9 +48,11 @@ from reference_impl.schema import (
     REFUNDED,
     SEAT_HOLDING,
     SLOTS,
+    WEBHOOK_DEAD_LETTERS,
 )
 from reference_impl.seats import WITHOUT_SEAT_HOLDERS, SeatLedger
-from reference_impl.webhook_signature import InvalidWebhook, event_object, verify_event
+from reference_impl.webhook_shapes import checkout_session, event_object_of, session_id_or_none
+from reference_impl.webhook_signature import InvalidWebhook, verify_event
 
 #: a pending purchase whose session expires sooner than this gets a fresh session instead
 REUSE_MARGIN_S = 60.0
@@ -74,6 +76,7 @@ class ReferenceEngine:
         self.purchases = env.store[PURCHASES]
         self.programs = env.store[PROGRAMS]
         self.slots = env.store[SLOTS]
+        self.dead_letters = env.store[WEBHOOK_DEAD_LETTERS]
         self.seats = SeatLedger(env.store)
         # tokens of two in-process lock tables (two instances, a restart) are not comparable
         self.fence_scope = fence_scope_of(env.locks) or env.ids.new_id("fence")
@@ -127,7 +130,7 @@ class ReferenceEngine:
             self.env.stripe.v1.checkout.sessions.retrieve_async(purchase["stripe_session_id"])
         )
         if session["status"] == "complete":
-            await self._on_session_paid_or_pending(session)
+            await self._on_session_paid_or_pending(checkout_session(session))
             raise AlreadyPurchased(f"{purchase['_id']} was paid meanwhile")
         await self._expire_session(purchase["stripe_session_id"])
         await self._end_pending(purchase["_id"], EXPIRED)
@@ -335,11 +338,19 @@ class ReferenceEngine:
     # ------------------------------------------------------------------ webhooks
 
     async def handle_webhook(self, payload: bytes, signature_header: str | None) -> int:
+        """Never raises: 400 for anything not a well-formed event signed by Stripe, 500 (Stripe
+        retries) for a handler error, which leaves the purchase as it was: every change is one
+        conditional update made after all checks."""
         try:
             event = self._verified_event(payload, signature_header)
+            return await self._dispatch(event)
         except InvalidWebhook:
             return 400
-        return await self._dispatch(event)
+        except Exception as exc:  # a handler bug must not become the web server's problem
+            return self._on_handler_error(exc)
+
+    def _on_handler_error(self, exc: Exception) -> int:
+        return 500
 
     def _verified_event(self, payload: bytes, signature_header: str | None) -> dict[str, Any]:
         return verify_event(
@@ -350,11 +361,16 @@ class ReferenceEngine:
             tolerance=self.config.webhook_tolerance,
         )
 
+    def _webhook_session(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The event's object (a Checkout Session), every field the engine reads of its expected
+        shape, in a fresh dict: the raw body is never read again."""
+        return event_object_of(event)
+
     async def _dispatch(self, event: dict[str, Any]) -> int:
         handler = self._webhook_handlers().get(event["type"])
         if handler is None:
             return 200  # unknown or deliberately ignored types change nothing
-        session = event_object(event)
+        session = self._webhook_session(event)  # InvalidWebhook: 400
         try:
             async with self._lock(
                 f"webhook:session:{session['id']}", self.config.webhook_lock_timeout
@@ -380,8 +396,11 @@ class ReferenceEngine:
         """The success page: fulfil from a retrieved session, racing the webhook safely.
 
         If Stripe cannot be asked right now the page just shows "processing": the webhook (or
-        reconcile) completes the purchase, so a failure here is never an error.
+        reconcile) completes the purchase, so a failure here is never an error. The session id
+        comes from the customer's query string: it is checked like a webhook's.
         """
+        if session_id_or_none(session_id) is None:
+            return
         try:
             session = await self._stripe(
                 self.env.stripe.v1.checkout.sessions.retrieve_async(session_id)
@@ -389,23 +408,123 @@ class ReferenceEngine:
             async with self._lock(
                 f"webhook:session:{session_id}", self.config.webhook_lock_timeout
             ):
-                await self._on_session_paid_or_pending(session)
-        except (OutcomeUnknown, stripe.StripeError, Busy):
+                await self._on_session_paid_or_pending(checkout_session(session))
+        except (OutcomeUnknown, stripe.StripeError, Busy, InvalidWebhook):
             return
 
     async def _on_session_paid_or_pending(self, session: dict[str, Any]) -> None:
+        """Complete the purchase this paid session was issued for; anything else goes to a human.
+
+        A session completes a purchase only if it is the one the engine created for it (its
+        stored `stripe_session_id`), paid in full: the purchase's amount, currency and the
+        engine's mode. A paid session that fails any check is acknowledged and kept in
+        `webhook_dead_letters`: never completed, and not refunded blindly (see `_dead_letter`).
+        """
         if session.get("payment_status") not in ("paid", "no_payment_required"):
             return  # an async method: wait for checkout.session.async_payment_succeeded
         purchase = await self._purchase_for(session)
         if purchase is None:
-            if _purchase_id(session):
-                await self._refund(session, None)  # paid for a purchase that never existed
+            await self._dead_letter(session, "paid session names no purchase of this engine")
+            return
+        problem = await self._payment_problem(purchase, session)
+        if problem is not None:
+            await self._dead_letter(session, problem, purchase["_id"])
             return
         await self._honour_payment(purchase, session)
 
+    async def _payment_problem(
+        self, purchase: dict[str, Any], session: dict[str, Any]
+    ) -> str | None:
+        """Why `session` may not complete `purchase`, or None. Cheap checks first: a foreign
+        session that is also underpaid costs no Stripe call."""
+        for check in (self._wrong_amount, self._wrong_currency, self._wrong_mode):
+            problem = check(purchase, session)
+            if problem is not None:
+                return problem
+        return await self._foreign_session(purchase, session)
+
+    def _wrong_amount(self, purchase: dict[str, Any], session: dict[str, Any]) -> str | None:
+        if session.get("payment_intent") is None:
+            return "paid session without a PaymentIntent"
+        if session.get("amount_total") != purchase.get("amount"):
+            return f"amount {session.get('amount_total')} is not the purchase's {purchase.get('amount')}"
+        return None
+
+    def _wrong_currency(self, purchase: dict[str, Any], session: dict[str, Any]) -> str | None:
+        expected = purchase.get("currency", self.config.currency)
+        if session.get("currency") != expected:
+            return f"currency {session.get('currency')} is not the purchase's {expected}"
+        return None
+
+    def _wrong_mode(self, purchase: dict[str, Any], session: dict[str, Any]) -> str | None:
+        if session.get("mode") != "payment":
+            return f"mode {session.get('mode')} is not payment"
+        return None
+
+    async def _foreign_session(
+        self, purchase: dict[str, Any], session: dict[str, Any]
+    ) -> str | None:
+        """None when `session` is the one the engine created for `purchase`.
+
+        A purchase whose create answer was lost has no session id yet: the create is replayed
+        (same idempotency key and parameters), and Stripe's answer says which session is ours.
+        A session that answer does not name is someone else's, whatever it claims.
+        """
+        stored = purchase.get("stripe_session_id")
+        if stored is None and purchase["status"] == PENDING:
+            try:
+                issued = await self._create_checkout_session(purchase, patient=True)
+            except stripe.StripeError:
+                issued = None  # Stripe refused our create for good: no session is ours
+            if issued is not None:
+                await self.purchases.update_one(
+                    {"_id": purchase["_id"], "stripe_session_id": None},
+                    {"$set": {"stripe_session_id": issued["id"], "checkout_url": issued["url"]}},
+                )
+                stored = issued["id"]
+        if stored == session["id"]:
+            return None
+        return f"session {session['id']} is not {stored}, the one issued for {purchase['_id']}"
+
+    async def _dead_letter(
+        self, session: dict[str, Any], reason: str, purchase_id: str | None = None
+    ) -> None:
+        """Keep a paid session that can never complete a purchase, for a human; acknowledge it.
+
+        Policy (a correctly signed, paid completion the engine cannot honour, e.g. for a purchase
+        that does not exist or from a session it never issued): not retried for three days (it
+        can never succeed) and not refunded. A session the engine issued always has a purchase
+        (the intent record is written before Stripe is called), so this is someone else's
+        money: a Payment Link, the dashboard, other code on the account. Refunding it blindly
+        would undo a sale the engine knows nothing about; a human decides. One document per
+        session, written once.
+        """
+        try:
+            await self.dead_letters.insert_one(
+                {
+                    "_id": session["id"],
+                    "session_id": session["id"],
+                    "payment_intent": session.get("payment_intent"),
+                    "purchase_id": purchase_id or _purchase_id(session),
+                    "amount_total": session.get("amount_total"),
+                    "currency": session.get("currency"),
+                    "mode": session.get("mode"),
+                    "reason": reason,
+                    "at": self.env.clock.now(),
+                }
+            )
+        except DuplicateKeyError:
+            return
+
     async def _honour_payment(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
         if purchase["status"] == PENDING:
-            won = await self._transition(purchase["_id"], PENDING, COMPLETED, _paid_fields(session))
+            won = await self._transition(
+                purchase["_id"],
+                PENDING,
+                COMPLETED,
+                _paid_fields(session),
+                {"stripe_session_id": session["id"]},
+            )
             if won is not None:
                 await self._fulfil(won)
                 return
@@ -436,7 +555,9 @@ class ReferenceEngine:
                 return
             fields["seat_ref"] = seat_ref
         # a ref that reconcile burned (we stalled past the grace) may not be adopted
-        guard = {"burned_seat_refs": {"$ne": seat_ref}} if seat_ref else {}
+        guard: dict[str, Any] = {"stripe_session_id": session["id"]}
+        if seat_ref:
+            guard["burned_seat_refs"] = {"$ne": seat_ref}
         won = await self._transition(purchase["_id"], purchase["status"], COMPLETED, fields, guard)
         if won is not None:
             await self._fulfil(won)
@@ -473,20 +594,29 @@ class ReferenceEngine:
             await self._transition(purchase["_id"], purchase["status"], REFUNDED, {})
 
     async def _on_session_payment_failed(self, session: dict[str, Any]) -> None:
-        purchase = await self._purchase_for(session)
-        if purchase is not None and purchase.get("stripe_session_id") in (None, session["id"]):
-            await self._end_pending(purchase["_id"], FAILED, session)
+        purchase = await self._purchase_of_session(session["id"])
+        if purchase is not None:
+            await self._end_pending(purchase["_id"], FAILED)
 
     async def _on_session_expired(self, session: dict[str, Any]) -> None:
-        purchase = await self._purchase_for(session)
-        if purchase is not None and purchase.get("stripe_session_id") in (None, session["id"]):
-            await self._end_pending(purchase["_id"], EXPIRED, session)
+        # a purchase whose create answer was lost is left to reconcile, which asks Stripe which
+        # session is its own: an expired session merely naming it proves nothing
+        purchase = await self._purchase_of_session(session["id"])
+        if purchase is not None:
+            await self._end_pending(purchase["_id"], EXPIRED)
+
+    async def _purchase_of_session(self, session_id: str) -> dict[str, Any] | None:
+        return await self.purchases.find_one({"stripe_session_id": session_id})
 
     async def _purchase_for(self, session: dict[str, Any]) -> dict[str, Any] | None:
+        """The purchase that issued `session`, else the one it names (to be checked)."""
+        own = await self._purchase_of_session(session["id"])
+        if own is not None:
+            return own
         purchase_id = _purchase_id(session)
         if purchase_id:
             return await self.purchases.find_one({"_id": purchase_id})
-        return await self.purchases.find_one({"stripe_session_id": session["id"]})
+        return None
 
     # ------------------------------------------------------------------ side effects
 
@@ -609,7 +739,7 @@ class ReferenceEngine:
             if session["status"] == "expired":
                 await self._end_pending(purchase_id, EXPIRED)
             elif session["status"] == "complete":
-                await self._on_session_paid_or_pending(session)
+                await self._on_session_paid_or_pending(checkout_session(session))
 
     async def _repair_seat_ledger(self, horizon: float) -> None:
         """Release reservations no purchase holds (a crash between two writes), after a grace."""
@@ -694,6 +824,7 @@ def _slot_id(user_id: str, program_id: str) -> str:
 
 
 def _purchase_id(session: dict[str, Any]) -> str | None:
+    """The purchase a (shape-checked) session names; a claim, proven by `_foreign_session`."""
     return session.get("client_reference_id") or (session.get("metadata") or {}).get("purchase_id")
 
 

@@ -10,6 +10,8 @@ PROGRAMS = "programs"
 PURCHASES = "purchases"
 #: reference engine: one document per (user, program) pointing at the current purchase
 SLOTS = "purchase_slots"
+#: reference engine: paid sessions it will never honour (foreign, mismatching), kept for a human
+WEBHOOK_DEAD_LETTERS = "webhook_dead_letters"
 
 PENDING = "pending"
 COMPLETED = "completed"

@@ -1,11 +1,17 @@
-"""Webhook verification: stripe's own HMAC check, with the staleness check on the engine's clock.
+"""Webhook verification: one parser of the `Stripe-Signature` header, the SDK's, and bounded JSON.
 
 `stripe.Webhook.construct_event` is `WebhookSignature.verify_header` + `json.loads` + a
 `StripeObject` tree. The engine wants plain JSON (stripe>=16 objects are not dicts), so it calls
-the SDK's verification itself and stops there: the object tree, built and flattened again, was
-most of a webhook's cost. `construct_event` checks staleness against the wall clock
+the SDK's verification itself and stops there. The SDK checks staleness against the wall clock
 (`time.time()`), which would break virtual time, so the HMAC is checked by the SDK with tolerance
-off and the timestamp against `clock.now()` here. Future timestamps pass, as in the SDK.
+off and the timestamp against `clock.now()` here: the timestamp is the one the SDK's own parser
+(`_get_timestamp_and_signatures`, what `verify_header` itself calls) returns for the very header
+the SDK verified. Two parsers of one header once disagreed (` t=<now>,` prepended to a day-old
+header passed the HMAC on the old `t` and the staleness check on the new one): never re-parse it.
+Future timestamps pass, as in the SDK.
+
+The body is hostile until proven otherwise even when correctly signed: its size, nesting depth
+and integers are bounded, and NaN/Infinity are refused, before the engine reads a field.
 """
 
 from __future__ import annotations
@@ -17,6 +23,19 @@ import stripe
 
 from reference_impl.ports import Clock
 
+#: Stripe's events are a few KiB; anything this large is not one of ours
+MAX_BODY_BYTES = 256 * 1024
+#: a real header is `t=...,v1=...` (plus `v0=` in test mode): a few hundred characters
+MAX_HEADER_CHARS = 4096
+#: an event's data.object nests a handful of levels
+MAX_JSON_DEPTH = 32
+#: integers beyond this are not amounts, timestamps or counts Stripe sends (2^53: exact in JSON)
+MAX_JSON_INT = 2**53
+
+#: the SDK's parser of the header, the very function `verify_header` calls. Bound at import, so
+#: an SDK that renames it fails loudly here instead of verifying with a second parser.
+_sdk_parse_header = stripe.WebhookSignature._get_timestamp_and_signatures
+
 
 class InvalidWebhook(Exception):
     """Bad, missing or stale signature, or a body that is not a Stripe event: answer 400."""
@@ -25,17 +44,20 @@ class InvalidWebhook(Exception):
 def verify_event(
     payload: bytes, signature_header: str | None, secret: str, *, clock: Clock, tolerance: float
 ) -> dict[str, Any]:
-    """The verified event as plain JSON."""
+    """The verified event as plain JSON; raises InvalidWebhook for anything else, never more."""
+    if not isinstance(payload, bytes | bytearray) or len(payload) > MAX_BODY_BYTES:
+        raise InvalidWebhook(f"body is not bytes of at most {MAX_BODY_BYTES} bytes")
+    if not isinstance(signature_header, str) or len(signature_header) > MAX_HEADER_CHARS:
+        raise InvalidWebhook("missing or oversized Stripe-Signature header")
     try:
-        text = payload.decode("utf-8")
+        text = bytes(payload).decode("utf-8")
         stripe.WebhookSignature.verify_header(text, signature_header, secret, tolerance=0)
-        body = json.loads(text)
-    except (stripe.SignatureVerificationError, ValueError, UnicodeDecodeError) as exc:
+        timestamp = signed_timestamp(signature_header)
+    except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
         raise InvalidWebhook(str(exc)) from exc
-    assert signature_header is not None  # verify_header rejects a missing header
-    timestamp = _timestamp(signature_header)
     if timestamp < clock.now() - tolerance:
         raise InvalidWebhook(f"stale signature: t={timestamp} older than {tolerance:.0f}s")
+    body = parse_bounded_json(text)
     if not isinstance(body, dict):
         raise InvalidWebhook("body is not a Stripe event")
     if not isinstance(body.get("type"), str) or not isinstance(body.get("data"), dict):
@@ -45,12 +67,56 @@ def verify_event(
     return body
 
 
-def _timestamp(header: str) -> int:
-    for item in header.split(","):
-        name, _, value = item.partition("=")
-        if name.strip() == "t":
-            return int(value)
-    raise InvalidWebhook("no timestamp in Stripe-Signature")
+def signed_timestamp(header: str) -> int:
+    """The `t` the SDK verified the HMAC against (call only after `verify_header` passed)."""
+    try:
+        timestamp, _ = _sdk_parse_header(header, stripe.WebhookSignature.EXPECTED_SCHEME)
+    except Exception as exc:  # verify_header parsed it already: unreachable unless the SDK changed
+        raise InvalidWebhook("unparseable Stripe-Signature header") from exc
+    if not isinstance(timestamp, int):
+        raise InvalidWebhook("no timestamp in Stripe-Signature")
+    return timestamp
+
+
+def parse_bounded_json(text: str) -> Any:
+    """`json.loads`, refusing deep nesting, huge integers, and NaN/Infinity (InvalidWebhook)."""
+    try:
+        value = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidWebhook(f"body is not bounded JSON: {type(exc).__name__}") from exc
+    if _depth_exceeds(value, MAX_JSON_DEPTH):
+        raise InvalidWebhook(f"body nests deeper than {MAX_JSON_DEPTH}")
+    return value
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits) > 17:
+        raise ValueError("integer out of range")
+    value = int(digits)
+    if abs(value) > MAX_JSON_INT:
+        raise ValueError("integer out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Iterative (a recursive walk is what a deep body attacks)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def event_object(event: dict[str, Any]) -> dict[str, Any]:

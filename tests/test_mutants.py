@@ -48,7 +48,7 @@ async def _seat_holders(w: World) -> int:
     )
 
 
-class Crash(Exception):
+class Crash(BaseException):  # not Exception: a dying process is not a handler error
     """The process dies here (nothing after this point runs)."""
 
 

@@ -108,6 +108,32 @@ class FakeStripe:
             self._state.intent_for(session)
         return session
 
+    def foreign_session(
+        self,
+        *,
+        amount_total: int,
+        currency: str,
+        mode: str,
+        client_reference_id: str | None,
+        metadata: dict[str, str],
+        expires_at: int,
+    ) -> CheckoutSession:
+        """An open session the engine did not create: a Payment Link, the dashboard or other code
+        on the same account, naming whatever it likes (the adversary's foreign sessions). The
+        customer pays it like any other (`customer_pay`); its events are real and signed."""
+        session = self._state.create_session(
+            amount_total=amount_total,
+            currency=currency,
+            expires_at=expires_at,
+            metadata=metadata,
+            client_reference_id=client_reference_id,
+            success_url=None,
+            cancel_url=None,
+            payment_intent_metadata=dict(metadata),
+        )
+        session.mode = mode
+        return session
+
     # ---- ledgers, for the checkers and tests
 
     @property
