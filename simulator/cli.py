@@ -808,3 +808,118 @@ def _stored_summary(run_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "verdict" not in data:
         bad(f"{path}: not a paysim summary (no verdict)")
     return data
+
+
+# ---------------------------------------------------------------- the fake Stripe over HTTP
+
+
+@main.group(help="The fake Stripe as a real HTTP server, for services in any language.")
+def stripe() -> None:
+    pass
+
+
+@stripe.command("serve")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="port on 127.0.0.1 to listen on (0: a free one)",
+)
+@click.option(
+    "--webhook-url",
+    default=None,
+    metavar="URL",
+    help="the service's webhook endpoint: every event is POSTed there, signed",
+)
+@click.option(
+    "--secret",
+    default="whsec_paysim",
+    show_default=True,
+    metavar="whsec_...",
+    help="webhook signing secret (the service verifies Stripe-Signature with it)",
+)
+@click.option(
+    "--scenario",
+    "scenario_path",
+    default=None,
+    metavar="FILE",
+    help="take Stripe latency, webhook mode and the Stripe/webhook fault schedule from FILE",
+)
+@click.option(
+    "--retry-compression",
+    type=click.FloatRange(min=1.0, max=1e6),
+    default=1.0,
+    show_default=True,
+    help="run Stripe's webhook retry schedule this many times faster",
+)
+def stripe_serve(
+    port: int,
+    webhook_url: str | None,
+    secret: str,
+    scenario_path: str | None,
+    retry_compression: float,
+) -> int:
+    """Serve the fake Stripe over HTTP until Ctrl-C; print its base URL.
+
+    Point an official SDK at the URL (stripe-python: base_addresses={"api": URL}; stripe-node:
+    host, port, protocol "http"). The customer pays on POST URL/_paysim/checkout/SESSION_ID
+    (action=pay_card|decline|decline_then_pay|bank_debit|abandon|expire); GET URL/_paysim/ledger
+    shows sessions, payment intents, refunds, events and every webhook delivery attempt.
+    """
+    import trio
+
+    from simulator.blackbox.stripe_service import StripeServiceConfig, run_until_cancelled
+
+    if webhook_url is not None:
+        webhook_url = checked_http_url(webhook_url, "--webhook-url")
+    if not secret.startswith("whsec_") or not 6 < len(secret) <= 200 or not secret.isprintable():
+        bad("--secret: must look like whsec_... (printable, at most 200 characters)")
+    loaded = checked_scenario(scenario_path) if scenario_path is not None else None
+    config = StripeServiceConfig(
+        port=port,
+        webhook_url=webhook_url,
+        webhook_secret=secret,
+        scenario=loaded,
+        retry_compression=retry_compression,
+        seed=loaded.seeds[0] if loaded is not None else 1,
+    )
+
+    def announce(service: Any) -> None:
+        click.echo(service.base_url)
+        sys.stdout.flush()
+        click.echo(
+            f"paysim stripe serve: fake Stripe at {service.base_url}; webhooks to "
+            f"{webhook_url or '(none)'}; Ctrl-C stops it",
+            err=True,
+        )
+
+    try:
+        trio.run(run_until_cancelled, config, announce)
+    except BaseException as exc:  # trio may wrap these in exception groups
+        leaves = list(_leaf_exceptions(exc))
+        if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+            click.echo("paysim stripe serve: stopped (Ctrl-C)", err=True)
+            return 130
+        error = next((e for e in leaves if isinstance(e, OSError)), None)
+        if error is None:
+            raise
+        bad(f"--port {port}: cannot listen on 127.0.0.1:{port} ({error.strerror or error})")
+    return 0
+
+
+def _leaf_exceptions(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaf_exceptions(inner)
+    else:
+        yield exc
+
+
+def checked_http_url(url: str, option: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+        bad(f"{option} {url!r}: not an http(s) URL with a host")
+    return url

@@ -28,7 +28,7 @@ async def customer_pay(
     session = state.sessions.get(session_id)
     if session is None:
         raise KeyError(f"no such checkout session {session_id!r}")
-    if not _still_open(state, session):
+    if not still_open(state, session):
         state.record("stripe.customer", session_id=session_id, flow=flow, result="not_open")
         return False
     state.record("stripe.customer", session_id=session_id, flow=flow, result="paying")
@@ -39,7 +39,7 @@ async def customer_pay(
     elif flow == "decline_then_card":
         state.card_declined(session)
         await anyio.sleep(retry_after_s)  # typing another card number
-        if _still_open(state, session):
+        if still_open(state, session):
             state.card_succeeded(session)
         else:
             state.record("stripe.customer", session_id=session_id, flow=flow, result="not_open")
@@ -50,7 +50,7 @@ async def customer_pay(
     return True
 
 
-def _still_open(state: StripeState, session: CheckoutSession) -> bool:
+def still_open(state: StripeState, session: CheckoutSession) -> bool:
     """Open, and not past `expires_at` (expired on the spot if the sweeper has not run yet)."""
     if session.status == "open" and state.now() >= session.expires_at:
         state.expire_session(session, reason="expires_at")

@@ -16,8 +16,8 @@ import stripe
 
 from simulator.clock import SimClock
 from simulator.fake_stripe import signing
-from simulator.fake_stripe.api import StripeApi
-from simulator.fake_stripe.customer import customer_pay
+from simulator.fake_stripe.api import ApiRequest, Reply, StripeApi
+from simulator.fake_stripe.customer import customer_pay, still_open
 from simulator.fake_stripe.expiry import ExpirySweeper
 from simulator.fake_stripe.faults import StripeFaults
 from simulator.fake_stripe.http_client import SimHTTPClient
@@ -79,6 +79,12 @@ class FakeStripe:
             max_network_retries=max_network_retries,
             http_client=http_client,
         )
+
+    async def wire(self, request: ApiRequest) -> Reply:
+        """One request as it comes off a real socket (black-box mode): the same wire as the SDK's
+        in-process one, latency and network faults included. Raises `transport.ConnectError` or
+        `transport.ReadError` where a socket would fail (the server then drops the connection)."""
+        return await self._network.handle(request)
 
     # ---- fixtures: state that existed before the run (not through the API, not recorded as a
     # request): e.g. sessions opened by an earlier release of the engine
@@ -188,6 +194,20 @@ class FakeStripe:
             retry_after_s=retry_after_s,
             settle_after_s=settle_after_s,
         )
+
+    def session_open(self, session_id: str) -> bool:
+        """Whether the customer can still pay `session_id` (one past `expires_at` is expired on
+        the spot). Raises KeyError for an unknown session id."""
+        return still_open(self._state, self._state.sessions[session_id])
+
+    def expire_now(self, session_id: str) -> bool:
+        """The session reaches its `expires_at` now (black-box runs cannot wait 30 minutes for
+        an abandoned page): expired as by time, with its event. False if it was not open."""
+        session = self._state.sessions[session_id]
+        if not still_open(self._state, session):
+            return False
+        self._state.expire_session(session, reason="expires_at")
+        return True
 
     # ---- webhooks
 

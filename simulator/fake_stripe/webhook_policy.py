@@ -65,6 +65,21 @@ class WebhookPolicy:
         )
         return replace(preset, **overrides)
 
+    def compressed(self, factor: float) -> WebhookPolicy:
+        """The same policy with its retry schedule `factor` times faster (wall-clock runs cannot
+        wait three days): back-off delays, window and late-duplicate spread shrink; the
+        delivery timeout and the fault magnitudes stay as they are (they are about the service)."""
+        if factor <= 0:
+            raise ValueError(f"retry compression must be > 0, got {factor}")
+        low, high = self.duplicate_late_s
+        return replace(
+            self,
+            first_retry_s=self.first_retry_s / factor,
+            max_retry_delay_s=self.max_retry_delay_s / factor,
+            retry_window_s=self.retry_window_s / factor,
+            duplicate_late_s=(low / factor, high / factor),
+        )
+
     def retry_delay(self, failed_attempts: int, rng: random.Random) -> float:
         """Delay after the `failed_attempts`-th failure."""
         delay = min(

@@ -1,0 +1,273 @@
+"""The fake Stripe over real HTTP, checked by a client no one here wrote: stripe-python with its
+default HTTP client (requests), pointed at the server by `base_addresses`. Webhooks arrive at a
+receiver that verifies `Stripe-Signature` with the SDK, as a service does."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import stripe
+import trio
+
+from simulator.scenario_file import scenario_from_dict
+from tests.blackboxhelpers import (
+    Receiver,
+    fake_stripe_with_receiver,
+    in_thread,
+    listening,
+    session_params,
+)
+
+
+def test_sessions_create_retrieve_list_expire() -> None:
+    async def main() -> str:
+        async with fake_stripe_with_receiver() as (service, receiver):
+            client = service.client()
+            created = await in_thread(client.v1.checkout.sessions.create, session_params())
+            assert (created.status, created.amount_total, created.currency) == ("open", 5000, "usd")
+            assert created.metadata["purchase_id"] == "pur_1"
+            again = await in_thread(client.v1.checkout.sessions.retrieve, created.id)
+            assert again.id == created.id and again.status == "open"
+            listed = await in_thread(client.v1.checkout.sessions.list, {"limit": 5})
+            assert [s.id for s in listed.data] == [created.id]
+            expired = await in_thread(client.v1.checkout.sessions.expire, created.id)
+            assert expired.status == "expired" and expired.url is None
+            with pytest.raises(stripe.InvalidRequestError) as err:
+                await in_thread(client.v1.checkout.sessions.expire, created.id)
+            assert 'This Checkout Session has a status of "expired"' in err.value.user_message
+            assert err.value.http_status == 400
+            with trio.fail_after(5):
+                while "checkout.session.expired" not in receiver.types():
+                    await trio.sleep(0.01)
+            assert receiver.bad_signatures == 0
+            return service.base_url
+
+    base_url = trio.run(main)
+    assert not listening(base_url)
+
+
+def test_idempotent_replay_and_key_reuse_with_other_params() -> None:
+    async def main() -> None:
+        async with fake_stripe_with_receiver() as (service, _):
+            client = service.client()
+            key = {"idempotency_key": "order-42"}
+            first = await in_thread(client.v1.checkout.sessions.create, session_params(), key)
+            second = await in_thread(client.v1.checkout.sessions.create, session_params(), key)
+            assert second.id == first.id
+            assert second.last_response.headers.get("Idempotent-Replayed") == "true"
+            with pytest.raises(stripe.IdempotencyError, match="same parameters"):
+                await in_thread(
+                    client.v1.checkout.sessions.create,
+                    session_params(client_reference_id="someone_else"),
+                    key,
+                )
+            assert list(service.fake.sessions) == [first.id]
+            replayed = [r["replayed"] for r in service.ledger.requests]
+            assert replayed == [False, True, False]
+
+    trio.run(main)
+
+
+def test_errors_come_out_as_the_sdk_exception_types() -> None:
+    async def main() -> None:
+        async with fake_stripe_with_receiver() as (service, _):
+            client = service.client(max_network_retries=0)
+            with pytest.raises(stripe.InvalidRequestError) as missing:
+                await in_thread(client.v1.checkout.sessions.retrieve, "cs_nope")
+            assert (missing.value.http_status, missing.value.code) == (404, "resource_missing")
+            with pytest.raises(stripe.InvalidRequestError) as unknown:
+                await in_thread(client.v1.checkout.sessions.create, session_params(colour="red"))
+            assert unknown.value.param == "colour" and "unknown parameter" in str(unknown.value)
+            with pytest.raises(stripe.AuthenticationError, match="Invalid API Key"):
+                bad_key = stripe.StripeClient("pk_test_x", base_addresses={"api": service.base_url})
+                await in_thread(bad_key.v1.checkout.sessions.retrieve, "cs_nope")
+
+            service.fake.faults.error_5xx_probability = 1.0
+            with pytest.raises(stripe.APIError) as five_hundred:
+                await in_thread(client.v1.checkout.sessions.retrieve, "cs_nope")
+            assert five_hundred.value.http_status == 500
+            service.fake.faults.error_5xx_probability = 0.0
+
+            service.fake.faults.rate_limit_per_s = 1.0
+            with pytest.raises(stripe.RateLimitError):
+                for _ in range(3):
+                    await in_thread(client.v1.checkout.sessions.list)
+            service.fake.faults.rate_limit_per_s = None
+
+            async with httpx.AsyncClient() as raw:  # JSON is not what Stripe reads
+                response = await raw.post(
+                    service.base_url + "/v1/checkout/sessions",
+                    json={"mode": "payment"},
+                    headers={"Authorization": "Bearer sk_test_x"},
+                )
+            assert response.status_code == 400
+            assert "form-encoded" in response.json()["error"]["message"]
+
+    trio.run(main)
+
+
+def test_a_lost_response_is_a_connection_error_and_the_sdk_retry_replays_it() -> None:
+    """Stripe executed the request, the connection broke: the SDK sees APIConnectionError,
+    retries with its own idempotency key, and the retries are replays (one session)."""
+
+    async def main() -> None:
+        async with fake_stripe_with_receiver() as (service, _):
+            service.fake.faults.lost_response_probability = 1.0
+            client = service.client(max_network_retries=1)
+            with pytest.raises(stripe.APIConnectionError):
+                await in_thread(client.v1.checkout.sessions.create, session_params())
+            assert len(service.fake.sessions) == 1
+            requests = service.ledger.requests
+            assert [(r["fault"], r["replayed"]) for r in requests] == [
+                ("lost_response", False),
+                ("lost_response", True),
+            ]
+            service.fake.faults.lost_response_probability = 0.0
+            service.fake.faults.connection_error_probability = 1.0
+            with pytest.raises(stripe.APIConnectionError):
+                no_retry = service.client(max_network_retries=0)
+                await in_thread(no_retry.v1.checkout.sessions.create, session_params())
+            assert len(service.fake.sessions) == 1  # never reached Stripe
+
+    trio.run(main)
+
+
+async def checkout(service, session_id: str, **params: object) -> httpx.Response:  # type: ignore[no-untyped-def]
+    async with httpx.AsyncClient() as raw:
+        return await raw.post(f"{service.base_url}/_paysim/checkout/{session_id}", data=params)
+
+
+async def until(condition, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(timeout_s):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+def test_customer_page_payments_refunds_and_signed_webhooks() -> None:
+    async def main() -> None:
+        async with fake_stripe_with_receiver() as (service, receiver):
+            client = service.client()
+            create = client.v1.checkout.sessions.create
+            paid = await in_thread(create, session_params())
+            response = await checkout(service, paid.id, action="pay_card")
+            assert response.status_code == 200
+            body = response.json()
+            assert (body["session"]["status"], body["session"]["payment_status"]) == (
+                "complete",
+                "paid",
+            )
+            assert body["payment_intent"]["status"] == "succeeded"
+            assert (await checkout(service, paid.id, action="pay_card")).status_code == 409
+
+            declined = await in_thread(create, session_params())
+            body = (await checkout(service, declined.id, action="decline")).json()
+            assert body["session"]["status"] == "open"
+            assert body["payment_intent"]["last_payment_error"]["code"] == "card_declined"
+
+            retried = await in_thread(create, session_params())
+            await checkout(service, retried.id, action="decline_then_pay", retry_after_s=0.05)
+            debit = await in_thread(create, session_params())
+            body = (
+                await checkout(service, debit.id, action="bank_debit", settle_after_s=0.05)
+            ).json()
+            assert (body["session"]["status"], body["session"]["payment_status"]) == (
+                "complete",
+                "unpaid",
+            )
+            gone = await in_thread(create, session_params())
+            assert (await checkout(service, gone.id, action="abandon")).status_code == 200
+            assert service.fake.sessions[gone.id].status == "open"
+            expired = (await checkout(service, gone.id, action="expire")).json()
+            assert expired["session"]["status"] == "expired"
+
+            assert (await checkout(service, paid.id, action="dance")).status_code == 400
+            assert (await checkout(service, "cs_nope", action="pay_card")).status_code == 404
+            bad = await checkout(service, debit.id, action="bank_debit", settle_after_s=-1)
+            assert bad.status_code == 400
+
+            paid = await in_thread(client.v1.checkout.sessions.retrieve, paid.id)
+            intent = await in_thread(client.v1.payment_intents.retrieve, paid.payment_intent)
+            assert intent.status == "succeeded"
+            refund_of = {"payment_intent": paid.payment_intent}
+            refund = await in_thread(client.v1.refunds.create, refund_of)
+            assert (refund.amount, refund.status) == (5000, "succeeded")
+            with pytest.raises(stripe.InvalidRequestError) as twice:
+                await in_thread(client.v1.refunds.create, refund_of)
+            assert twice.value.code == "charge_already_refunded"
+
+            expected = {
+                ("checkout.session.completed", paid.id),
+                ("payment_intent.payment_failed", declined.id),
+                ("checkout.session.completed", retried.id),
+                ("checkout.session.async_payment_succeeded", debit.id),
+                ("checkout.session.expired", gone.id),
+            }
+
+            def arrived() -> set[tuple[str, str]]:
+                return {(e["type"], service.fake.session_id_of(e)) for e in receiver.events}
+
+            await until(lambda: expected <= arrived())
+            assert receiver.bad_signatures == 0
+            async with httpx.AsyncClient() as raw:
+                ledger = (await raw.get(service.base_url + "/_paysim/ledger")).json()
+            assert len(ledger["sessions"]) == 5 and len(ledger["refunds"]) == 1
+            for entry in ledger["events"]:
+                assert entry["outcome"] == "acknowledged"
+                assert [a["status"] for a in entry["deliveries"]] == [200]
+
+    trio.run(main)
+
+
+def test_webhook_retries_follow_the_compressed_schedule() -> None:
+    """Test mode retries first after 15 min; compressed 9,000 times, after about 0.1 s."""
+
+    async def main() -> None:
+        receiver = Receiver(status=lambda event, n: 500 if n == 1 else 200)
+        async with fake_stripe_with_receiver(receiver, retry_compression=9000.0) as (service, _):
+            session = await in_thread(
+                service.client().v1.checkout.sessions.create, session_params()
+            )
+            await checkout(service, session.id, action="expire")
+            event = service.fake.events[-1]
+            await until(lambda: service.ledger.outcome(event["id"]) == "acknowledged")
+            attempts = service.ledger.deliveries(event["id"])
+            assert [a["status"] for a in attempts] == [500, 200]
+            gap = attempts[1]["at"] - attempts[0]["at"]
+            assert 0.09 <= gap < 0.09 + 1.0, gap  # 900 s / 9000 with 10 % jitter, plus slack
+
+    trio.run(main)
+
+
+def test_scenario_faults_duplicate_and_fail_deliveries() -> None:
+    scenario = scenario_from_dict(
+        {
+            "stripe_latency_s": 0,
+            "webhooks": {"mode": "test"},
+            "faults": [
+                {"kind": "webhook_duplicates", "probability": 1},
+                {"kind": "webhook_failures", "probability": 0.5},
+            ],
+        }
+    )
+
+    async def main() -> None:
+        async with fake_stripe_with_receiver(scenario=scenario, retry_compression=90000.0) as (
+            service,
+            receiver,
+        ):
+            client = service.client()
+            for _ in range(4):
+                session = await in_thread(client.v1.checkout.sessions.create, session_params())
+                await checkout(service, session.id, action="expire")
+            ids = [e["id"] for e in service.fake.events]
+            await until(lambda: all(service.ledger.outcome(i) for i in ids))
+            await until(lambda: service.delivery is not None and service.delivery.idle())
+            assert service.delivery is not None
+            assert service.delivery.stats.duplicates_sent == len(ids)
+            for event_id in ids:
+                assert len(service.ledger.deliveries(event_id)) >= 2
+            assert any(f["type"] == "fault.webhook_failure" for f in service.ledger.faults)
+            statuses = {a["status"] for i in ids for a in service.ledger.deliveries(i)}
+            assert statuses == {200, 500}
+
+    trio.run(main)
