@@ -3,8 +3,10 @@
 Locks only reduce contention here; correctness never depends on them:
 - every status change is a conditional transition (`{_id, status: old} -> new`), so exactly one
   of any number of concurrent deliveries, redirects, cancels or sweeps wins it;
-- seats live in a ledger on the program document (`seats.py`): reserve and release are single
-  atomic updates, released only by whoever won the transition out of a seat-holding status;
+- seats live in a ledger (`seats.py`): a conditional counter on the program document and one
+  document per held seat; each move is recorded before it is made, so reconcile finishes what a
+  crash left half-done; a seat is released only by whoever won the transition out of a
+  seat-holding status;
 - a slot document per (user, program), claimed by `_id`, allows one pending purchase per user
   even if two instances hold "the" lock at once; its writes are fenced with the purchase lock's
   token, so a holder that wakes after its lease expired cannot overwrite a newer holder's claim;
@@ -50,7 +52,7 @@ from reference_impl.schema import (
     SLOTS,
     WEBHOOK_DEAD_LETTERS,
 )
-from reference_impl.seats import WITHOUT_SEAT_HOLDERS, SeatLedger
+from reference_impl.seats import WITHOUT_SEAT_MOVES, SeatLedger
 from reference_impl.webhook_shapes import checkout_session, event_object_of, session_id_or_none
 from reference_impl.webhook_signature import InvalidWebhook, verify_event
 
@@ -77,7 +79,7 @@ class ReferenceEngine:
         self.programs = env.store[PROGRAMS]
         self.slots = env.store[SLOTS]
         self.dead_letters = env.store[WEBHOOK_DEAD_LETTERS]
-        self.seats = SeatLedger(env.store)
+        self.seats = SeatLedger(env.store, env.ids, env.clock)
         # tokens of two in-process lock tables (two instances, a restart) are not comparable
         self.fence_scope = fence_scope_of(env.locks) or env.ids.new_id("fence")
 
@@ -86,7 +88,7 @@ class ReferenceEngine:
     async def create_purchase(
         self, user_id: str, program_id: str, class_rep: bool
     ) -> PurchaseResult:
-        program = await self.programs.find_one({"_id": program_id}, WITHOUT_SEAT_HOLDERS)
+        program = await self.programs.find_one({"_id": program_id}, WITHOUT_SEAT_MOVES)
         if program is None:
             raise NotFound(f"program {program_id} not found")
         try:
@@ -545,7 +547,7 @@ class ReferenceEngine:
         if purchase["class_rep"]:
             seat_ref = self.env.ids.new_id("seat")
             program = await self.programs.find_one(
-                {"_id": purchase["program_id"]}, WITHOUT_SEAT_HOLDERS
+                {"_id": purchase["program_id"]}, WITHOUT_SEAT_MOVES
             )
             assert program is not None
             if not await self.seats.reserve(
@@ -742,7 +744,9 @@ class ReferenceEngine:
                 await self._on_session_paid_or_pending(checkout_session(session))
 
     async def _repair_seat_ledger(self, horizon: float) -> None:
-        """Release reservations no purchase holds (a crash between two writes), after a grace."""
+        """Finish seat moves left half-done, then release reservations no purchase holds (a
+        crash between two writes), after a grace."""
+        await self.seats.finish_stale_moves(horizon)
         for program_id, holder in await self.seats.holders():
             if holder["at"] >= horizon:
                 continue

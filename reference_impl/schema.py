@@ -12,6 +12,8 @@ PURCHASES = "purchases"
 SLOTS = "purchase_slots"
 #: reference engine: paid sessions it will never honour (foreign, mismatching), kept for a human
 WEBHOOK_DEAD_LETTERS = "webhook_dead_letters"
+#: reference engine: one document per held class-rep seat, keyed by its reservation ref
+SEAT_HOLDS = "seat_holds"
 
 PENDING = "pending"
 COMPLETED = "completed"

@@ -1,54 +1,153 @@
-"""The class-rep seat ledger: a counter plus the list of reservations, in ONE program document.
+"""The class-rep seat ledger: a conditional counter on the program, one document per held seat.
 
-Single-document updates are atomic in MongoDB, so reserving (`$inc` + `$push` under a `$lt`
-guard) and releasing (`$inc -1` + `$pull` of one reservation) are each all-or-nothing and
-idempotent per reservation ref: a seat can never be released twice, whichever locks fail.
-A purchase holds a seat through the ref stored on it (`seat_ref`); whoever moves the purchase
-out of a seat-holding status gets that ref back from the same atomic update and releases it.
+Why this shape: the cost of a seat operation must not grow with the seats held. The program
+document keeps only its counter (`class_rep_count`, the schema checkers read) and the moves in
+flight (`seat_moves`, bounded by concurrency); each held seat is its own `seat_holds` document,
+keyed by its reservation ref.
+
+Without multi-document transactions a counter move and a hold change cannot be one write, so
+each move is written on the program document first — in the very update that moves the counter
+(reserve), or before the hold changes (release) — and is cleared when done. A move its writer
+did not finish (a crash, a stall) is finished by `finish_stale_moves` (reconcile, after the
+grace) from what the move and the hold document say. Every step is conditional, so a stalled
+writer that wakes after reconcile finished its move changes nothing:
+
+    reserve(ref)  1. program {count < limit}  ->  count + 1, seat_moves[ref] = +1  (else: full)
+                  2. insert hold {_id: ref, state: held}       (duplicate: already inserted)
+                  3. unset seat_moves[ref]
+    release(ref)  1. seat_moves[m] = -1 for ref                (m: a fresh id per call)
+                  2. hold {_id: ref, state: held}  ->  released by m  (one caller wins)
+                  3. released by m: program {seat_moves[m] exists} -> count - 1, unset m
+                     otherwise: unset m
+
+Released holds stay as tombstones, so a stalled reserve's step 2 cannot bring a hold back.
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
-from reference_impl.schema import PROGRAMS
+from pymongo.errors import DuplicateKeyError
+
+from reference_impl.ports import Clock, IdSource
+from reference_impl.schema import PROGRAMS, SEAT_HOLDS
 from reference_impl.store import AsyncDatabase
 
-#: a projection for reading a program without its reservations: one entry per seat sold, so a
-#: reader that only needs the limit and price need not fetch (and copy) the whole list
-WITHOUT_SEAT_HOLDERS = {"seat_holders": 0}
+HOLD_HELD = "held"
+HOLD_RELEASED = "released"
+MOVES = "seat_moves"
+
+#: a projection for reading a program without its moves in flight (the limit and price suffice)
+WITHOUT_SEAT_MOVES = {MOVES: 0}
+
+
+def hold_doc(ref: str, *, program_id: str, purchase_id: str, at: float) -> dict[str, Any]:
+    """The document of one held seat (also used by the simulator to preload purchases)."""
+    return {
+        "_id": ref,
+        "program_id": program_id,
+        "purchase_id": purchase_id,
+        "at": at,
+        "state": HOLD_HELD,
+    }
 
 
 class SeatLedger:
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, ids: IdSource, clock: Clock) -> None:
         self._programs = db[PROGRAMS]
+        self._holds = db[SEAT_HOLDS]
+        self._ids = ids
+        self._clock = clock
 
     async def reserve(
         self, program: dict[str, Any], *, purchase_id: str, ref: str, at: float
     ) -> bool:
         """Take one seat for `ref` if one is free. False when the program is full."""
+        move = {"ref": ref, "d": 1, "purchase_id": purchase_id, "at": at}
+        if not await self._count_up(program, ref, move):
+            return False
+        await self._insert_hold(
+            hold_doc(ref, program_id=program["_id"], purchase_id=purchase_id, at=at)
+        )
+        await self._programs.update_one({"_id": program["_id"]}, {"$unset": {f"{MOVES}.{ref}": ""}})
+        return True
+
+    async def _count_up(self, program: dict[str, Any], ref: str, move: dict[str, Any]) -> bool:
+        """Step 1 of reserve: the counter moves only below the limit, with its move recorded."""
         result = await self._programs.update_one(
             {
                 "_id": program["_id"],
                 "class_rep_count": {"$lt": program["class_rep_limit"]},
-                "seat_holders.ref": {"$ne": ref},
+                f"{MOVES}.{ref}": {"$exists": False},
             },
-            {
-                "$inc": {"class_rep_count": 1},
-                "$push": {"seat_holders": {"ref": ref, "purchase_id": purchase_id, "at": at}},
-            },
+            {"$inc": {"class_rep_count": 1}, "$set": {f"{MOVES}.{ref}": move}},
         )
         return result.modified_count == 1
 
     async def release(self, program_id: str, ref: str) -> bool:
         """Give back the seat of `ref`. True only for the call that actually released it."""
-        result = await self._programs.update_one(
-            {"_id": program_id, "seat_holders.ref": ref},
-            {"$inc": {"class_rep_count": -1}, "$pull": {"seat_holders": {"ref": ref}}},
+        key = self._ids.new_id("seatmove")
+        move = {"ref": ref, "d": -1, "at": self._clock.now()}
+        await self._programs.update_one({"_id": program_id}, {"$set": {f"{MOVES}.{key}": move}})
+        won = await self._holds.update_one(
+            {"_id": ref, "state": HOLD_HELD}, {"$set": {"state": HOLD_RELEASED, "by": key}}
         )
-        return result.modified_count == 1
+        mine = won.modified_count == 1 or await self._released_by(ref, key)
+        await self._close_release(program_id, key, mine)
+        return won.modified_count == 1
 
     async def holders(self) -> list[tuple[str, dict[str, Any]]]:
-        """(program id, reservation) for every seat currently reserved."""
-        programs = await self._programs.find({"seat_holders.0": {"$exists": True}}).to_list()
-        return [(p["_id"], h) for p in programs for h in p.get("seat_holders", [])]
+        """(program id, reservation {ref, purchase_id, at}) for every seat currently held."""
+        holds = await self._holds.find({"state": HOLD_HELD}).to_list()
+        return [
+            (h["program_id"], {"ref": h["_id"], "purchase_id": h["purchase_id"], "at": h["at"]})
+            for h in holds
+        ]
+
+    async def finish_stale_moves(self, horizon: float) -> None:
+        """Finish the moves begun before `horizon` that their writers left (crash or stall)."""
+        for program in await self._programs.find({}, {MOVES: 1}).to_list():
+            for key, move in sorted((program.get(MOVES) or {}).items()):
+                if move["at"] >= horizon:
+                    continue
+                if move["d"] > 0:
+                    # the counter moved: the hold must exist (a tombstone if already released)
+                    await self._insert_hold(
+                        hold_doc(
+                            move["ref"],
+                            program_id=program["_id"],
+                            purchase_id=move["purchase_id"],
+                            at=move["at"],
+                        )
+                    )
+                    await self._programs.update_one(
+                        {"_id": program["_id"]}, {"$unset": {f"{MOVES}.{key}": ""}}
+                    )
+                    continue
+                await self._holds.update_one(
+                    {"_id": move["ref"], "state": HOLD_HELD},
+                    {"$set": {"state": HOLD_RELEASED, "by": key}},
+                )
+                await self._close_release(
+                    program["_id"], key, await self._released_by(move["ref"], key)
+                )
+
+    async def _insert_hold(self, doc: dict[str, Any]) -> None:
+        with suppress(DuplicateKeyError):  # inserted already, by the reserver or by reconcile
+            await self._holds.insert_one(doc)
+
+    async def _released_by(self, ref: str, key: str) -> bool:
+        hold = await self._holds.find_one({"_id": ref})
+        return hold is not None and hold.get("by") == key
+
+    async def _close_release(self, program_id: str, key: str, mine: bool) -> None:
+        """Step 3 of release: the counter moves down once, by whoever clears the move first."""
+        path = f"{MOVES}.{key}"
+        if mine:
+            await self._programs.update_one(
+                {"_id": program_id, path: {"$exists": True}},
+                {"$inc": {"class_rep_count": -1}, "$unset": {path: ""}},
+            )
+        else:
+            await self._programs.update_one({"_id": program_id}, {"$unset": {path: ""}})

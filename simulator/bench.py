@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from simulator import bench_floors, bench_locks, bench_runs
 from simulator.bench_report import Report, judged
+from simulator.bench_scenarios import SEATS, SMALL_LIMIT
 
 T = TypeVar("T")
 
@@ -39,6 +40,8 @@ class Sizes:
     sdk_calls: int = 2_000
     trio_ops: int = 40_000
     memory_purchases: int = 100_000
+    #: class-rep buyers in each seat-scaling run (bench_scenarios.SEATS seats)
+    seat_purchases: int = 10_000
     deliveries: int = 1_000
     lock_ops: int = 100_000
     contended_tasks: int = 100
@@ -65,6 +68,7 @@ class Sizes:
             sdk_calls=20,
             trio_ops=200,
             memory_purchases=80,
+            seat_purchases=40,
             deliveries=10,
             lock_ops=200,
             contended_tasks=5,
@@ -100,6 +104,7 @@ class Progress:
 def run(out_dir: Path, sizes: Sizes, redis_url: str | None, progress: Progress) -> Report:
     report = Report()
     _throughput(report, sizes, progress)
+    _seat_scaling(report, sizes, progress)
     _virtual_time(report, sizes, progress)
     _memory_locks(report, sizes, progress)
     _redis_locks(report, sizes, redis_url, progress)
@@ -155,6 +160,42 @@ def _throughput(report: Report, sizes: Sizes, progress: Progress) -> None:
         ),
     }
     _floors(report, sizes, progress)
+
+
+def _seat_scaling(report: Report, sizes: Sizes, progress: Progress) -> None:
+    """The same buyers and seats, in one program of 10,000 seats or 100 programs of 100: the
+    cost of a seat operation must not grow with the seats held."""
+    n = sizes.seat_purchases
+    runs = {
+        limit: progress.step(
+            f"seat scaling: {n:,} class-rep purchases, programs of {limit:,} seats",
+            lambda limit=limit: bench_runs.run_in_child(n, seat_limit=limit),
+        )
+        for limit in (SEATS, SMALL_LIMIT)
+    }
+    big, small = runs[SEATS], runs[SMALL_LIMIT]
+    report.sections["seat_scaling"] = runs
+    big_rate, small_rate = n / big["cpu_s"], n / small["cpu_s"]
+    held = big["counts"]["fulfilments"]
+    report.add(
+        judged(
+            "seat_scaling",
+            f"purchases per CPU-second, {n:,} class-rep buyers, one program of {SEATS:,} seats",
+            big_rate,
+            "/s",
+            peer_label=f"{SEATS // SMALL_LIMIT} programs of {SMALL_LIMIT} seats",
+            peer_value=small_rate,
+            ratio_label="big / small",
+            ratio=big_rate / small_rate,
+            target="≥ 0.9",
+            ok=lambda r: r >= 0.9,
+            judged_on="ratio",
+            note=(
+                f"{held:,} of the {SEATS:,} seats held at the end of the one-program run; CPU "
+                f"{big['cpu_s']:.1f} s against {small['cpu_s']:.1f} s; no faults, same arrivals"
+            ),
+        )
+    )
 
 
 def _floors(report: Report, sizes: Sizes, progress: Progress) -> None:

@@ -18,17 +18,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulator.bench_scenarios import purchases_scenario
+from simulator.bench_scenarios import purchases_scenario, seat_scenario
 
 #: a small run first, in the same process, so that lazy imports are not timed
 WARM_UP_PURCHASES = 20
 
 
-def child_run(purchases: int, faults: bool, profile: bool) -> dict[str, Any]:
-    """One simulated run in this process (the child side)."""
+def child_run(
+    purchases: int, faults: bool, profile: bool, seat_limit: int | None = None
+) -> dict[str, Any]:
+    """One simulated run in this process (the child side); `seat_limit`: a seat-scaling run."""
     from simulator.run import simulate
 
-    scenario = purchases_scenario(purchases, faults=faults)
+    if seat_limit is None:
+        scenario = purchases_scenario(purchases, faults=faults)
+    else:
+        scenario = seat_scenario(purchases, limit=seat_limit)
     # the SDK imports its resource modules on first use: time the simulation, not the imports
     simulate(purchases_scenario(WARM_UP_PURCHASES, faults=faults), 1, "reference", None)
     with tempfile.TemporaryDirectory(prefix="paysim-bench-") as tmp:
@@ -89,11 +94,14 @@ def count_sdk_calls(history: Path) -> dict[str, int]:
     }
 
 
-def run_in_child(purchases: int, *, faults: bool = True, profile: bool = False) -> dict[str, Any]:
+def run_in_child(
+    purchases: int, *, faults: bool = True, profile: bool = False, seat_limit: int | None = None
+) -> dict[str, Any]:
     """`child_run` in a fresh interpreter; raises with the child's stderr if it fails."""
     cmd = [sys.executable, "-m", "simulator.bench_runs", str(purchases)]
     cmd += [] if faults else ["--no-faults"]
     cmd += ["--profile"] if profile else []
+    cmd += [] if seat_limit is None else ["--seat-limit", str(seat_limit)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"bench child {cmd[3:]} failed:\n{done.stderr[-3000:]}")
@@ -207,8 +215,14 @@ def main() -> None:
     parser.add_argument("purchases", type=int)
     parser.add_argument("--no-faults", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--seat-limit",
+        type=int,
+        default=None,
+        help="a seat-scaling run: programs of this many seats",
+    )
     args = parser.parse_args()
-    result = child_run(args.purchases, not args.no_faults, args.profile)
+    result = child_run(args.purchases, not args.no_faults, args.profile, args.seat_limit)
     print(json.dumps(result, default=str))
 
 

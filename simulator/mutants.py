@@ -27,8 +27,8 @@ from pymongo.errors import DuplicateKeyError
 from reference_impl.errors import Busy, UpstreamError
 from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult
 from reference_impl.reference_engine import ReferenceEngine, _paid_fields
-from reference_impl.schema import COMPLETED, FAILED, PENDING
-from reference_impl.seats import SeatLedger
+from reference_impl.schema import COMPLETED, FAILED, PENDING, SEAT_HOLDS
+from reference_impl.seats import HOLD_RELEASED, MOVES, SeatLedger
 from reference_impl.webhook_signature import InvalidWebhook
 from simulator.engines import EXTRA, EXTRA_DESCRIPTIONS
 
@@ -100,19 +100,14 @@ async def _proceed_on_timeout(lock: AbstractAsyncContextManager[Any]) -> Any:
 class _CheckThenActLedger(SeatLedger):
     """Reserve by reading the count, comparing with the limit, then an unconditional `$inc`."""
 
-    async def reserve(
-        self, program: dict[str, Any], *, purchase_id: str, ref: str, at: float
-    ) -> bool:
+    async def _count_up(self, program: dict[str, Any], ref: str, move: dict[str, Any]) -> bool:
         current = await self._programs.find_one({"_id": program["_id"]})
         if current is None or current["class_rep_count"] >= program["class_rep_limit"]:
             return False
         # another request may reserve between the read above and the write below
         await self._programs.update_one(
             {"_id": program["_id"]},
-            {
-                "$inc": {"class_rep_count": 1},
-                "$push": {"seat_holders": {"ref": ref, "purchase_id": purchase_id, "at": at}},
-            },
+            {"$inc": {"class_rep_count": 1}, "$set": {f"{MOVES}.{ref}": move}},
         )
         return True
 
@@ -125,7 +120,7 @@ class CheckThenActCounter(ReferenceEngine):
 
     def __init__(self, env: EngineEnv) -> None:
         super().__init__(env)
-        self.seats = _CheckThenActLedger(env.store)
+        self.seats = _CheckThenActLedger(env.store, env.ids, env.clock)
 
 
 class NoTransitionGuard(ReferenceEngine):
@@ -187,9 +182,8 @@ class NoCompensation(ReferenceEngine):
             {"_id": purchase["_id"], "status": PENDING}, {"$set": {"status": FAILED}}
         )
         if before is not None and before.get("seat_ref"):
-            await self.programs.update_one(
-                {"_id": before["program_id"]},
-                {"$pull": {"seat_holders": {"ref": before["seat_ref"]}}},
+            await self.env.store[SEAT_HOLDS].update_one(
+                {"_id": before["seat_ref"]}, {"$set": {"state": HOLD_RELEASED}}
             )
         return before is not None
 

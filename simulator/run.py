@@ -25,7 +25,8 @@ import trio.testing
 from reference_impl.lock_stats import LockStats
 from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult
 from reference_impl.registry import load_factory
-from reference_impl.schema import PROGRAMS, PURCHASES, SLOTS, program_doc
+from reference_impl.schema import PROGRAMS, PURCHASES, SEAT_HOLDS, SLOTS, program_doc
+from reference_impl.seats import hold_doc
 from reference_impl.seed_locks import SeedLockService
 from reference_impl.store import AsyncDatabase, open_database
 from simulator import tasks
@@ -360,11 +361,14 @@ class _World:
             if old.payment_intent_recorded:
                 doc["stripe_payment_intent_id"] = session.payment_intent
             if old.class_rep:
-                seat = {"ref": f"seat_{purchase_id}", "purchase_id": purchase_id, "at": now}
-                doc["seat_ref"] = seat["ref"]
+                doc["seat_ref"] = f"seat_{purchase_id}"
                 self.db.sync[PROGRAMS].update_one(
-                    {"_id": old.program},
-                    {"$inc": {"class_rep_count": 1}, "$push": {"seat_holders": seat}},
+                    {"_id": old.program}, {"$inc": {"class_rep_count": 1}}
+                )
+                self.db.sync[SEAT_HOLDS].insert_one(
+                    hold_doc(
+                        doc["seat_ref"], program_id=old.program, purchase_id=purchase_id, at=now
+                    )
                 )
             self.db.sync[PURCHASES].insert_one(doc)
             self.db.sync[SLOTS].insert_one(

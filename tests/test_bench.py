@@ -31,6 +31,7 @@ def test_tiny_bench_writes_a_complete_report(tmp_path: Path) -> None:
     keys = {f["key"] for f in data["figures"]}
     assert keys == {
         "purchases_per_s",
+        "seat_scaling",
         "sdk_floor_us",
         "trio_floor_us",
         "retry_schedule_wall_s",
@@ -53,6 +54,12 @@ def test_tiny_bench_writes_a_complete_report(tmp_path: Path) -> None:
     assert floors["trio_ops_per_purchase"]["spawns"] > 0  # read off the profile
     assert floors["trio_ops_per_purchase"]["other_switches"] > 0
     assert 0 < floors["sdk_us"] + floors["trio_us"] < floors["whole_us"]  # parts of the whole
+    seat_runs = data["sections"]["seat_scaling"]
+    assert {r["scenario"] for r in seat_runs.values()} == {
+        "bench-seats-40-limit-10000",
+        "bench-seats-40-limit-100",
+    }
+    assert all(r["quiescent"] and r["purchases"] == 40 for r in seat_runs.values())
     assert data["sections"]["virtual_time"]["given_up"] == bench.Sizes.tiny().deliveries
     sweep = data["sections"]["sweep"]
     assert sweep["one_worker"]["sha256"] == sweep["two_workers"]["sha256"]

@@ -411,7 +411,7 @@ def test_reconcile_releases_an_orphan_seat_and_tombstones_its_id() -> None:
 
     async def main() -> None:
         async with world(ReferenceEngine, config=config) as w:
-            ledger = SeatLedger(w.env.store)
+            ledger = SeatLedger(w.env.store, w.env.ids, w.env.clock)
             program = await w.program(PROG)
             # a crash between reserving the seat and inserting the purchase
             assert await ledger.reserve(

@@ -9,8 +9,6 @@ import pytest
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from reference_impl.schema import program_doc
-from reference_impl.seats import SeatLedger
 from reference_impl.store import AsyncDatabase, open_database
 from tests.enginehelpers import run_virtual
 
@@ -97,32 +95,3 @@ def test_primary_key_fast_path_gives_the_same_answers_as_a_scan() -> None:
     )
     with pytest.raises(DuplicateKeyError):
         db.c.insert_one({"_id": "p3"})
-
-
-def test_seat_ledger_never_exceeds_limit_and_releases_each_ref_once() -> None:
-    async def main() -> None:
-        db = open_database()
-        await db.programs.insert_one(program_doc("prog", class_rep_limit=2))
-        ledger = SeatLedger(db)
-        program = await db.programs.find_one({"_id": "prog"})
-        granted: list[bool] = []
-
-        async def reserve(i: int) -> None:
-            granted.append(await ledger.reserve(program, purchase_id=f"p{i}", ref=f"r{i}", at=0.0))
-
-        async with anyio.create_task_group() as tg:
-            for i in range(8):
-                tg.start_soon(reserve, i)
-        assert granted.count(True) == 2
-        assert (await db.programs.find_one({"_id": "prog"}))["class_rep_count"] == 2
-        holder = (await ledger.holders())[0][1]["ref"]
-        releases = [await ledger.release("prog", holder) for _ in range(3)]
-        assert releases == [True, False, False]
-        assert (await db.programs.find_one({"_id": "prog"}))["class_rep_count"] == 1
-        # the same ref cannot take a second seat
-        again = await ledger.reserve(
-            program, purchase_id="x", ref=(await ledger.holders())[0][1]["ref"], at=0
-        )
-        assert again is False
-
-    run_virtual(main)
