@@ -1,6 +1,8 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# stripe-node for the HTTP fidelity tests (tests/node); without npm they skip locally (CI has it)
+NODE_STAMP := tests/node/node_modules/.installed
 
 .PHONY: demo test lint bench soak clean
 
@@ -10,10 +12,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tests/node && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm not found: the stripe-node fidelity tests will be skipped"; \
+	fi
+
 demo: $(STAMP)
 	$(PY) -m simulator.demo reports/demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)

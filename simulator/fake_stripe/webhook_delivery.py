@@ -4,6 +4,10 @@ until a 2xx or the end of the retry window, with duplicates and reordering on de
 Every attempt runs in a task of its own. Stripe stops waiting after `delivery_timeout_s` and
 schedules the retry while the slow attempt may still be running at the endpoint, so one event
 can be in the engine twice at once, as it can in production.
+
+The endpoint is the transport port, `async (payload, signature_header) -> HTTP status`: an
+in-process call into the engine in simulation, a signed POST to a service's URL in black-box
+mode (simulator/blackbox/webhook_http.py); the schedule above is the same for both.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from simulator.fake_stripe.fake import FakeStripe
 from simulator.fake_stripe.faults import chance
 from simulator.fake_stripe.webhook_policy import WebhookPolicy
 
+#: the transport port: deliver one attempt, answer the endpoint's status code (raise on failure)
 Endpoint = Callable[[bytes, str], Awaitable[int]]
 
 

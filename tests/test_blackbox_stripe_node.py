@@ -1,0 +1,86 @@
+"""The fake Stripe over real HTTP, checked by stripe-node (the official `stripe` npm package,
+tests/node/): sessions, idempotent replays, and Stripe's errors as stripe-node's error types.
+`make test` installs it (npm); CI has Node, so a missing Node fails there rather than skip."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.blackboxhelpers import fake_stripe_with_receiver
+
+NODE_DIR = Path(__file__).parent / "node"
+SCRIPT = NODE_DIR / "stripe_fidelity.mjs"
+NODE = shutil.which("node")
+
+if NODE is None or not (NODE_DIR / "node_modules" / "stripe").is_dir():
+    reason = (
+        "node is not installed"
+        if NODE is None
+        else "stripe-node is not installed: run `make test` (npm install in tests/node)"
+    )
+    if os.environ.get("CI"):
+        raise RuntimeError(f"stripe-node fidelity tests cannot run in CI: {reason}")
+    pytest.skip(reason, allow_module_level=True)
+
+
+async def node(base_url: str, check: str) -> dict[str, Any]:
+    assert NODE is not None
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [NODE, str(SCRIPT), base_url, check], capture_stdout=True, capture_stderr=True
+        )
+    return json.loads(done.stdout)
+
+
+def test_stripe_node_sessions_idempotency_and_errors() -> None:
+    async def main() -> None:
+        async with fake_stripe_with_receiver() as (service, _):
+            out = await node(service.base_url, "sessions")
+            created = out["created"]
+            assert (created["status"], created["amount_total"]) == ("open", 5000)
+            assert out["replayed"] == {"id": created["id"], "header": "true"}
+            assert out["retrieved"] == {"id": created["id"], "status": "open"}
+            assert out["listed"] == [created["id"]]
+            assert out["expired"] == {"id": created["id"], "status": "expired"}
+            assert out["expire_again"]["type"] == "StripeInvalidRequestError"
+            assert out["expire_again"]["statusCode"] == 400
+            assert out["key_reused"]["type"] == "StripeIdempotencyError"
+            assert out["missing"]["type"] == "StripeInvalidRequestError"
+            assert (out["missing"]["statusCode"], out["missing"]["code"]) == (
+                404,
+                "resource_missing",
+            )
+            assert out["unknown_param"]["param"] == "colour"
+            assert out["bad_key"]["type"] == "StripeAuthenticationError"
+            assert list(service.fake.sessions) == [created["id"]]
+
+            service.fake.faults.rate_limit_per_s = 1.0
+            results = (await node(service.base_url, "rate_limit"))["results"]
+            assert "StripeRateLimitError" in [r["type"] for r in results]
+            assert results[0]["type"] is None  # the bucket starts with one second's worth
+            service.fake.faults.rate_limit_per_s = None
+
+            service.fake.faults.error_5xx_probability = 1.0
+            error = (await node(service.base_url, "server_error"))["result"]
+            assert (error["type"], error["statusCode"]) == ("StripeAPIError", 500)
+            service.fake.faults.error_5xx_probability = 0.0
+
+            service.fake.faults.lost_response_probability = 1.0
+            lost = (await node(service.base_url, "lost_response"))["result"]
+            assert lost["type"] == "StripeConnectionError"
+            # executed once, then stripe-node's retry (its own idempotency key) was a replay
+            assert len(service.fake.sessions) == 2
+            last_two = service.ledger.requests[-2:]
+            assert [(r["fault"], r["replayed"]) for r in last_two] == [
+                ("lost_response", False),
+                ("lost_response", True),
+            ]
+
+    trio.run(main)
