@@ -869,6 +869,7 @@ def stripe_serve(
     """
     import trio
 
+    from simulator.blackbox.console import printer
     from simulator.blackbox.stripe_service import StripeServiceConfig, run_until_cancelled
 
     if webhook_url is not None:
@@ -883,6 +884,7 @@ def stripe_serve(
         scenario=loaded,
         retry_compression=retry_compression,
         seed=loaded.seeds[0] if loaded is not None else 1,
+        record=printer(lambda line: click.echo(line, err=True)),
     )
 
     def announce(service: Any) -> None:
@@ -893,6 +895,12 @@ def stripe_serve(
             f"{webhook_url or '(none)'}; Ctrl-C stops it",
             err=True,
         )
+        applied, ignored = service.fault_kinds()
+        if applied or ignored:
+            line = f"paysim stripe serve: faults from {scenario_path}: {', '.join(applied) or '-'}"
+            if ignored:
+                line += f"; not applied (no engine instance to act on): {', '.join(ignored)}"
+            click.echo(line, err=True)
 
     try:
         trio.run(run_until_cancelled, config, announce)

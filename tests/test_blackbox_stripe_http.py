@@ -271,3 +271,54 @@ def test_scenario_faults_duplicate_and_fail_deliveries() -> None:
             assert statuses == {200, 500}
 
     trio.run(main)
+
+
+def test_hostile_requests_change_nothing_and_get_stripe_shaped_errors() -> None:
+    async def main() -> None:
+        async with fake_stripe_with_receiver() as (service, _), httpx.AsyncClient() as raw:
+            api = service.base_url + "/v1/checkout/sessions"
+            key = {"Authorization": "Bearer sk_test_x"}
+            form = {**key, "Content-Type": "application/x-www-form-urlencoded"}
+            huge = await raw.post(api, content=b"mode=payment&x=" + b"a" * (1 << 20), headers=form)
+            assert huge.status_code == 413 and huge.json()["error"]["type"]
+            binary = await raw.post(api, content=b"mode=\xff\xfe", headers=form)
+            assert binary.status_code == 400
+            for auth in ("Bearer", "Basic !!!", "Token sk_test_x", "Bearer " + "sk_test_" * 40):
+                denied = await raw.get(api, headers={"Authorization": auth})
+                assert denied.status_code == 401, auth
+                assert denied.json()["error"]["type"] == "invalid_request_error"
+            assert (await raw.get(api, auth=("sk_test_basic", ""))).status_code == 200
+            nowhere = await raw.get(service.base_url + "/v2/../etc/passwd", headers=key)
+            assert nowhere.status_code == 404 and "Unrecognized request URL" in nowhere.text
+            assert not service.fake.sessions
+
+            session = await in_thread(
+                service.client().v1.checkout.sessions.create, session_params()
+            )
+            page = await raw.get(session.url)  # the session's url is the hosted page
+            assert page.status_code == 200 and page.json()["session"]["id"] == session.id
+            assert "pay_card" in page.json()["actions"]
+            for body in (b"[1, 2]", b"{" * 5000, b"\xff"):
+                refused = await raw.post(
+                    session.url, content=body, headers={"Content-Type": "application/json"}
+                )
+                assert refused.status_code == 400, body[:10]
+            assert service.fake.sessions[session.id].status == "open"
+            assert len(service.fake.events) == 0
+
+    trio.run(main)
+
+
+def test_console_lines_name_what_happened() -> None:
+    from simulator.blackbox.console import line_for, printer
+
+    lost = {"method": "POST", "path": "/v1/refunds", "status": 200, "fault": "lost_response"}
+    assert line_for("stripe.request", {**lost, "replayed": True}) == (
+        "api      POST /v1/refunds -> 200 (replayed) [fault: lost_response]"
+    )
+    answer = {"event_id": "evt_1", "attempt": 2, "status": None, "error": "ConnectError"}
+    assert line_for("webhook.response", answer) == "webhook  evt_1 attempt 2 -> ConnectError"
+    assert line_for("lock.acquired", {}) is None
+    lines: list[str] = []
+    printer(lines.append)("webhook.given_up", event_id="evt_1", attempts=4)
+    assert len(lines) == 1 and lines[0].endswith("webhook  evt_1 given up after 4 attempt(s)")

@@ -9,6 +9,8 @@ Routes (all on the base URL that `paysim stripe serve` prints):
                                      errors worded and typed as Stripe's. Scenario faults apply:
                                      latency, 500s, 429s, and lost responses / refused requests as
                                      a connection closed with no response.
+    GET  /_paysim/checkout/{cs_id}   the hosted Checkout page (a session's `url` points here):
+                                     {"session", "payment_intent", "actions"}
     POST /_paysim/checkout/{cs_id}   the customer on the hosted Checkout page; form or JSON body:
                                      action = pay_card | decline | decline_then_pay | bank_debit |
                                      abandon | expire; bank_debit takes outcome = succeeded |
@@ -103,6 +105,8 @@ class StripeHttpApp:
             await self._api(scope, method, body, send)
         elif (match := CHECKOUT_ROUTE.fullmatch(path)) and method == "POST":
             await self._checkout(scope, match.group(1), body, send)
+        elif match and method == "GET":
+            await self._show_page(match.group(1), send)
         elif path == "/_paysim/ledger" and method == "GET":
             await send_json(send, 200, self._snapshot())
         elif path == "/_paysim/health" and method == "GET":
@@ -172,17 +176,22 @@ class StripeHttpApp:
         if status == 409:
             await send_json(send, 409, _page_error(f"Checkout Session {session_id} is not open."))
             return
+        await send_json(send, 200, {"action": action, **self._page(session_id)})
+
+    async def _show_page(self, session_id: str, send: Send) -> None:
+        if session_id not in self._fake.sessions:
+            await send_json(send, 404, _page_error(f"No such checkout.session: {session_id}"))
+            return
+        await send_json(send, 200, {**self._page(session_id), "actions": list(ACTIONS)})
+
+    def _page(self, session_id: str) -> dict[str, Any]:
+        """What the hosted page shows: the session and its PaymentIntent, as the API has them."""
         session = self._fake.sessions[session_id]
         intent = self._fake.payment_intents.get(session.payment_intent or "")
-        await send_json(
-            send,
-            200,
-            {
-                "action": action,
-                "session": session.to_json(),
-                "payment_intent": intent.to_json() if intent is not None else None,
-            },
-        )
+        return {
+            "session": session.to_json(),
+            "payment_intent": intent.to_json() if intent is not None else None,
+        }
 
     async def _act(self, session_id: str, action: str, params: dict[str, Any]) -> int:
         fake = self._fake

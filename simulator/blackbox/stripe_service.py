@@ -40,7 +40,7 @@ from simulator.blackbox.stripe_http import StripeHttpApp
 from simulator.blackbox.webhook_http import HttpWebhookEndpoint
 from simulator.clock import SimClock
 from simulator.fake_stripe import FakeStripe, StripeFaults, WebhookDelivery, WebhookPolicy
-from simulator.nemesis import Nemesis
+from simulator.nemesis import STRIPE_KINDS, WEBHOOK_KINDS, Nemesis
 from simulator.randomness import RandomStreams
 from simulator.scenario import Scenario
 from simulator.topology import Cluster
@@ -94,8 +94,9 @@ class StripeService:
         if sc is not None:
             policy.delivery_timeout_s = sc.webhooks.delivery_timeout_s
         self.policy = policy.compressed(config.retry_compression)
+        applied, _ = self.fault_kinds()
         self.nemesis = Nemesis(
-            sc.faults if sc else (),
+            tuple(f for f in sc.faults if f.kind in applied) if sc else (),
             self._streams.stream("faults"),
             self.ledger.record,
             self.fake.faults,
@@ -107,6 +108,15 @@ class StripeService:
         )
         self.delivery: WebhookDelivery | None = None
         self.app = StripeHttpApp(self.fake, nursery, self.snapshot)
+
+    def fault_kinds(self) -> tuple[list[str], list[str]]:
+        """The scenario's fault kinds this server applies, and those it cannot (they act on
+        engine instances, the store or Redis, which a black-box server does not control)."""
+        kinds = (
+            sorted({f.kind for f in self.config.scenario.faults}) if self.config.scenario else []
+        )
+        applied = [k for k in kinds if k in STRIPE_KINDS | WEBHOOK_KINDS]
+        return applied, [k for k in kinds if k not in applied]
 
     def deliver_to(self, url: str) -> WebhookDelivery:
         """POST every event created from now on to `url` (one endpoint: a second call is an
@@ -159,6 +169,7 @@ async def serve_fake_stripe(config: StripeServiceConfig) -> AsyncIterator[Stripe
             try:
                 async with serve_asgi(service.app, host=config.host, port=config.port) as url:
                     service.base_url = url
+                    service.fake.checkout_url = f"{url}/_paysim/checkout/"
                     if config.webhook_url is not None:
                         service.deliver_to(config.webhook_url)
                     if config.start_faults and config.scenario is not None:

@@ -195,6 +195,15 @@ class FakeStripe:
             settle_after_s=settle_after_s,
         )
 
+    @property
+    def checkout_url(self) -> str:
+        """Prefix of every new session's `url` (the hosted Checkout page), id appended."""
+        return self._state.checkout_url
+
+    @checkout_url.setter
+    def checkout_url(self, prefix: str) -> None:
+        self._state.checkout_url = prefix
+
     def session_open(self, session_id: str) -> bool:
         """Whether the customer can still pay `session_id` (one past `expires_at` is expired on
         the spot). Raises KeyError for an unknown session id."""

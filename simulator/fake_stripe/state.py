@@ -50,6 +50,8 @@ class StripeState:
         self.clock = clock
         self.live_mode = live_mode
         self.record: Recorder = record or no_record
+        #: where a session's `url` points: the hosted Checkout page (black-box mode serves one)
+        self.checkout_url = CHECKOUT_URL
         self.sessions: MutableMapping[str, CheckoutSession] = {}
         self.payment_intents: MutableMapping[str, PaymentIntent] = {}
         self.refunds: list[Refund] = []
@@ -112,7 +114,7 @@ class StripeState:
             expires_at=expires_at,
             amount_total=amount_total,
             currency=currency,
-            url=CHECKOUT_URL + session_id,
+            url=self.checkout_url + session_id,
             created=self.now(),
             livemode=self.live_mode,
             success_url=success_url,
