@@ -94,9 +94,10 @@ class StripeService:
         if sc is not None:
             policy.delivery_timeout_s = sc.webhooks.delivery_timeout_s
         self.policy = policy.compressed(config.retry_compression)
-        applied, _ = self.fault_kinds()
+        # every kind is scheduled: those on engine instances act once a driver that serves the
+        # engine itself hands the nemesis its cluster (`nemesis.cluster`, `before_store_call`)
         self.nemesis = Nemesis(
-            tuple(f for f in sc.faults if f.kind in applied) if sc else (),
+            sc.faults if sc else (),
             self._streams.stream("faults"),
             self.ledger.record,
             self.fake.faults,
@@ -110,8 +111,8 @@ class StripeService:
         self.app = StripeHttpApp(self.fake, nursery, self.snapshot)
 
     def fault_kinds(self) -> tuple[list[str], list[str]]:
-        """The scenario's fault kinds this server applies, and those it cannot (they act on
-        engine instances, the store or Redis, which a black-box server does not control)."""
+        """The scenario's fault kinds this server applies on its own, and those it cannot (they
+        act on engine instances, the store or Redis: only a driver that runs the engine can)."""
         kinds = (
             sorted({f.kind for f in self.config.scenario.faults}) if self.config.scenario else []
         )
