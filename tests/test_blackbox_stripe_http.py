@@ -188,12 +188,31 @@ def test_customer_page_payments_refunds_and_signed_webhooks() -> None:
             paid = await in_thread(client.v1.checkout.sessions.retrieve, paid.id)
             intent = await in_thread(client.v1.payment_intents.retrieve, paid.payment_intent)
             assert intent.status == "succeeded"
-            refund_of = {"payment_intent": paid.payment_intent}
-            refund = await in_thread(client.v1.refunds.create, refund_of)
+            charges = await in_thread(
+                client.v1.charges.list, {"payment_intent": paid.payment_intent}
+            )
+            (charge,) = charges.data
+            assert (charge.status, charge.paid, charge.amount_captured) == ("succeeded", True, 5000)
+            assert (await in_thread(client.v1.charges.retrieve, charge.id)).payment_intent == (
+                paid.payment_intent
+            )
+            refund = await in_thread(client.v1.refunds.create, {"charge": charge.id})
             assert (refund.amount, refund.status) == (5000, "succeeded")
             with pytest.raises(stripe.InvalidRequestError) as twice:
-                await in_thread(client.v1.refunds.create, refund_of)
+                await in_thread(client.v1.refunds.create, {"payment_intent": paid.payment_intent})
             assert twice.value.code == "charge_already_refunded"
+            refunded = await in_thread(client.v1.charges.retrieve, charge.id)
+            assert (refunded.refunded, refunded.amount_refunded) == (True, 5000)
+            declined = await in_thread(client.v1.checkout.sessions.retrieve, declined.id)
+            failed = await in_thread(
+                client.v1.charges.list, {"payment_intent": declined.payment_intent}
+            )
+            assert [(c.status, c.failure_code) for c in failed.data] == [
+                ("failed", "card_declined")
+            ]
+            with pytest.raises(stripe.InvalidRequestError) as no_charge:
+                await in_thread(client.v1.charges.retrieve, "ch_nope")
+            assert no_charge.value.http_status == 404
 
             expected = {
                 ("checkout.session.completed", paid.id),

@@ -4,7 +4,8 @@ Routes (all on the base URL that `paysim stripe serve` prints):
 
     /v1/...                          Stripe's API subset, as the in-process fake serves it to the
                                      SDK: Checkout Sessions (create, retrieve, list, expire),
-                                     PaymentIntents, refunds, events; form-encoded bodies,
+                                     PaymentIntents, charges (read), refunds (by payment intent
+                                     or charge), events; form-encoded bodies,
                                      `Authorization: Bearer sk_...` (or Basic), `Idempotency-Key`,
                                      errors worded and typed as Stripe's. Scenario faults apply:
                                      latency, 500s, 429s, and lost responses / refused requests as

@@ -9,11 +9,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from simulator.fake_stripe import errors, pretty_json
 from simulator.fake_stripe.errors import ApiError, invalid_param
-from simulator.fake_stripe.objects import CheckoutSession
+from simulator.fake_stripe.objects import (
+    CheckoutSession,
+    PaymentIntent,
+    charge_json,
+    intent_id_of_charge,
+)
 from simulator.fake_stripe.state import API_VERSION, StripeState
 
 MIN_TTL_S = 30 * 60
@@ -50,7 +55,7 @@ SESSION_PARAMS = frozenset(
         "expand",
     }
 )
-REFUND_PARAMS = frozenset({"payment_intent", "amount", "reason", "metadata", "expand"})
+REFUND_PARAMS = frozenset({"payment_intent", "charge", "amount", "reason", "metadata", "expand"})
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class StripeApi:
             ("GET", re.compile(r"/v1/checkout/sessions/([^/]+)"), self._retrieve_session),
             ("POST", re.compile(r"/v1/checkout/sessions/([^/]+)/expire"), self._expire_session),
             ("GET", re.compile(r"/v1/payment_intents/([^/]+)"), self._retrieve_intent),
+            ("GET", re.compile(r"/v1/charges"), self._list_charges),
+            ("GET", re.compile(r"/v1/charges/([^/]+)"), self._retrieve_charge),
             ("POST", re.compile(r"/v1/refunds"), self._create_refund),
             ("GET", re.compile(r"/v1/refunds/([^/]+)"), self._retrieve_refund),
             ("GET", re.compile(r"/v1/events/([^/]+)"), self._retrieve_event),
@@ -220,14 +227,46 @@ class StripeApi:
             raise errors.no_such("payment_intent", match.group(1), param="intent")
         return intent.to_json()
 
+    def _charge_intent(self, charge_id: str, *, param: str, status: int) -> PaymentIntent:
+        intent_id = intent_id_of_charge(charge_id)
+        intent = self._state.payment_intents.get(intent_id) if intent_id else None
+        if intent is None or charge_json(intent) is None:
+            raise errors.no_such("charge", charge_id, param=param, status=status)
+        return intent
+
+    def _retrieve_charge(self, request: ApiRequest, match: re.Match[str]) -> dict[str, Any]:
+        intent = self._charge_intent(match.group(1), param="id", status=404)
+        return cast(dict[str, Any], charge_json(intent))
+
+    def _list_charges(self, request: ApiRequest, _: re.Match[str]) -> dict[str, Any]:
+        """Only `payment_intent=` is supported (how a Checkout integration finds its charge)."""
+        p = request.params
+        if "payment_intent" not in p:
+            raise invalid_param(
+                "The fake lists charges of one PaymentIntent: pass payment_intent.",
+                "payment_intent",
+                "parameter_missing",
+            )
+        intent = self._state.payment_intents.get(str(p["payment_intent"]))
+        charge = charge_json(intent) if intent is not None else None
+        return {
+            "object": "list",
+            "data": [charge] if charge is not None else [],
+            "has_more": False,
+            "url": "/v1/charges",
+        }
+
     def _create_refund(self, request: ApiRequest, _: re.Match[str]) -> dict[str, Any]:
         p = request.params
         _no_unknown(p, REFUND_PARAMS)
-        if "payment_intent" not in p:
+        if "charge" in p and "payment_intent" not in p:
+            intent = self._charge_intent(str(p["charge"]), param="charge", status=400)
+        elif "payment_intent" not in p:
             raise invalid_param(
                 "Missing required param: payment_intent.", "payment_intent", "parameter_missing"
             )
-        intent = self._state.payment_intents.get(str(p["payment_intent"]))
+        else:
+            intent = self._state.payment_intents.get(str(p["payment_intent"]))
         if intent is None:
             raise errors.no_such(
                 "payment_intent", str(p["payment_intent"]), param="payment_intent", status=400

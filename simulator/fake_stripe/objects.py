@@ -79,6 +79,41 @@ class PaymentIntent:
         }
 
 
+def charge_id_of(intent_id: str) -> str:
+    """A PaymentIntent's charge id: one charge per intent, its latest attempt."""
+    return "ch_" + intent_id.removeprefix("pi_")
+
+
+def intent_id_of_charge(charge_id: str) -> str | None:
+    return "pi_" + charge_id.removeprefix("ch_") if charge_id.startswith("ch_") else None
+
+
+def charge_json(intent: PaymentIntent) -> dict[str, Any] | None:
+    """The Charge Stripe shows for `intent`'s latest payment attempt (None before any attempt).
+    A read-only view of the intent: the fake keeps no separate charge state."""
+    error = intent.last_payment_error
+    if intent.status == "requires_payment_method" and error is None:
+        return None
+    status = {"succeeded": "succeeded", "processing": "pending"}.get(intent.status, "failed")
+    return {
+        "id": charge_id_of(intent.id),
+        "object": "charge",
+        "amount": intent.amount,
+        "amount_captured": intent.amount_received,
+        "amount_refunded": intent.amount_refunded,
+        "created": intent.created,
+        "currency": intent.currency,
+        "failure_code": error.get("code") if error else None,
+        "failure_message": error.get("message") if error else None,
+        "livemode": intent.livemode,
+        "metadata": copy.deepcopy(intent.metadata),
+        "paid": status == "succeeded",
+        "payment_intent": intent.id,
+        "refunded": 0 < intent.amount_received <= intent.amount_refunded,
+        "status": status,
+    }
+
+
 @dataclass(slots=True)
 class Refund:
     id: str
