@@ -341,3 +341,36 @@ def test_console_lines_name_what_happened() -> None:
     lines: list[str] = []
     printer(lines.append)("webhook.given_up", event_id="evt_1", attempts=4)
     assert len(lines) == 1 and lines[0].endswith("webhook  evt_1 given up after 4 attempt(s)")
+
+
+def test_a_key_in_use_by_a_request_still_running_gets_409() -> None:
+    """Two requests under one idempotency key at once over real sockets: the second gets
+    Stripe's 409 idempotency_key_in_use (APIError in stripe-python), the first its session."""
+
+    async def main() -> None:
+        async with fake_stripe_with_receiver() as (service, _):
+            service.fake.faults.processing_s = 1.0  # a wide window, even on a loaded machine
+            client = service.client(max_network_retries=0)
+            outcomes: list[object] = []
+
+            async def create(delay: float) -> None:
+                await trio.sleep(delay)
+                try:
+                    session = await in_thread(
+                        client.v1.checkout.sessions.create,
+                        session_params(),
+                        {"idempotency_key": "k"},
+                    )
+                    outcomes.append(session.id)
+                except stripe.APIError as exc:
+                    outcomes.append((exc.http_status, (exc.json_body or {})["error"]["code"]))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(create, 0.0)
+                nursery.start_soon(create, 0.1)
+            assert sorted(outcomes, key=str) == sorted(
+                [(409, "idempotency_key_in_use"), *service.fake.sessions], key=str
+            )
+            assert len(service.fake.sessions) == 1
+
+    trio.run(main)
