@@ -374,3 +374,24 @@ def test_a_key_in_use_by_a_request_still_running_gets_409() -> None:
             assert len(service.fake.sessions) == 1
 
     trio.run(main)
+
+
+def test_the_expiry_sweeper_runs_on_the_wall_clock() -> None:
+    """The code that expires sessions in virtual time in simulation does it in real seconds
+    here: the fake reads time only from its clock port and the event loop."""
+
+    async def main() -> None:
+        async with fake_stripe_with_receiver() as (service, receiver):
+            expires_at = int(service.clock.now()) + 2
+            session = service.fake.preload_session(
+                amount_total=100,
+                expires_at=expires_at,
+                client_reference_id="pur_wall",
+                metadata={},
+                with_payment_intent=False,
+            )
+            await until(lambda: "checkout.session.expired" in receiver.types(), timeout_s=10)
+            assert service.fake.sessions[session.id].status == "expired"
+            assert service.clock.now() >= expires_at - 0.01
+
+    trio.run(main)
