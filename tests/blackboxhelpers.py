@@ -52,6 +52,8 @@ class Receiver:
     secret: str = SECRET
     status: Callable[[dict[str, Any], int], int] = lambda event, n: 200
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: (body, Stripe-Signature header) of every verified delivery, as received
+    raw: list[tuple[bytes, str]] = field(default_factory=list)
     bad_signatures: int = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,6 +67,7 @@ class Receiver:
             await send_bytes(send, 400, b"bad signature")
             return
         event = json.loads(body)
+        self.raw.append((body, header(scope, "stripe-signature") or ""))
         self.events.append(event)
         n = sum(1 for e in self.events if e["id"] == event["id"])
         await send_bytes(send, self.status(event, n), b"")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.blackboxhelpers import fake_stripe_with_receiver
+from tests.blackboxhelpers import fake_stripe_with_receiver, session_params
 
 NODE_DIR = Path(__file__).parent / "node"
 SCRIPT = NODE_DIR / "stripe_fidelity.mjs"
@@ -30,11 +30,14 @@ if NODE is None or not (NODE_DIR / "node_modules" / "stripe").is_dir():
     pytest.skip(reason, allow_module_level=True)
 
 
-async def node(base_url: str, check: str) -> dict[str, Any]:
+async def node(base_url: str, check: str, stdin: bytes = b"") -> dict[str, Any]:
     assert NODE is not None
     with trio.fail_after(60):
         done = await trio.run_process(
-            [NODE, str(SCRIPT), base_url, check], capture_stdout=True, capture_stderr=True
+            [NODE, str(SCRIPT), base_url, check],
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
         )
     return json.loads(done.stdout)
 
@@ -82,5 +85,28 @@ def test_stripe_node_sessions_idempotency_and_errors() -> None:
                 ("lost_response", False),
                 ("lost_response", True),
             ]
+
+    trio.run(main)
+
+
+def test_stripe_node_verifies_the_webhooks_the_fake_sends() -> None:
+    """A delivery as it arrived over HTTP passes stripe-node's constructEvent; one byte changed,
+    it does not."""
+
+    async def main() -> None:
+        async with fake_stripe_with_receiver() as (service, receiver):
+            client = service.client()
+            session = await trio.to_thread.run_sync(
+                lambda: client.v1.checkout.sessions.create(session_params())
+            )
+            service.fake.expire_now(session.id)
+            with trio.fail_after(10):
+                while not receiver.raw:
+                    await trio.sleep(0.01)
+            body, header = receiver.raw[0]
+            delivery = {"payload": body.decode(), "header": header, "secret": receiver.secret}
+            out = await node(service.base_url, "webhook", json.dumps(delivery).encode())
+            assert out["genuine"] == {"type": "checkout.session.expired"}
+            assert out["tampered"] == {"error": "StripeSignatureVerificationError"}
 
     trio.run(main)

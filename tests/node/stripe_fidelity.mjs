@@ -1,7 +1,8 @@
 // stripe-node (the official `stripe` npm package) against `paysim stripe serve`.
 // Usage: node stripe_fidelity.mjs BASE_URL CHECK   (CHECK: sessions | rate_limit |
-// server_error | lost_response). Prints one JSON object; tests/test_blackbox_stripe_node.py
-// sets the server's faults before each check and judges what it prints.
+// server_error | lost_response | webhook). Prints one JSON object; tests/test_blackbox_stripe_node.py
+// sets the server's faults before each check and judges what it prints. `webhook` reads
+// {"payload", "header", "secret"} on stdin: a delivery as the fake Stripe sent it.
 import Stripe from 'stripe';
 
 const [base, check] = process.argv.slice(2);
@@ -90,11 +91,27 @@ async function lostResponse() {
   return { result: await caught(client('sk_test_node', 1).checkout.sessions.create(params())) };
 }
 
+async function webhook() {
+  const chunks = [];
+  for await (const chunk of process.stdin) chunks.push(chunk);
+  const { payload, header, secret } = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  const stripe = client();
+  const verify = (body) => {
+    try {
+      return { type: stripe.webhooks.constructEvent(body, header, secret).type };
+    } catch (err) {
+      return { error: err.type };
+    }
+  };
+  return { genuine: verify(payload), tampered: verify(payload.replace('"livemode"', '"livemodf"')) };
+}
+
 const checks = {
   sessions,
   rate_limit: rateLimit,
   server_error: serverError,
   lost_response: lostResponse,
+  webhook,
 };
 if (!checks[check]) {
   console.error(`unknown check ${check}; one of ${Object.keys(checks).join(', ')}`);
