@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +29,7 @@ import click
 
 from reference_impl.registry import UnknownEngine
 from simulator.engines import engine_names
+from simulator.run_folder import INTERRUPTED, RunFolderError, interrupted, partial_dir
 from simulator.scenario import Scenario
 from simulator.scenario_file import ScenarioError, load_scenario
 from simulator.suite import (
@@ -41,6 +44,14 @@ from simulator.topology import DEFAULT_REDIS_URL
 
 #: failing seeds listed one line each by `explore`; the rest are counted
 MAX_SEED_LINES = 50
+#: upper bounds of numeric options (shown in --help): past them a command would run for hours
+#: or exhaust memory (a 100,000-purchase load peaks near 250 MB; 10^9 reached 4 GB in 40 s)
+MAX_WORKERS = 64
+MAX_SEEDS = 100_000
+MAX_EXAMPLES = 10_000
+MAX_PURCHASES = 100_000
+MAX_CONCURRENCY = 10_000
+MAX_LIMIT = 1_000_000
 DEFAULT_WORKERS = max(1, min(8, os.cpu_count() or 1))
 ENGINE_HELP = (
     "engine under test: a built-in name (see `paysim engines`: reference, seed, mutant:*) "
@@ -58,6 +69,9 @@ class PaysimGroup(click.Group):
     """Turns every usage error into one line on stderr and every command result into an exit code."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        argv = list(args[0] if args and args[0] is not None else kwargs.get("args") or sys.argv[1:])
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:
@@ -67,15 +81,40 @@ class PaysimGroup(click.Group):
             where = (
                 exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else "paysim"
             )
-            click.echo(f"{where}: error: {one_line(exc.format_message())}", err=True)
+            message = one_line(exc.format_message())
+            click.echo(f"{where}: error: {message}", err=True)
+            if "--json" in argv:  # a script asked for JSON: it gets an error object, not silence
+                click.echo(json.dumps({"error": message, "exit_code": 2, "command": where}))
             code = 2
-        except click.Abort:
-            click.echo("Aborted!", err=True)
-            code = 130
+        except (click.Abort, KeyboardInterrupt):
+            code = _interrupted()
+        except BaseExceptionGroup as group:  # trio wraps a Ctrl-C in the run's task group
+            if group.subgroup(KeyboardInterrupt) is None:
+                raise
+            code = _interrupted()
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
         code = code if isinstance(code, int) else 0
         if not standalone_mode:
             return code
         sys.exit(code)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends a command as Ctrl-C does: through trio's own KeyboardInterrupt path, so
+    cleanup runs (Redis keys, the run folder marked INTERRUPTED) and the exit code is 130."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):  # SIGINT ignored (a background job): interrupt all the same
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
+
+
+def _interrupted() -> int:
+    click.echo(
+        "paysim: interrupted (exit 130); an unfinished run folder is marked INTERRUPTED", err=True
+    )
+    return 130
 
 
 def one_line(text: str) -> str:
@@ -103,7 +142,7 @@ json_option = click.option(
 )
 workers_option = click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_WORKERS),
     default=DEFAULT_WORKERS,
     show_default=True,
     help="worker processes running seeds in parallel",
@@ -134,9 +173,16 @@ def checked_out(path: Path, option: str = "--out") -> Path:
     return path
 
 
+#: what `check` and `report` need: both refuse a folder missing any of them (one rule for both)
+RUN_FILES = ("summary.json", "scenario.toml", "history.jsonl", "final_state.json", "ledgers.json")
+
+
 def checked_run_dir(run_dir: Path, needs: Sequence[str]) -> None:
     if not run_dir.is_dir():
         bad(f"{run_dir}: not a run folder")
+    why = interrupted(run_dir)
+    if why is not None:
+        bad(f"{run_dir / INTERRUPTED}: {why}; run it again (nothing here can be judged)")
     for name in needs:
         if not (run_dir / name).is_file():
             bad(f"{run_dir / name}: missing (not a complete paysim run folder)")
@@ -156,11 +202,43 @@ class Out:
             click.echo(json.dumps(data, indent=1, sort_keys=True, default=str))
 
 
+class LineProgress:
+    """Progress without a terminal (a CI log): one line on stderr per finished unit, with the
+    count so far, so a long command is never silent for minutes."""
+
+    def __init__(self, length: int, label: str, every: int = 1) -> None:
+        self.length, self.label, self.every, self.done = length, label, every, 0
+        click.echo(f"{label}: {length} to do", err=True)
+
+    def update(self, n: int = 1, line: str | None = None) -> None:
+        before, self.done = self.done, self.done + n
+        if self.done // self.every > before // self.every or self.done >= self.length:
+            click.echo(f"[{self.done}/{self.length}] {line or self.label}", err=True)
+
+
+class BarProgress:
+    """A progress bar on a terminal; `line` (what just finished) is not needed there."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def update(self, n: int = 1, line: str | None = None) -> None:
+        self.bar.update(n)
+
+
 @contextmanager
-def progress(length: int, label: str) -> Iterator[Any]:
-    """A progress bar on stderr (drawn on a terminal only)."""
+def progress(length: int, label: str, every: int = 1) -> Iterator[LineProgress | BarProgress]:
+    """A bar on a terminal; a line per `every` finished units on stderr otherwise."""
+    if not sys.stderr.isatty():
+        yield LineProgress(length, label, every)
+        return
     with click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True) as bar:
-        yield bar
+        yield BarProgress(bar)
+
+
+def run_line(result: CaseResult) -> str:
+    """A finished run in one line, for a progress log."""
+    return describe(result.summary)[0]
 
 
 def describe(summary: dict[str, Any], run_dir: Path | None = None) -> list[str]:
@@ -219,6 +297,7 @@ def tally(results: Sequence[CaseResult]) -> str:
     "Exit codes: 0 all invariants held and thresholds met; 1 an invariant violated (or a "
     "verdict unknown, or a run vacuous); 2 bad input; 3 thresholds missed, invariants held.",
 )
+@click.version_option(package_name="paysim", prog_name="paysim")
 def main() -> None:
     pass
 
@@ -278,7 +357,7 @@ def run(
 @click.argument("directory", metavar="DIR")
 @click.option(
     "--seeds",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_SEEDS),
     default=None,
     help="run seeds 1..K of every scenario  [default: each scenario's own `seeds`]",
 )
@@ -324,7 +403,7 @@ def suite(
         bad(f"--junit {junit}: is a folder, expected a file name")
     say = Out(as_json)
     with progress(len(cases), f"suite {directory} · {engine}") as bar:
-        results = run_suite(cases, engine, out, workers=workers, on_result=lambda _: bar.update(1))
+        results = run_suite(cases, engine, out, workers=workers, on_result=lambda r: bar.update(1, run_line(r)))
     index = write_index(out, index_rows(results))
     for result in results:
         if result.exit_code == 0:
@@ -349,7 +428,7 @@ def suite(
 @click.argument("scenario")
 @click.option(
     "--seeds",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_SEEDS),
     required=True,
     help="sweep seeds 1..N of the scenario",
 )
@@ -364,7 +443,7 @@ def suite(
 )
 @click.option(
     "--max-examples",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_EXAMPLES),
     default=200,
     show_default=True,
     help="scenarios Hypothesis tries before giving up (with --shrink)",
@@ -416,7 +495,7 @@ def explore(
         ):
             shutil.rmtree(Path(tmp) / f"seed-{summary['seed']}", ignore_errors=True)
             summaries.append(summary)
-            bar.update(1)
+            bar.update(1, f"seed {summary['seed']}: {summary['verdict']} {broken(summary)}")
     codes = [exit_code_of(s) for s in summaries]
     failing = [s for s in summaries if exit_code_of(s) != 0]
     for summary in failing[:MAX_SEED_LINES]:
@@ -462,7 +541,7 @@ def _shrink(
             engine,
             max_examples=max_examples,
             invariant=invariant,
-            on_example=lambda n: bar.update(1) if n <= max_examples else None,
+            on_example=lambda n: bar.update(1, f"example {n}") if n <= max_examples else None,
         )
     if found is None:
         say.say(f"no failure of {goal} found in {max_examples} generated scenarios")
@@ -520,7 +599,7 @@ def _prune_faults(scenario: Scenario, seed: int, engine: str, invariant: str | N
 )
 @click.option(
     "--seeds",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_SEEDS),
     default=None,
     help="seeds 1..K of every scenario  [default: each scenario's own `seeds`]",
 )
@@ -548,10 +627,15 @@ def mutants(
     total = len(cases) * (1 + len(MUTANTS))
     rows: list[dict[str, Any]] = []
     with Workers(workers) as pool, progress(total, f"mutants × {suite_dir}") as bar:
-        reference = pool.run([Job(c, "reference", None) for c in cases], lambda _: bar.update(1))
+        reference = pool.run(
+            [Job(c, "reference", None) for c in cases], lambda r: bar.update(1, run_line(r))
+        )
         for mutant in MUTANTS.values():
-            found = detect(f"mutant:{mutant.name}", rounds, pool, lambda _: bar.update(1))
-            bar.update(len(cases) - found.runs)
+            found = detect(
+                f"mutant:{mutant.name}", rounds, pool, lambda r: bar.update(1, run_line(r))
+            )
+            verdict = "caught" if found.caught else "SURVIVED"
+            bar.update(len(cases) - found.runs, f"mutant:{mutant.name} {verdict}")
             rows.append(
                 {
                     "engine": found.engine,
@@ -608,14 +692,14 @@ def mutants(
 @main.command()
 @click.option(
     "--purchases",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_PURCHASES),
     default=200,
     show_default=True,
     help="purchases in total (N)",
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_CONCURRENCY),
     default=20,
     show_default=True,
     help="C buyers arrive at once (a herd), the rest steadily at C per second",
@@ -645,7 +729,7 @@ def mutants(
 @click.option("--wall-clock", is_flag=True, help="run in real time instead of virtual time")
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_LIMIT),
     default=None,
     help="class-rep seats for sale  [default: half the purchases]",
 )
@@ -671,6 +755,7 @@ def mutants(
     show_default=True,
     help="run folder to write (summary.json, charts, report.html, scenario.toml)",
 )
+@click.option("--force", is_flag=True, help="replace the run already in --out")
 @json_option
 @click.pass_context
 def load(
@@ -686,6 +771,7 @@ def load(
     seed: int,
     engine: str,
     out: Path,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Load-test an engine: N purchases at concurrency C on K instances; report lock waits.
@@ -697,6 +783,10 @@ def load(
 
     engine = checked_engine(engine)
     checked_out(out)
+    if out.is_dir() and any(out.iterdir()) and not force:
+        bad(
+            f"--out {out}: holds an earlier run; pass --force to replace it, or choose another --out"
+        )
     say = Out(as_json)
     if locks == "redis":
         try:
@@ -708,11 +798,10 @@ def load(
             wall_clock = True
     spec = LoadSpec(purchases, concurrency, instances, locks, redis_url, wall_clock, limit, clicks)
     scenario = load_scenario_for(spec)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "history.jsonl").unlink(missing_ok=True)
+    label = f"load {purchases} purchases ({spec.requests} requests) · {engine}"
     with (
-        progress(spec.requests, f"load {spec.requests} requests · {engine}") as bar,
-        CreateProgress(out / "history.jsonl", lambda n: bar.update(n)),
+        progress(spec.requests, label, every=max(1, spec.requests // 20)) as bar,
+        CreateProgress(partial_dir(out) / "history.jsonl", lambda n: bar.update(n, label)),
     ):
         outcome = run_case(scenario, seed, engine, out, wall_clock=wall_clock)
     summary = outcome.summary
@@ -720,15 +809,17 @@ def load(
     for line in describe(summary, out):
         say.say(line)
     elapsed = summary["wall_s"] if wall_clock else summary["virtual_s"]
-    clock = "wall" if wall_clock else "virtual"
+    clock = "wall-clock" if wall_clock else "virtual"
     ops = summary["counts"].get("operations", {})
     say.say(
-        f"  {spec.requests} purchase requests ({purchases} buyers, {spec.herd} at once) on "
-        f"{instances} instances, {locks} locks: run took {elapsed:.1f} s ({clock}); operations "
+        f"  {purchases} purchases ({spec.herd} buyers at once clicking {clicks}×: "
+        f"{spec.requests} purchase requests) on {instances} instances, {locks} locks: run took "
+        f"{elapsed:.1f} s ({clock}); operations "
         + ", ".join(f"{k} {v}" for k, v in sorted(ops.items()))
     )
     say.say(
-        f"  {'lock family':24} {'count':>7} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8} {'timeouts':>8}"
+        f"  {'lock family':24} {'count':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'max ms':>8} {'timeouts':>8}"
     )
     for family, row in sorted(summary["lock_wait_ms"].items()):
         cells = " ".join(f"{_ms(row.get(k)):>8}" for k in ("p50", "p95", "p99", "max"))
@@ -752,16 +843,15 @@ def check(ctx: click.Context, run_dir: Path, as_json: bool) -> None:
     """
     from simulator.judge import judge_dir
 
-    checked_run_dir(run_dir, ("scenario.toml", "history.jsonl", "final_state.json", "ledgers.json"))
+    checked_run_dir(run_dir, RUN_FILES)
     scenario = checked_scenario(str(run_dir / "scenario.toml"))
-    stored = _stored_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
-    judgement = judge_dir(run_dir, scenario)
+    stored = _stored_summary(run_dir)
+    try:
+        judgement = judge_dir(run_dir, scenario)
+    except RunFolderError as exc:
+        bad(str(exc))
     summary = {
         **stored,
-        "scenario": stored.get("scenario", scenario.name),
-        "seed": stored.get("seed", "?"),
-        "engine": stored.get("engine", "?"),
-        "replay": stored.get("replay", "?"),
         "verdict": judgement.verdict,
         "violations": judgement.violations,
         "invariants": judgement.invariants,
@@ -790,23 +880,35 @@ def check(ctx: click.Context, run_dir: Path, as_json: bool) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 def report(run_dir: Path) -> None:
     """Rebuild RUN_DIR/charts/*.png and RUN_DIR/report.html from a stored run."""
+    from simulator.run_folder import read_history, read_json_object
     from simulator.suite import render
 
-    checked_run_dir(run_dir, ("summary.json", "history.jsonl"))
+    checked_run_dir(run_dir, RUN_FILES)
     summary = _stored_summary(run_dir)
-    toml_path = run_dir / "scenario.toml"
-    toml = toml_path.read_text(encoding="utf-8") if toml_path.is_file() else None
-    click.echo(f"report: {render(run_dir, summary, toml)}")
+    toml = (run_dir / "scenario.toml").read_text(encoding="utf-8", errors="replace")
+    try:  # every line proven well-formed before the charts read them
+        read_json_object(run_dir / "final_state.json")
+        for _ in read_history(run_dir / "history.jsonl"):
+            pass
+        page = render(run_dir, summary, toml)
+    except RunFolderError as exc:
+        bad(str(exc))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        bad(f"{run_dir / 'history.jsonl'}: holds entries a run does not write: {exc!r}")
+    click.echo(f"report: {page}")
 
 
 def _stored_summary(run_dir: Path) -> dict[str, Any]:
+    from simulator.run_folder import read_json_object
+
     path = run_dir / "summary.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        bad(f"{path}: unreadable summary ({exc})")
-    if not isinstance(data, dict) or "verdict" not in data:
-        bad(f"{path}: not a paysim summary (no verdict)")
+        data = read_json_object(path)
+    except RunFolderError as exc:
+        bad(str(exc))
+    missing = [k for k in ("verdict", "scenario", "seed", "engine", "thresholds") if k not in data]
+    if missing:
+        bad(f"{path}: not a paysim summary (no {', '.join(missing)})")
     return data
 
 

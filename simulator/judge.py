@@ -6,7 +6,7 @@ it reads only `history.jsonl`, `final_state.json` and `ledgers.json`.
 
 from __future__ import annotations
 
-import json
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Any
 from reference_impl.lock_stats import LockStats
 from simulator.checkers import UNKNOWN, VIOLATED, FinalFacts, Outcome, new_checkers
 from simulator.checkers.evidence import Evidence
+from simulator.run_folder import RunFolderError, read_history, read_json_object
 from simulator.scenario import Scenario
 from simulator.thresholds import check_thresholds
 
@@ -102,21 +103,36 @@ def _feed_lock_stats(stats: LockStats, entry: dict[str, Any]) -> None:
         stats.released(key, entry["hold_s"])
 
 
-def read_history(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
-
-
 def judge_dir(run_dir: Path, scenario: Scenario) -> Judgement:
-    import hashlib
+    """Judge a stored run; a file that does not hold what a run writes is a `RunFolderError`
+    naming it (and the history line), never a checker's traceback."""
+    history_path = run_dir / "history.jsonl"
+    final_state = read_json_object(run_dir / "final_state.json")
+    ledgers = read_json_object(run_dir / "ledgers.json")
+    digest = hashlib.sha256()
+    last = [0]
 
-    digest = hashlib.sha256((run_dir / "history.jsonl").read_bytes()).hexdigest()
-    return judge(
-        read_history(run_dir / "history.jsonl"),
-        json.loads((run_dir / "final_state.json").read_text()),
-        json.loads((run_dir / "ledgers.json").read_text()),
-        scenario,
-        digest,
-    )
+    def entries() -> Iterator[dict[str, Any]]:
+        for entry in read_history(history_path):
+            last[0] = entry["seq"]
+            yield entry
+
+    def hashed() -> Iterator[dict[str, Any]]:
+        with history_path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        yield from entries()
+
+    try:
+        judgement = judge(hashed(), final_state, ledgers, scenario)
+    except RunFolderError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # a well-formed line (or final state) that no run writes: name where the checkers stopped
+        raise RunFolderError(
+            history_path,
+            f"an entry a run does not write (after seq {last[0]}; or final_state.json / "
+            f"ledgers.json do not match it): {type(exc).__name__}: {exc}",
+        ) from None
+    judgement.history_sha256 = digest.hexdigest()
+    return judgement

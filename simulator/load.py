@@ -29,6 +29,8 @@ from simulator.scenario import (
 )
 from simulator.topology import redis_url_for
 
+LOAD_SESSION_TTL_S = 3600.0
+
 
 @dataclass(frozen=True)
 class LoadSpec:
@@ -101,7 +103,9 @@ def load_scenario_for(spec: LoadSpec) -> Scenario:
         if wall
         else Durations(workload_s=workload_s)
     )
-    config = EngineConfig(session_ttl=1800.0, reconcile_grace=2.0 if wall else 900.0)
+    # an hour, not Stripe's 30-minute minimum: the engine computes expires_at before the create
+    # request travels (latency, retries), and at exactly 30 min Stripe refuses the late ones
+    config = EngineConfig(session_ttl=LOAD_SESSION_TTL_S, reconcile_grace=2.0 if wall else 900.0)
     return Scenario(
         name=f"load-{spec.purchases}x{spec.concurrency}-{spec.instances}i-{spec.locks}",
         description=(

@@ -100,6 +100,14 @@ class RedisFaults:
             self.client.close()
             self._admin.close()
 
+    def discard(self) -> None:
+        """`close` outside the event loop (the run was interrupted): best effort, bounded."""
+        with suppress(redis.exceptions.RedisError, OSError):
+            self._delete_namespace()
+        with suppress(Exception):
+            self.client.close()
+            self._admin.close()
+
     # ---- faults (event loop)
 
     async def restart(self, downtime_s: float) -> None:

@@ -124,7 +124,11 @@ def simulate(
     options: dict[str, Any] = (
         {} if wall_clock else {"clock": trio.testing.MockClock(autojump_threshold=0)}
     )
-    anyio.run(world.main, backend="trio", backend_options=options)
+    try:
+        anyio.run(world.main, backend="trio", backend_options=options)
+    except BaseException:
+        world.abandon()  # Ctrl-C, SIGTERM or a crash: main() never reached its own cleanup
+        raise
     return world.result(time.perf_counter() - started)
 
 
@@ -150,6 +154,16 @@ class _World:
         self._reconciles = 0
         self.final_state: dict[str, Any] | None = None
         self.ledgers: dict[str, Any] | None = None
+
+    def abandon(self) -> None:
+        """After an interrupted run: delete its Redis keys (locks, fence counters) and flush the
+        history written so far."""
+        redis = getattr(self, "redis", None)
+        if redis is not None:
+            redis.discard()
+        history = getattr(self, "history", None)
+        if history is not None:
+            history.close()
 
     async def main(self) -> None:
         sc = self.scenario

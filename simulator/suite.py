@@ -23,6 +23,7 @@ from typing import Any
 from reference_impl.ports import Engine, EngineEnv, EngineFactory
 from reference_impl.registry import UnknownEngine
 from simulator.engines import resolve
+from simulator.run_folder import staged
 from simulator.runner import RunReport, run_scenario
 from simulator.scenario import Scenario
 from simulator.scenario_file import ScenarioError, load_scenario, scenario_to_toml
@@ -186,17 +187,20 @@ def run_case(
 ) -> RunReport:
     """Run into `run_dir` with scenario.toml always, charts and report.html when `report`.
 
-    Without a `scenario_path` the replay command names the run's own scenario.toml.
+    Without a `scenario_path` the replay command names the run's own scenario.toml. The run is
+    written to a fresh folder moved in place at the end (`run_folder.staged`): an earlier run's
+    files never mix with this one's, and an interrupted run is marked so.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
     toml = scenario_to_toml(scenario)
-    (run_dir / "scenario.toml").write_text(toml, encoding="utf-8")
     target = scenario_path or str(run_dir / "scenario.toml")
-    result = run_scenario(
-        scenario, seed, engine, run_dir, scenario_path=target, wall_clock=wall_clock
-    )
-    if report:
-        render(run_dir, result.summary, toml)
+    with staged(run_dir) as stage:
+        (stage / "scenario.toml").write_text(toml, encoding="utf-8")
+        result = run_scenario(
+            scenario, seed, engine, stage, scenario_path=target, wall_clock=wall_clock
+        )
+        if report:
+            render(stage, result.summary, toml)
+    result.out_dir = result.run.out_dir = run_dir
     return result
 
 

@@ -95,7 +95,7 @@ def test_a_users_engine_is_loaded_by_module_and_factory(
         (["suite", DATA / "engines"], "no *.toml scenario files"),
         (["explore", DUPLICATES], "'--seeds'"),
         (["mutants", "--suite", DATA / "nowhere"], "not a folder of scenario files"),
-        (["check", DATA], "scenario.toml: missing"),
+        (["check", DATA], "summary.json: missing"),
         (["report", DATA / "nowhere"], "not a run folder"),
     ],
 )
