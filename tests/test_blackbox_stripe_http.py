@@ -4,6 +4,8 @@ receiver that verifies `Stripe-Signature` with the SDK, as a service does."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import httpx
 import pytest
 import stripe
@@ -393,5 +395,44 @@ def test_the_expiry_sweeper_runs_on_the_wall_clock() -> None:
             await until(lambda: "checkout.session.expired" in receiver.types(), timeout_s=10)
             assert service.fake.sessions[session.id].status == "expired"
             assert service.clock.now() >= expires_at - 0.01
+
+    trio.run(main)
+
+
+def test_a_body_cut_short_is_not_executed() -> None:
+    """The client sends a valid form body, promises more and leaves: what arrived would parse
+    and create a session, so it must not be executed."""
+    body = urlencode(
+        {
+            "mode": "payment",
+            "line_items[0][price_data][currency]": "usd",
+            "line_items[0][price_data][unit_amount]": "100",
+            "line_items[0][price_data][product_data][name]": "p",
+            "line_items[0][quantity]": "1",
+        }
+    ).encode()
+
+    async def main() -> None:
+        async with fake_stripe_with_receiver() as (service, _):
+            host, port = service.base_url.removeprefix("http://").split(":")
+            request = (
+                b"POST /v1/checkout/sessions HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer sk_test_x\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: " + str(len(body) + 20).encode() + b"\r\n\r\n" + body
+            )
+            stream = await trio.open_tcp_stream(host, int(port))
+            await stream.send_all(request)
+            await stream.send_eof()
+            with trio.fail_after(5):  # the server refuses the cut request (h11: 400) and closes
+                assert (await stream.receive_some()).startswith(b"HTTP/1.1 400")
+            await stream.aclose()
+            complete = request.replace(str(len(body) + 20).encode(), str(len(body)).encode())
+            stream = await trio.open_tcp_stream(host, int(port))
+            await stream.send_all(complete)
+            with trio.fail_after(5):
+                assert (await stream.receive_some()).startswith(b"HTTP/1.1 200")
+            await stream.aclose()
+            assert len(service.fake.sessions) == 1  # the complete one only
 
     trio.run(main)

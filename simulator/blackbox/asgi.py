@@ -1,7 +1,8 @@
 """The few ASGI request/response helpers black-box servers need (no framework: the fake's routes
 are a handful, and every byte on the wire stays under our control).
 
-Public API: `read_body(receive, limit)` (raises BodyTooLarge), `header(scope, name)`,
+Public API: `read_body(receive, limit)` (raises BodyTooLarge, or its subclass IncompleteBody
+when the client leaves mid-body), `header(scope, name)`,
 `query_string(scope)`, `send_bytes(send, status, body, headers)`, `send_json(send, status, obj)`.
 """
 
@@ -21,13 +22,19 @@ class BodyTooLarge(Exception):
     """The request body is longer than the server reads."""
 
 
+class IncompleteBody(BodyTooLarge):
+    """The client went away before its body ended. A subclass of BodyTooLarge so that a route
+    refusing an oversized body refuses a truncated one too: a cut form body can still parse,
+    and must not be executed."""
+
+
 async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise IncompleteBody("the client disconnected before the request body ended")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -42,6 +42,7 @@ import trio
 
 from simulator.blackbox.asgi import (
     BodyTooLarge,
+    IncompleteBody,
     header,
     query_string,
     read_body,
@@ -99,6 +100,8 @@ class StripeHttpApp:
         method: str = scope["method"].upper()
         try:
             body = await read_body(receive)
+        except IncompleteBody:
+            return  # the client left mid-body: nothing to execute, no one to answer
         except BodyTooLarge as exc:
             await self._error(send, ApiError(413, "invalid_request_error", f"{exc}."))
             return
