@@ -37,7 +37,8 @@ def test_bad_options_are_one_line_and_exit_2(args: list[str], names: str) -> Non
     assert len(lines) == 1 and names in lines[0] and "error" in lines[0]
 
 
-def test_serves_until_ctrl_c_then_exits_130_and_closes_the_port() -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_serves_until_ctrl_c_then_exits_130_and_closes_the_port(stop: signal.Signals) -> None:
     server = subprocess.Popen(
         [sys.executable, "-c", "from simulator.cli import main; main()", "stripe", "serve"],
         stdout=subprocess.PIPE,
@@ -50,7 +51,7 @@ def test_serves_until_ctrl_c_then_exits_130_and_closes_the_port() -> None:
         assert base_url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(base_url + "/_paysim/health", timeout=10) as response:
             assert json.load(response) == {"ok": True}
-        server.send_signal(signal.SIGINT)
+        server.send_signal(stop)
         _, stderr = server.communicate(timeout=20)
     finally:
         if server.poll() is None:
