@@ -76,6 +76,17 @@ WEBHOOK_MODES: Mapping[str, str] = {
     "test": "Stripe test mode: a few retries over a few hours",
 }
 
+#: upper bounds of numeric keys: past them a run would last for ever or exhaust memory (a
+#: test checks that every numeric key has one, so the key reference documents it)
+MAX_SECONDS = 30 * 86400.0  # 30 days: longer than Stripe's 3-day retries and a 24 h session
+MAX_MILLISECONDS = MAX_SECONDS * 1000
+MAX_WEIGHT = 1_000_000.0
+MAX_RATE = 100_000.0
+#: longest string value, and most items in a list, a scenario file may hold
+MAX_STRING_CHARS = 10_000
+MAX_ITEMS = 10_000
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
 #: a Checkout Session may expire between 30 minutes and 24 hours after creation (Stripe's rule)
 MIN_SESSION_TTL_S = 1800.0
 MAX_SESSION_TTL_S = 86400.0
@@ -87,12 +98,18 @@ EXTERNAL_METADATA: Mapping[type, Mapping[str, Mapping[str, Any]]] = {
         "purchase_lock_timeout": {
             "help": "seconds a purchase waits for its user+program lock before answering busy (503)",
             "min": 0.0,
+            "max": 3600.0,
         },
         "webhook_lock_timeout": {
             "help": "seconds a webhook waits for its session lock before answering 5xx (Stripe retries)",
             "min": 0.0,
+            "max": 3600.0,
         },
-        "stripe_timeout": {"help": "seconds before a Stripe API call is abandoned", "min": 0.0},
+        "stripe_timeout": {
+            "help": "seconds before a Stripe API call is abandoned",
+            "min": 0.0,
+            "max": 3600.0,
+        },
         "stripe_retries": {
             "help": "times the engine itself retries creating a Checkout Session",
             "min": 0,
@@ -101,6 +118,7 @@ EXTERNAL_METADATA: Mapping[type, Mapping[str, Mapping[str, Any]]] = {
         "webhook_tolerance": {
             "help": "seconds a webhook signature's timestamp may be old before it is refused",
             "min": 0.0,
+            "max": MAX_SECONDS,
         },
         "session_ttl": {
             "help": "seconds until a Checkout Session expires (Stripe allows 30 min to 24 h)",
@@ -110,6 +128,7 @@ EXTERNAL_METADATA: Mapping[type, Mapping[str, Mapping[str, Any]]] = {
         "reconcile_grace": {
             "help": "seconds an unresolved purchase or orphan seat waits before `reconcile` resolves it",
             "min": 0.0,
+            "max": MAX_SECONDS,
         },
         "currency": {"help": "ISO currency code of the Checkout Session's price"},
         "success_url": {"help": "where Stripe sends the customer after paying"},
@@ -147,26 +166,39 @@ class ProgramSpec:
 class CustomerMix:
     """What a customer does with the Checkout page, as relative weights."""
 
-    pay: float = setting(0.6, "weight: pays by card", min=0.0)
-    decline_then_pay: float = setting(0.05, "weight: the card is declined, then pays", min=0.0)
+    pay: float = setting(0.6, "weight: pays by card", min=0.0, max=MAX_WEIGHT)
+    decline_then_pay: float = setting(
+        0.05, "weight: the card is declined, then pays", min=0.0, max=MAX_WEIGHT
+    )
     decline: float = setting(
-        0.05, "weight: declined, gives up; the session stays open until it expires", min=0.0
+        0.05,
+        "weight: declined, gives up; the session stays open until it expires",
+        min=0.0,
+        max=MAX_WEIGHT,
     )
     async_success: float = setting(
-        0.05, "weight: an async method (bank debit) that later succeeds", min=0.0
+        0.05, "weight: an async method (bank debit) that later succeeds", min=0.0, max=MAX_WEIGHT
     )
     async_failure: float = setting(
-        0.02, "weight: an async method (bank debit) that later fails", min=0.0
+        0.02, "weight: an async method (bank debit) that later fails", min=0.0, max=MAX_WEIGHT
     )
-    abandon: float = setting(0.13, "weight: closes the page; the session expires", min=0.0)
-    cancel: float = setting(0.05, "weight: cancels on the site, then leaves", min=0.0)
+    abandon: float = setting(
+        0.13, "weight: closes the page; the session expires", min=0.0, max=MAX_WEIGHT
+    )
+    cancel: float = setting(
+        0.05, "weight: cancels on the site, then leaves", min=0.0, max=MAX_WEIGHT
+    )
     pay_after_cancel: float = setting(
-        0.05, "weight: cancels in one tab, pays in the still-open other tab", min=0.0
+        0.05,
+        "weight: cancels in one tab, pays in the still-open other tab",
+        min=0.0,
+        max=MAX_WEIGHT,
     )
     think_time_s: tuple[float, float] = setting(
         (5.0, 120.0),
         "[low, high] seconds between opening Checkout and acting, drawn uniformly",
         min=0.0,
+        max=MAX_SECONDS,
         ordered=True,
     )
     redirect: bool = setting(
@@ -198,12 +230,14 @@ class WorkloadPart:
     count: int = setting(
         10, "users (herd, double_click) or at most this many arrivals (steady)", min=0, max=100_000
     )
-    at: float = setting(1.0, "virtual second the part starts", min=0.0)
+    at: float = setting(1.0, "virtual second the part starts", min=0.0, max=MAX_SECONDS)
     clicks: int = setting(3, "clicks per user (double_click)", min=1, max=100)
     rate_per_s: float = setting(
         1.0, "mean arrivals per virtual second (steady)", min=0.001, max=10_000.0
     )
-    duration_s: float = setting(60.0, "seconds the arrivals last (steady)", min=0.0)
+    duration_s: float = setting(
+        60.0, "seconds the arrivals last (steady)", min=0.0, max=MAX_SECONDS
+    )
     class_rep: bool = setting(True, "users buy a class-rep seat (counted against the limit)")
 
 
@@ -212,18 +246,19 @@ class FaultSpec:
     """One nemesis fault, active in [start, end) virtual seconds (see `kind`)."""
 
     kind: str = field(metadata={"help": "what goes wrong (required)", "choices": FAULT_KINDS})
-    start: float = setting(0.0, "virtual second the fault switches on", min=0.0)
+    start: float = setting(0.0, "virtual second the fault switches on", min=0.0, max=MAX_SECONDS)
     end: float = setting(
         float("inf"),
         "virtual second it switches off; every fault stops when the workload phase ends",
         min=0.0,
+        max=MAX_SECONDS,
         infinite_ok=True,
     )
     probability: float = setting(
         1.0, "chance per event (request, operation, delivery)", min=0.0, max=1.0
     )
-    value_s: float = setting(0.0, "a duration: latency, stall, jitter", min=0.0)
-    rate: float = setting(25.0, "requests per second (stripe_rate_limit)", min=0.01)
+    value_s: float = setting(0.0, "a duration: latency, stall, jitter", min=0.0, max=MAX_SECONDS)
+    rate: float = setting(25.0, "requests per second (stripe_rate_limit)", min=0.01, max=MAX_RATE)
     target: str = setting(
         "i0", "instance `i0`, `i1`, ... or `any` (crash, pause, slow_handler, lease_pause)"
     )
@@ -240,8 +275,10 @@ class FaultSpec:
 class RollingDeploy:
     """At `at`, a new instance starts; the old one keeps serving for `overlap_s`, then stops."""
 
-    at: float = setting(30.0, "virtual second the new instance starts", min=0.0)
-    overlap_s: float = setting(60.0, "seconds old and new instances serve together", min=0.0)
+    at: float = setting(30.0, "virtual second the new instance starts", min=0.0, max=MAX_SECONDS)
+    overlap_s: float = setting(
+        60.0, "seconds old and new instances serve together", min=0.0, max=MAX_SECONDS
+    )
 
 
 @dataclass(frozen=True)
@@ -261,6 +298,13 @@ class Topology:
     )
     rolling_deploy: RollingDeploy | None = setting(None, "replace instance i0 by a new one mid-run")
 
+    def problems(self) -> Problems:
+        url = self.redis_url
+        if url is not None and not url.startswith(REDIS_URL_SCHEMES):
+            schemes = ", ".join(REDIS_URL_SCHEMES)
+            return [("redis_url", f"expected a URL starting {schemes}, got {json.dumps(url)}")]
+        return []
+
     def instance_names(self) -> tuple[str, ...]:
         extra = 1 if self.rolling_deploy else 0
         return tuple(f"i{n}" for n in range(self.instances + extra))
@@ -271,24 +315,35 @@ class Durations:
     """How long each phase of the run may last, in virtual seconds."""
 
     workload_s: float = setting(
-        300.0, "client operations and faults happen within this window", min=0.0
+        300.0, "client operations and faults happen within this window", min=0.0, max=MAX_SECONDS
     )
     liveness_s: float = setting(
         4 * 86400.0,
         "fault-free phase after it: Stripe keeps retrying, sessions expire, reconcile runs",
         min=0.0,
+        max=MAX_SECONDS,
     )
-    reconcile_every_s: float = setting(300.0, "seconds between `reconcile` sweeps", min=1.0)
+    reconcile_every_s: float = setting(
+        300.0, "seconds between `reconcile` sweeps", min=1.0, max=MAX_SECONDS
+    )
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """Lock-wait SLOs; defaults are the seed document's own targets. Missed → exit code 3."""
 
-    mean_wait_ms: float = setting(50.0, "mean lock wait, milliseconds", min=0.0)
-    p95_wait_ms: float | None = setting(None, "95th percentile lock wait, milliseconds", min=0.0)
-    p99_wait_ms: float | None = setting(None, "99th percentile lock wait, milliseconds", min=0.0)
-    max_wait_ms: float | None = setting(None, "longest lock wait, milliseconds", min=0.0)
+    mean_wait_ms: float = setting(
+        50.0, "mean lock wait, milliseconds", min=0.0, max=MAX_MILLISECONDS
+    )
+    p95_wait_ms: float | None = setting(
+        None, "95th percentile lock wait, milliseconds", min=0.0, max=MAX_MILLISECONDS
+    )
+    p99_wait_ms: float | None = setting(
+        None, "99th percentile lock wait, milliseconds", min=0.0, max=MAX_MILLISECONDS
+    )
+    max_wait_ms: float | None = setting(
+        None, "longest lock wait, milliseconds", min=0.0, max=MAX_MILLISECONDS
+    )
     timeout_ratio: float = setting(
         0.001, "lock timeouts per lock request, at most", min=0.0, max=1.0
     )
@@ -318,7 +373,7 @@ class PreloadPurchase:
         "before 2022-08-01 stored it at checkout",
     )
     customer_at: float = setting(
-        1.0, "virtual second its customer acts on the open Checkout page", min=0.0
+        1.0, "virtual second its customer acts on the open Checkout page", min=0.0, max=MAX_SECONDS
     )
 
 
@@ -360,7 +415,7 @@ class Scenario:
     )
     expect_fail: tuple[str, ...] = setting(
         (),
-        "engines this scenario is EXPECTED to fail (e.g. `[\"seed\"]`, a design with known "
+        'engines this scenario is EXPECTED to fail (e.g. `["seed"]`, a design with known '
         "bugs): the suite index shows their failures in a neutral colour and its banner says "
         "whether every expectation held; the exit code still reports the failure",
     )

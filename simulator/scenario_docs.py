@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import MISSING
 from typing import Any
 
-from simulator.scenario import Scenario
+from simulator.scenario import MAX_ITEMS, MAX_STRING_CHARS, Scenario
 from simulator.scenario_file import (
+    MAX_SCENARIO_BYTES,
     FieldInfo,
     expected,
     is_table,
@@ -31,7 +32,8 @@ Scenario files are TOML; each one is a workload, a fault schedule, a topology an
 thresholds, and states only what differs from the defaults below. Three suites live here:
 
 - `ci/` — the CI suite: short runs that gate the build (`paysim suite scenarios/ci --junit ...`).
-  Each must pass against the reference engine and catch its bug in the seed's design.
+  Each must pass against the reference engine; `expect_fail = ["seed"]` marks those the seed's
+  design fails (the suite index shows those failures in grey, not red).
 - `load/` — longer runs for lock-wait measurements (`paysim run`, `paysim load`); their
   thresholds are the SLOs the report marks met or missed.
 - `findings/` — one minimal reproduction per bug paysim found, shrunk by `paysim explore`, each
@@ -39,7 +41,9 @@ thresholds, and states only what differs from the defaults below. Three suites l
 
 A file is validated as it loads: an unknown key, a wrong type or an out-of-range value stops the
 run with one line naming the file and the key (exit code 2). Times are virtual seconds unless a
-key says otherwise. `[[name]]` is an array of tables: repeat it once per entry.
+key says otherwise. `[[name]]` is an array of tables: repeat it once per entry. Every number
+has an upper bound (below); a file is at most {max_bytes:,} bytes, a string at most
+{max_chars:,} characters, a list at most {max_items:,} items, and an empty file is refused.
 
 This reference is generated from `simulator/scenario.py`
 (`python -m simulator.scenario_docs > scenarios/README.md`); do not edit it by hand.
@@ -54,7 +58,10 @@ def render_reference() -> str:
 
 
 def render_readme() -> str:
-    return INTRO + "\n## Key reference\n\n" + render_reference()
+    intro = INTRO.format(
+        max_bytes=MAX_SCENARIO_BYTES, max_chars=MAX_STRING_CHARS, max_items=MAX_ITEMS
+    )
+    return intro + "\n## Key reference\n\n" + render_reference()
 
 
 def _section(out: list[str], cls: type, defaults: Any, key: str, title: str, intro: str) -> None:

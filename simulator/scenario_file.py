@@ -20,7 +20,10 @@ from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
-from simulator.scenario import EXTERNAL_METADATA, Scenario
+from simulator.scenario import EXTERNAL_METADATA, MAX_ITEMS, MAX_STRING_CHARS, Scenario
+
+#: the largest scenario file read (the CI scenarios are 1-3 KB; a 50 MB file took 95 s to parse)
+MAX_SCENARIO_BYTES = 1024 * 1024
 
 
 class ScenarioError(Exception):
@@ -143,7 +146,13 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file; raises `ScenarioError` on the first problem."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as fh:
+            raw = fh.read(MAX_SCENARIO_BYTES + 1)
+        if len(raw) > MAX_SCENARIO_BYTES:
+            raise ScenarioError(
+                source, "", f"scenario file larger than the {MAX_SCENARIO_BYTES:,}-byte limit"
+            )
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ScenarioError(source, "", "no such scenario file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -152,6 +161,14 @@ def load_scenario(path: str | Path) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(source, "", f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ScenarioError(
+            source, "", "invalid TOML: arrays or tables nested too deeply"
+        ) from None
+    if not data:
+        raise ScenarioError(
+            source, "", "empty scenario file: expected at least `name` and a `[[workload]]`"
+        )
     return scenario_from_dict(data, source)
 
 
@@ -212,6 +229,8 @@ class _Builder:
         item, length = items
         if not isinstance(raw, list):
             self.fail(key, f"expected {expected(hint, meta)}, got {_show(raw)}")
+        if len(raw) > MAX_ITEMS:
+            self.fail(key, f"expected at most {MAX_ITEMS:,} items, got {len(raw):,}")
         if length is not None and len(raw) != length:
             self.fail(
                 key,
@@ -236,12 +255,16 @@ class _Builder:
             raise TypeError(f"{key}: unsupported scenario field type {kind!r}")
         if not ok:
             self.fail(key, f"expected {want}, got {_show(raw)}")
+        if kind is str and len(raw) > MAX_STRING_CHARS:
+            self.fail(key, f"expected at most {MAX_STRING_CHARS:,} characters, got {len(raw):,}")
         value = float(raw) if kind is float else raw
         if kind is float and (
             math.isnan(value) or (math.isinf(value) and not meta.get("infinite_ok"))
         ):
             self.fail(key, f"expected {want} (finite), got {_show(raw)}")
         lo, hi = meta.get("min"), meta.get("max")
+        if kind is float and math.isinf(value) and meta.get("infinite_ok"):
+            hi = None  # inf stands for "never": allowed past any finite bound
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             self.fail(key, f"expected {want}, got {_show(raw)}")
         if "choices" in meta and value not in meta["choices"]:
@@ -266,8 +289,11 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _show_list(values: list[Any]) -> str:
-    return "[" + ", ".join(_show(v) for v in values) + "]"
+def _show_list(values: list[Any], depth: int = 0) -> str:
+    if depth > 3:
+        return "[...]"
+    inner = (_show_list(v, depth + 1) if isinstance(v, list) else _show(v) for v in values[:10])
+    return "[" + ", ".join(inner) + (", ...]" if len(values) > 10 else "]")
 
 
 # ---- writing
