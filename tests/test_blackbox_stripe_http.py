@@ -436,3 +436,26 @@ def test_a_body_cut_short_is_not_executed() -> None:
             assert len(service.fake.sessions) == 1  # the complete one only
 
     trio.run(main)
+
+
+def test_scenario_stripe_faults_follow_their_schedule_in_wall_clock_seconds() -> None:
+    scenario = scenario_from_dict(
+        {
+            "stripe_latency_s": 0,
+            "faults": [{"kind": "stripe_errors", "probability": 1, "start": 0, "end": 0.5}],
+        }
+    )
+
+    async def main() -> None:
+        async with fake_stripe_with_receiver(scenario=scenario) as (service, _):
+            client = service.client(max_network_retries=0)
+            with pytest.raises(stripe.APIError) as during:
+                await in_thread(client.v1.checkout.sessions.create, session_params())
+            assert during.value.http_status == 500
+            await until(lambda: service.clock.elapsed() > 0.6)
+            session = await in_thread(client.v1.checkout.sessions.create, session_params())
+            assert list(service.fake.sessions) == [session.id]  # the 500 executed nothing
+            kinds = [(f["type"], f.get("kind")) for f in service.ledger.faults]
+            assert kinds == [("fault.start", "stripe_errors"), ("fault.end", "stripe_errors")]
+
+    trio.run(main)
