@@ -54,6 +54,9 @@ class Sizes:
     sweep_purchases: int = 600
     sweep_seeds: int = 20
     sweep_trials: int = 2
+    #: `--cluster local:2` against `--workers 2`, both timed from start to exit
+    cluster_seeds: int = 40
+    cluster_purchases: int = 200
     budget_s: float = 600.0
 
     @classmethod
@@ -78,6 +81,8 @@ class Sizes:
             sweep_purchases=20,
             sweep_seeds=2,
             sweep_trials=1,
+            cluster_seeds=2,
+            cluster_purchases=5,
             budget_s=120.0,
         )
 
@@ -109,6 +114,7 @@ def run(out_dir: Path, sizes: Sizes, redis_url: str | None, progress: Progress) 
     _memory_locks(report, sizes, progress)
     _redis_locks(report, sizes, redis_url, progress)
     _sweep(report, sizes, progress)
+    _cluster(report, sizes, progress)
     _memory(report, sizes, progress)
     report.wall_s = progress.elapsed()
     report.write(out_dir)
@@ -468,6 +474,41 @@ def _sweep(report: Report, sizes: Sizes, progress: Progress) -> None:
                 "the two cores slow each other down, and other work on the machine slows "
                 f"them more), which caps the speed-up at {2 / slowdown:.2f}x before any "
                 "start-up is paid"
+            ),
+        )
+    )
+
+
+def _cluster(report: Report, sizes: Sizes, progress: Progress) -> None:
+    from simulator import bench_cluster
+
+    n, seeds = sizes.cluster_purchases, sizes.cluster_seeds
+    result = progress.step(
+        f"5/6 sweep on a cluster: {seeds} seeds x {n} purchases, --workers 2 then --cluster local:2",
+        lambda: bench_cluster.overhead(n, seeds),
+    )
+    report.sections["cluster"] = result
+    pool, cluster = result["pool"], result["cluster"]
+    report.add(
+        judged(
+            "cluster_overhead",
+            f"sweep on `--cluster local:2`, {seeds} seeds x {n} purchases (wall)",
+            cluster["wall_s"],
+            "s",
+            peer_label="--workers 2",
+            peer_value=pool["wall_s"],
+            ratio_label="overhead (cluster / pool - 1)",
+            ratio=result["overhead"],
+            target="≤ 15 %",
+            ok=lambda r: r <= 0.15,
+            judged_on="ratio",
+            note=(
+                "both timed from start to exit, one trial each, pool first. The cluster's "
+                f"wall: {cluster['start_s']:.1f} s to start a scheduler and 2 worker processes "
+                f"and probe the engine on each, {cluster['jobs_s']:.1f} s of jobs, "
+                f"{cluster['stop_s']:.1f} s to stop it all; {cluster['retried']} jobs retried. "
+                f"Same histories on both: {result['same_histories']}. Load average "
+                f"{result['load_avg'][0]} before, {result['load_avg'][1]} after"
             ),
         )
     )

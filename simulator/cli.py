@@ -145,7 +145,14 @@ workers_option = click.option(
     type=click.IntRange(1, MAX_WORKERS),
     default=DEFAULT_WORKERS,
     show_default=True,
-    help="worker processes running seeds in parallel",
+    help="worker processes running seeds in parallel (ignored with --cluster)",
+)
+cluster_option = click.option(
+    "--cluster",
+    default=None,
+    metavar="tcp://HOST:PORT|local:N",
+    help="run the jobs on the workers of a running Dask scheduler (paysim installed in the "
+    "same version there), or start N local worker processes with local:N to try it",
 )
 
 
@@ -224,6 +231,45 @@ class BarProgress:
 
     def update(self, n: int = 1, line: str | None = None) -> None:
         self.bar.update(n)
+
+
+@contextmanager
+def cluster_pool(address: str | None, engine: str, say: Out) -> Iterator[Any]:
+    """A `ClusterPool` on `--cluster` (None without it); cluster errors are bad input (exit 2).
+
+    Every worker is checked for `engine` first; a job a lost worker held is retried by the
+    scheduler and said on stderr as it happens, and counted at the end.
+    """
+    if address is None:
+        yield None
+        return
+    from simulator.cluster import ClusterError
+    from simulator.cluster.pool import ClusterPool
+    from simulator.cluster.session import open_session
+
+    try:
+        with (
+            open_session(address, engine) as session,
+            ClusterPool(session, on_retry=lambda r: click.echo(r.line(), err=True)) as pool,
+        ):
+            say.say(f"cluster {session.label}: {session.workers} workers")
+            yield pool
+            retried = len(pool.retried)
+            say.say(
+                f"cluster: {retried} job{'s' * (retried != 1)} retried after a lost worker"
+                + (": " + "; ".join(r.job for r in pool.retried) if retried else "")
+            )
+    except ClusterError as exc:
+        bad(str(exc))
+
+
+def cluster_json(pool: Any) -> dict[str, Any]:
+    """What `--json` says of the cluster: where, how many workers, which jobs were retried."""
+    return {
+        "address": pool.session.label,
+        "workers": pool.session.workers,
+        "retried": [r.as_dict() for r in pool.retried],
+    }
 
 
 @contextmanager
@@ -376,6 +422,7 @@ def run(
     help="folder for the run folders (<engine>/<scenario>/seed-<N>) and index.html",
 )
 @workers_option
+@cluster_option
 @json_option
 @click.pass_context
 def suite(
@@ -386,6 +433,7 @@ def suite(
     junit: Path | None,
     out: Path,
     workers: int,
+    cluster: str | None,
     as_json: bool,
 ) -> None:
     """Run every scenario file in DIR (and its subfolders) under its seeds; gate CI on the exit code."""
@@ -402,8 +450,18 @@ def suite(
     if junit is not None and junit.is_dir():
         bad(f"--junit {junit}: is a folder, expected a file name")
     say = Out(as_json)
-    with progress(len(cases), f"suite {directory} · {engine}") as bar:
-        results = run_suite(cases, engine, out, workers=workers, on_result=lambda r: bar.update(1, run_line(r)))
+    with (
+        cluster_pool(cluster, engine, say) as pool,
+        progress(len(cases), f"suite {directory} · {engine}") as bar,
+    ):
+        results = run_suite(
+            cases,
+            engine,
+            out,
+            workers=workers,
+            on_result=lambda r: bar.update(1, run_line(r)),
+            executor=pool,
+        )
     index = write_index(out, index_rows(results))
     for result in results:
         if result.exit_code == 0:
@@ -433,6 +491,7 @@ def suite(
     help="sweep seeds 1..N of the scenario",
 )
 @workers_option
+@cluster_option
 @engine_option
 @click.option(
     "--shrink/--no-shrink",
@@ -461,6 +520,7 @@ def explore(
     scenario: str,
     seeds: int,
     workers: int,
+    cluster: str | None,
     engine: str,
     shrink: bool,
     max_examples: int,
@@ -483,6 +543,7 @@ def explore(
     summaries: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="paysim-sweep-") as tmp,
+        cluster_pool(cluster, engine, say) as pool,
         progress(seeds, f"explore {scenario} · {engine}") as bar,
     ):
         for summary in sweep(
@@ -492,10 +553,13 @@ def explore(
             workers=min(workers, seeds),
             out_dir=Path(tmp),
             scenario_path=scenario,
+            executor=pool,
         ):
             shutil.rmtree(Path(tmp) / f"seed-{summary['seed']}", ignore_errors=True)
             summaries.append(summary)
             bar.update(1, f"seed {summary['seed']}: {summary['verdict']} {broken(summary)}")
+        cluster_info = cluster_json(pool) if pool is not None else None
+    summaries.sort(key=lambda s: s["seed"])  # a cluster returns them as they finish
     codes = [exit_code_of(s) for s in summaries]
     failing = [s for s in summaries if exit_code_of(s) != 0]
     for summary in failing[:MAX_SEED_LINES]:
@@ -520,7 +584,12 @@ def explore(
         if shrunk is not None:
             codes.append(1)
     say.json(
-        {"summaries": summaries, "failing_seeds": [s["seed"] for s in failing], "shrunk": shrunk}
+        {
+            "summaries": summaries,
+            "failing_seeds": [s["seed"] for s in failing],
+            "shrunk": shrunk,
+            **({"cluster": cluster_info} if cluster_info else {}),
+        }
     )
     ctx.exit(worst(codes))
 
@@ -604,10 +673,16 @@ def _prune_faults(scenario: Scenario, seed: int, engine: str, invariant: str | N
     help="seeds 1..K of every scenario  [default: each scenario's own `seeds`]",
 )
 @workers_option
+@cluster_option
 @json_option
 @click.pass_context
 def mutants(
-    ctx: click.Context, suite_dir: str, seeds: int | None, workers: int, as_json: bool
+    ctx: click.Context,
+    suite_dir: str,
+    seeds: int | None,
+    workers: int,
+    cluster: str | None,
+    as_json: bool,
 ) -> None:
     """Mutation-test the suite: every mutant:* engine must be caught, the reference must pass.
 
@@ -626,7 +701,11 @@ def mutants(
     say = Out(as_json)
     total = len(cases) * (1 + len(MUTANTS))
     rows: list[dict[str, Any]] = []
-    with Workers(workers) as pool, progress(total, f"mutants × {suite_dir}") as bar:
+    with (
+        cluster_pool(cluster, "reference", say) as remote,
+        remote or Workers(workers) as pool,
+        progress(total, f"mutants × {suite_dir}") as bar,
+    ):
         reference = pool.run(
             [Job(c, "reference", None) for c in cases], lambda r: bar.update(1, run_line(r))
         )
@@ -648,6 +727,7 @@ def mutants(
                     "replay": found.first["replay"] if found.first else None,
                 }
             )
+        cluster_info = cluster_json(remote) if remote is not None else None
     ref_bad = [r for r in reference if r.summary["verdict"] != "pass"]
     say.say(f"{'engine':40} {'caught':7} {'seeds':5}  by")
     say.say(
@@ -684,6 +764,7 @@ def mutants(
                 "failing": [r.summary for r in ref_bad],
             },
             "mutants": rows,
+            **({"cluster": cluster_info} if cluster_info else {}),
         }
     )
     ctx.exit(1 if survivors or ref_bad else 0)

@@ -296,9 +296,14 @@ def run_suite(
     *,
     workers: int = 1,
     on_result: Callable[[CaseResult], None] | None = None,
+    executor: Any = None,
 ) -> list[CaseResult]:
-    """Every case into its own run folder under `out_dir/<engine>/<scenario>/seed-<n>`."""
+    """Every case into its own run folder under `out_dir/<engine>/<scenario>/seed-<n>`.
+
+    `executor`: anything with `Workers.run`'s shape (`simulator.cluster.pool.ClusterPool`)."""
     jobs = [Job(case, engine, str(run_dir_for(out_dir, engine, case))) for case in cases]
+    if executor is not None:
+        return executor.run(jobs, on_result)
     with Workers(workers) as pool:
         return pool.run(jobs, on_result)
 

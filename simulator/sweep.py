@@ -61,8 +61,12 @@ def sweep(
     workers: int = 1,
     out_dir: Path | None = None,
     scenario_path: str | None = None,
+    executor: Any = None,
 ) -> Iterator[dict[str, Any]]:
     """Summaries in seed order; `workers` processes share the seeds (spawned, not forked).
+
+    With an `executor` (a `simulator.cluster.pool.ClusterPool`) the jobs run there instead and
+    the summaries come back as they finish, in no particular order.
 
     One worker (or one seed) runs in this process: no start-up to pay. Otherwise the seeds go
     out one at a time, in order, to whichever worker is free (chunks of one: with chunks of
@@ -73,6 +77,9 @@ def sweep(
         SweepJob(scenario, seed, engine, str(out_dir) if out_dir else None, scenario_path)
         for seed in seeds
     ]
+    if executor is not None:
+        yield from executor.sweep(jobs)
+        return
     workers = min(workers, len(jobs))
     if workers <= 1:
         yield from map(run_job, jobs)

@@ -40,6 +40,7 @@ def test_tiny_bench_writes_a_complete_report(tmp_path: Path) -> None:
         "redis_lock_sequential",
         "redis_lock_concurrent",
         "sweep_speedup",
+        "cluster_overhead",
         "peak_rss",
     }
     for figure in data["figures"]:
@@ -63,6 +64,7 @@ def test_tiny_bench_writes_a_complete_report(tmp_path: Path) -> None:
     assert data["sections"]["virtual_time"]["given_up"] == bench.Sizes.tiny().deliveries
     sweep = data["sections"]["sweep"]
     assert sweep["one_worker"]["sha256"] == sweep["two_workers"]["sha256"]
+    assert data["sections"]["cluster"]["same_histories"] is True
     buckets = data["sections"]["profile"]["buckets"]
     assert math.isclose(sum(b["self_pct"] for b in buckets), 100.0, abs_tol=1.0)
     markdown = (out / "bench.md").read_text()

@@ -1,0 +1,225 @@
+"""`--cluster`: explore, suite and mutants on a Dask cluster give what a local run gives.
+
+Two clusters: `--cluster local:2` as users try it (started and stopped by paysim), and a
+2-worker cluster started here, apart from the client, as a user's running scheduler is: its
+workers cannot import what only the client's folder holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from simulator.cli import main
+from simulator.cluster import ClusterError
+from simulator.cluster.address import parse_address
+from simulator.cluster.remote import write_run_folder
+
+distributed = pytest.importorskip("distributed")
+
+ROOT = Path(__file__).parent.parent
+DATA = Path(__file__).parent / "data"
+DOUBLE_CLICK = ROOT / "scenarios" / "ci" / "double-click.toml"
+DUPLICATES = DATA / "scenarios" / "suite" / "duplicates.toml"
+
+
+def paysim(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def shas(result: Result) -> dict[int, str]:
+    assert result.exit_code == 0, result.output
+    return {s["seed"]: s["history_sha256"] for s in json.loads(result.stdout)["summaries"]}
+
+
+@pytest.fixture(scope="module")
+def running_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scheduler and 2 one-thread worker processes, as a user's: their import path is the one
+    of this process before any test adds to it, plus the test engines' folder (`dies_once`)."""
+    import logging
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(DATA / "engines"))
+        patch.setenv("PAYSIM_DIE_ONCE", str(tmp_path_factory.mktemp("cluster") / "died"))
+        with distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            worker_dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster:
+            yield cluster.scheduler_address
+
+
+@pytest.fixture
+def small_suite(tmp_path: Path) -> Path:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    shutil.copy(DUPLICATES, suite)
+    return suite
+
+
+# ---- addresses
+
+
+@pytest.mark.parametrize(
+    ("text", "scheduler", "local"),
+    [
+        ("local:2", None, 2),
+        ("tcp://10.0.0.5:8786", "tcp://10.0.0.5:8786", 0),
+        ("tcp://[::1]:8786", "tcp://[::1]:8786", 0),
+        ("tcp://sched.example:8786", "tcp://sched.example:8786", 0),
+    ],
+)
+def test_an_address_names_a_scheduler_or_a_local_cluster(
+    text: str, scheduler: str | None, local: int
+) -> None:
+    address = parse_address(text)
+    assert (address.scheduler, address.local_workers) == (scheduler, local)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["local:0", "local:65", "local:x", "10.0.0.5:8786", "tcp://host", "tcp://h:0", "http://h:1"],
+)
+def test_a_bad_address_is_one_line_naming_the_option(text: str) -> None:
+    with pytest.raises(ClusterError, match=r"^--cluster ") as caught:
+        parse_address(text)
+    assert "\n" not in str(caught.value)
+
+
+# ---- same histories as a local run
+
+
+def test_explore_on_a_local_cluster_gives_the_histories_of_one_worker_and_stops_it() -> None:
+    local = paysim("explore", DOUBLE_CLICK, "--seeds", "8", "--workers", "1", "--json")
+    remote = paysim("explore", DOUBLE_CLICK, "--seeds", "8", "--cluster", "local:2", "--json")
+    assert shas(remote) == shas(local)
+    assert sorted(shas(local)) == list(range(1, 9))
+    cluster = json.loads(remote.stdout)["cluster"]
+    assert cluster["workers"] == 2 and cluster["retried"] == []
+    assert "cluster: 0 jobs retried after a lost worker" in remote.stderr
+    # stopped: nothing listens where its scheduler was
+    host, port = cluster["address"].split("tcp://")[1].rstrip(")").rsplit(":", 1)
+    with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=2):
+        pass
+
+
+def test_suite_on_a_cluster_writes_the_run_folders_a_local_suite_writes(
+    running_cluster: str, small_suite: Path, tmp_path: Path
+) -> None:
+    args = ("suite", small_suite, "--seeds", "1")
+    local = paysim(*args, "--workers", "1", "--out", tmp_path / "local")
+    remote = paysim(*args, "--cluster", running_cluster, "--out", tmp_path / "remote")
+    assert local.exit_code == remote.exit_code == 0, remote.output
+    assert f"cluster {running_cluster}: 2 workers" in remote.output
+
+    def files(root: Path) -> dict[str, bytes]:
+        found = {
+            p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in ("summary.json", "index.html")
+        }
+        return found
+
+    mine, theirs = files(tmp_path / "local"), files(tmp_path / "remote")
+    assert sorted(theirs) == sorted(mine)
+    assert "reference/duplicates/seed-1/history.jsonl" in theirs
+    assert [k for k in mine if mine[k] != theirs[k]] == []
+    for summary in (tmp_path / "remote").rglob("summary.json"):  # the same, but for wall time
+        twin = tmp_path / "local" / summary.relative_to(tmp_path / "remote")
+        ours, local_summary = json.loads(summary.read_text()), json.loads(twin.read_text())
+        assert {**ours, "wall_s": 0} == {**local_summary, "wall_s": 0}
+
+
+def test_mutants_on_a_cluster_catch_what_they_catch_locally(
+    running_cluster: str, small_suite: Path
+) -> None:
+    args = ("mutants", "--suite", small_suite, "--seeds", "1", "--json")
+    local = json.loads(paysim(*args, "--workers", "1").stdout)
+    remote = json.loads(paysim(*args, "--cluster", running_cluster).stdout)
+    assert remote["mutants"] == local["mutants"]
+    assert remote["reference"] == local["reference"]
+    caught = {row["engine"] for row in remote["mutants"] if row["caught"]}
+    assert "mutant:no-transition-guard" in caught
+    assert remote["cluster"]["retried"] == []
+
+
+# ---- a lost worker
+
+
+def test_a_lost_workers_jobs_are_retried_and_reported(
+    running_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dies_once` exits the first worker process that creates a purchase with it: the scheduler
+    runs that worker's jobs again elsewhere; the histories are still those of a local run."""
+    monkeypatch.syspath_prepend(str(DATA / "engines"))  # here, and in the worker that restarts
+    died = Path(os.environ["PAYSIM_DIE_ONCE"])  # set by the fixture, for its workers
+    assert not died.exists()
+    args = ("explore", DOUBLE_CLICK, "--seeds", "4", "--engine", "dies_once:factory", "--json")
+    remote = paysim(*args, "--cluster", running_cluster)
+    assert died.exists(), "a worker was killed"
+    local = paysim(*args, "--workers", "1")
+    assert shas(remote) == shas(local)
+    retried = json.loads(remote.stdout)["cluster"]["retried"]
+    assert retried, "the lost worker's jobs were reported"
+    assert all(r["job"].startswith("seed ") and r["lost_worker"] for r in retried)
+    first = retried[0]
+    assert (
+        f"worker {first['lost_worker']} lost while holding {first['job']}: retried on another "
+        "worker" in remote.stderr
+    )
+    assert f"cluster: {len(retried)} job" in remote.stderr
+
+
+# ---- bad input: exit 2, one line
+
+
+def test_an_engine_the_workers_cannot_import_is_refused_before_any_run(
+    running_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "only_here.py").write_text(
+        (DATA / "engines" / "good_engine.py").read_text(), encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)  # importable here (the CLI adds the current folder), not there
+    out = tmp_path / "out"
+    args = ("suite", DUPLICATES.parent, "--engine", "only_here:factory", "--out", out)
+    result = paysim(*args, "--cluster", running_cluster)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        "paysim: error: --engine only_here:factory: not importable on worker"
+    )
+    assert "No module named 'only_here'" in lines[0]
+    assert not out.exists()
+
+
+def test_an_unreachable_scheduler_is_one_line_exit_2() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = paysim("explore", DOUBLE_CLICK, "--seeds", "2", "--cluster", f"tcp://127.0.0.1:{port}")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"paysim: error: --cluster tcp://127.0.0.1:{port}: cannot reach a scheduler there "
+        "(Connection refused)"
+    )
+
+
+def test_a_run_folder_from_a_worker_stays_inside_the_run_folder(tmp_path: Path) -> None:
+    write_run_folder(tmp_path / "run", {"summary.json": b"{}", "charts/a.png": b"png"})
+    assert (tmp_path / "run" / "charts" / "a.png").read_bytes() == b"png"
+    for name in ("../escape.txt", "/etc/passwd", "charts/../../x"):
+        with pytest.raises(ValueError, match="outside the run folder"):
+            write_run_folder(tmp_path / "other", {name: b"x"})
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "x").exists()
