@@ -21,8 +21,7 @@ from simulator.cli import main
 from simulator.cluster import ClusterError
 from simulator.cluster.address import parse_address
 from simulator.cluster.remote import write_run_folder
-
-distributed = pytest.importorskip("distributed")
+from simulator.cluster.session import local_cluster
 
 ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
@@ -43,20 +42,10 @@ def shas(result: Result) -> dict[int, str]:
 def running_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A scheduler and 2 one-thread worker processes, as a user's: their import path is the one
     of this process before any test adds to it, plus the test engines' folder (`dies_once`)."""
-    import logging
-
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(DATA / "engines"))
         patch.setenv("PAYSIM_DIE_ONCE", str(tmp_path_factory.mktemp("cluster") / "died"))
-        with distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            worker_dashboard_address=None,
-            silence_logs=logging.ERROR,
-        ) as cluster:
+        with local_cluster(2) as cluster:
             yield cluster.scheduler_address
 
 

@@ -46,6 +46,20 @@ def import_distributed() -> Any:
     return distributed
 
 
+def local_cluster(workers: int) -> Any:
+    """A `distributed.LocalCluster` (a context manager): a scheduler and `workers` one-thread
+    worker processes on 127.0.0.1, no dashboards, only errors logged."""
+    return import_distributed().LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        worker_dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+
+
 @contextmanager
 def open_session(text: str, engine: str) -> Iterator[ClusterSession]:
     """A client on the cluster `text` names, whose every worker has built `engine`."""
@@ -53,17 +67,7 @@ def open_session(text: str, engine: str) -> Iterator[ClusterSession]:
     distributed = import_distributed()
     with ExitStack() as stack:
         if address.is_local:
-            cluster = stack.enter_context(
-                distributed.LocalCluster(
-                    n_workers=address.local_workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                    worker_dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
-            )
+            cluster = stack.enter_context(local_cluster(address.local_workers))
             scheduler = cluster.scheduler_address
         else:
             _reachable(address)
