@@ -10,6 +10,7 @@ what `paysim stripe serve` runs, and the Python API a black-box driver in the sa
         service.ledger            # requests with faults, delivery attempts with status codes
         service.snapshot()        # the ledger as JSON (GET /_paysim/ledger)
         service.delivery          # the WebhookDelivery (None until a webhook URL is set)
+        service.nemesis           # the scenario's fault schedule (run_faults() starts it)
         service.deliver_to(url)   # set the service's webhook URL later (events from then on)
         service.client()          # a real stripe.StripeClient over HTTP to this server
     # everything stopped and closed here, on success, failure, cancellation and Ctrl-C alike
@@ -19,7 +20,9 @@ virtual time in simulation runs here on trio's real clock (`SimClock(epoch=time.
 Faults: a scenario's Stripe and webhook faults (latency, 500s, lost responses, rate limits,
 duplicates, reordering, failures) follow its schedule from the moment the server starts (or
 from `run_faults()` when `start_faults=False`), in wall-clock seconds, until `workload_s`.
-Faults on engine instances (crash, pause, ...) have no instance to act on here.
+Faults on engine instances (crash, pause, store latency, email) act only where a driver that
+runs the engine itself hands `service.nemesis` its cluster and store hook; `fault_kinds()`
+tells which kinds the server applies on its own.
 """
 
 from __future__ import annotations
