@@ -1,6 +1,6 @@
 """Honest per-key-family lock statistics, shared by every lock backend.
 
-The seed's own lock statistics are wrong (SEED_FACTS.md §A.5: its "wait" includes the time the
+The seed's own lock statistics are wrong (docs/seed-design.md: its "wait" includes the time the
 holder ran, and failed calls vanish). These keep the two apart: *wait* is request to grant, *hold*
 is grant to release, and a wait that ended in a timeout is still a wait (recorded, and counted in
 `timeouts`), so a p99 cannot look healthy while every request gives up.

@@ -1,7 +1,7 @@
 """The lock port: `async with locks.hold(key, wait_timeout=...) as lease`.
 
 A lease carries a fencing token that grows with every grant of its key, whichever backend runs,
-so an engine can fence its writes (SEED_FACTS.md §C).
+so an engine can fence its writes (docs/seed-design.md).
 """
 
 from __future__ import annotations

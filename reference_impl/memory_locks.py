@@ -16,7 +16,7 @@ every session id ever locked.
 
 Not reentrant: a task holding a key that asks for it again waits for itself until its timeout.
 Single instance only: two engine instances with their own `MemoryLockService` do not exclude each
-other (SEED_FACTS.md, Deployment).
+other (docs/seed-design.md, deployment).
 """
 
 from __future__ import annotations

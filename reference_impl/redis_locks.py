@@ -1,8 +1,8 @@
 """A keyed lease lock shared by every engine instance, on Redis, with fencing tokens.
 
-Why: `MemoryLockService` cannot exclude a second instance (SEED_FACTS.md, Deployment). A Redis
+Why: `MemoryLockService` cannot exclude a second instance (docs/seed-design.md, deployment). A Redis
 lease (`SET NX PX`) can, but a holder paused past its lease keeps writing after the next holder
-entered (SEED_FACTS.md §C), so every grant also returns a fencing token the store checks.
+entered (docs/seed-design.md), so every grant also returns a fencing token the store checks.
 
 Acquire is one Lua script: if the lock key is free, set it (owner value unique per grant, PX
 lease) and return a token strictly greater than every token granted before for that key. Release

@@ -27,7 +27,7 @@ def _seed() -> EngineFactory:
 BUILTIN: dict[str, Callable[[], EngineFactory]] = {"reference": _reference, "seed": _seed}
 DESCRIPTIONS: dict[str, str] = {
     "reference": "the correct engine: conditional transitions, seat ledger, intent records, reconcile",
-    "seed": "the seed document's design, faithfully, bugs and all (SEED_FACTS.md §A)",
+    "seed": "the seed document's design, faithfully, bugs and all (docs/seed-design.md)",
 }
 
 

@@ -1,4 +1,4 @@
-"""The seed's engine: its purchase, cancel and webhook code (SEED_FACTS.md §A), bugs and all.
+"""The seed's engine: its purchase, cancel and webhook code (docs/seed-design.md), bugs and all.
 
 This is the system under test that paysim must catch, so it stays faithful to the seed's code,
 not to its prose. Each place it differs from a correct engine, and what that difference causes:

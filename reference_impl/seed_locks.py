@@ -1,7 +1,7 @@
 """The seed's `LockService.withLock`, reproduced faithfully in Python, bugs and all.
 
 paysim must find the seed's bugs on its own, so this must behave like the TypeScript, not like a
-lock (SEED_FACTS.md §A). The model: one dict `key -> Event` standing for "the promise of the
+lock (docs/seed-design.md). The model: one dict `key -> Event` standing for "the promise of the
 current holder" (set when the holder's fn settles); no queue; no re-check after waking. The
 JavaScript microtask order is kept: the uncontended path installs its entry without yielding, and
 a finishing holder deletes the entry before any woken waiter runs and installs its own.

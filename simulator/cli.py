@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 import click
 
 from reference_impl.registry import UnknownEngine
+from simulator.engine_errors import describe_errors
 from simulator.engines import engine_names
 from simulator.run_folder import INTERRUPTED, RunFolderError, interrupted, partial_dir
 from simulator.scenario import Scenario
@@ -297,6 +298,7 @@ def describe(summary: dict[str, Any], run_dir: Path | None = None) -> list[str]:
         first = next(v for v in violations if v["invariant"] == name)
         more = f" (+{count - 1} more)" if count > 1 else ""
         lines.append(f"  violated {name}: {one_line(first['detail'])}{more}")
+    lines += describe_errors(summary.get("engine_errors") or [])
     for text in summary.get("vacuous") or []:
         lines.append(f"  vacuous: {text}")
     for name, status in sorted((summary.get("invariants") or {}).items()):

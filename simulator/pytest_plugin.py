@@ -1,12 +1,13 @@
 """pytest plugin: run paysim scenarios from a project's own test suite.
 
     def test_checkout_survives_duplicates(paysim_run):
-        report = paysim_run("scenarios/ci/double-click.toml", engine="my_app.payments:factory")
+        report = paysim_run("ci/double-click", engine="my_app.payments:factory")
         report.assert_passed()
 
 `paysim_run(scenario, engine="reference", seed=None, report=False)` runs in the test's
 `tmp_path` and returns a `PaysimReport` (a `RunReport` with `assert_passed()`). `scenario` is a
-`Scenario` or a TOML path (relative to the test file's folder, else to the current directory);
+`Scenario` or a TOML path (relative to the test file's folder, pytest's rootdir or the current
+directory), or a scenario shipped with paysim by name: `paysim_run("ci/double-click")`;
 `engine` a name, `module:factory` or the factory itself; `seed` defaults to the scenario's first;
 `report=True` also draws the charts and report.html. A failed assertion shows each violated
 invariant with its details, the seed and the replay command — the test's output is the bug report.
@@ -103,7 +104,7 @@ def paysim_run(request: pytest.FixtureRequest, tmp_path: Path) -> PaysimRun:
         *,
         report: bool = False,
     ) -> Any:
-        loaded, path = _scenario(scenario, Path(request.path).parent)
+        loaded, path = _scenario(scenario, Path(request.path).parent, request.config.rootpath)
         check_engine(engine)
         chosen = loaded.seeds[0] if seed is None else seed
         runs["n"] += 1
@@ -115,13 +116,40 @@ def paysim_run(request: pytest.FixtureRequest, tmp_path: Path) -> PaysimRun:
     return run
 
 
-def _scenario(scenario: Scenario | str | Path, test_dir: Path) -> tuple[Scenario, str | None]:
+def _scenario(
+    scenario: Scenario | str | Path, test_dir: Path, rootdir: Path
+) -> tuple[Scenario, str | None]:
     from simulator.scenario import Scenario
-    from simulator.scenario_file import load_scenario
+    from simulator.scenario_file import ScenarioError, load_scenario
 
     if isinstance(scenario, Scenario):
         return scenario, None
-    path = Path(scenario)
-    if not path.is_absolute() and (test_dir / path).exists():
-        path = test_dir / path
-    return load_scenario(path), str(path)
+    path = resolve_scenario(Path(scenario), test_dir, rootdir)
+    try:
+        return load_scenario(path), str(path)
+    except ScenarioError as exc:  # the user's input: one line, not the loader's traceback
+        pytest.fail(f"paysim: {exc}", pytrace=False)
+
+
+def shipped_scenarios() -> Path:
+    """The scenarios installed with paysim (scenarios/ in the repository: ci/, findings/, load/)."""
+    from importlib.resources import files
+
+    return Path(str(files("simulator") / "shipped_scenarios"))
+
+
+def resolve_scenario(path: Path, test_dir: Path, rootdir: Path) -> Path:
+    """A scenario path as a user writes it: relative to the test file's folder, to pytest's
+    rootdir or to the current directory; else one of the shipped scenarios, named with or
+    without `scenarios/` and `.toml` (`"ci/double-click"`). Not found: the path as given, so
+    that the error names it."""
+    if path.is_absolute():
+        return path
+    for base in (test_dir, rootdir, Path.cwd()):
+        if (base / path).is_file():
+            return base / path
+    shipped = shipped_scenarios()
+    name = path.with_suffix(".toml") if path.suffix != ".toml" else path
+    parts = name.parts[1:] if name.parts[:1] == ("scenarios",) else name.parts
+    candidate = shipped.joinpath(*parts) if parts else shipped
+    return candidate if candidate.is_file() else path

@@ -6,7 +6,7 @@ worker thread that runs it), where latency and downtime are injected. Keys live 
 namespace (`topology.run_namespace`); the run deletes them at start and end and never touches
 another key, so runs can share a server (FLUSHALL/FLUSHDB are never used).
 
-What still holds under each fault, and why (the reference engine; SEED_FACTS.md §C):
+What still holds under each fault, and why (the reference engine; docs/seed-design.md):
 
 - `redis_latency` (each command delayed by `value_s` with `probability`): waits grow, and a
   delay longer than the lease lets a lease lapse between grant and work, or a release arrive

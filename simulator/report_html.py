@@ -82,6 +82,7 @@ def write_report(run_dir: Path, summary: Mapping[str, Any], scenario_toml: str |
         f"<h1>{escape(title)}</h1>",
         _banner(summary),
         _replay(summary),
+        _engine_errors(summary.get("engine_errors") or []),
         _invariants(summary, violations),
         _violations(violations, lines),
         _slo(summary),
@@ -291,6 +292,32 @@ def _charts(paths: list[Path]) -> str:
             f"<figcaption>{escape(caption)}</figcaption></figure>"
         )
     return "<h2>Charts</h2>" + "".join(figures)
+
+
+def _engine_errors(errors: list[dict[str, Any]]) -> str:
+    """Exceptions escaping the engine: a crashing engine is the first thing a reader must see."""
+    if not errors:
+        return ""
+    parts = [
+        "<h2>Engine exceptions</h2>",
+        '<p class="meta">Exceptions that escaped an engine method (each answered as HTTP 500), '
+        "counted per method; the first traceback of each distinct one is shown.</p>",
+        "<table><tr><th>method</th><th>exception</th><th>times</th><th>first at</th></tr>",
+    ]
+    for e in errors:
+        parts.append(
+            f"<tr><td><code>{escape(str(e.get('method')))}</code></td>"
+            f"<td>{escape(str(e.get('error')))}</td><td class=num>{_num(e.get('count'))}</td>"
+            f"<td class=num>t = {_num(e.get('first_t'))} s</td></tr>"
+        )
+    parts.append("</table>")
+    for e in errors:
+        parts.append(
+            f"<details open><summary>{escape(str(e.get('method')))}: "
+            f"{escape(str(e.get('error')))}</summary>"
+            f"<pre>{escape(str(e.get('traceback', '')))}</pre></details>"
+        )
+    return "".join(parts)
 
 
 def _counts(summary: Mapping[str, Any]) -> str:

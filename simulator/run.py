@@ -31,6 +31,7 @@ from reference_impl.seed_locks import SeedLockService
 from reference_impl.store import AsyncDatabase, open_database
 from simulator import tasks
 from simulator.clock import SimClock
+from simulator.engine_errors import EngineErrors
 from simulator.fake_stripe import (
     FakeStripe,
     StripeFaults,
@@ -75,6 +76,7 @@ class RunResult:
     counts: dict[str, Any]
     lock_wait_ms: dict[str, dict[str, float | int]]
     seed_lock_stats: dict[str, Any] | None
+    engine_errors: list[dict[str, Any]]  # simulator/engine_errors.py
     out_dir: Path | None
     #: kept in memory only for a run without an out dir; otherwise read from the run's files on
     #: first use (a long run's final state is as large as its store)
@@ -174,6 +176,7 @@ class _World:
             else SimClock()
         )
         self.history = History(self.out_dir / "history.jsonl" if self.out_dir else None, self.clock)
+        self.engine_errors = EngineErrors(self.clock.elapsed)
         record = self.history.record
         record(
             "run.start",
@@ -284,6 +287,7 @@ class _World:
                 lambda inst, s=shared: self._make_env(inst, s),
                 self.factory,
                 self.history.record,
+                errors=self.engine_errors,
             )
             self.cluster.instances.append(instance)
         for instance in self.cluster.instances[: topo.instances]:
@@ -557,6 +561,7 @@ class _World:
             counts=self._counts(),
             lock_wait_ms=self.lock_stats.report(),
             seed_lock_stats={"instances": seed_stats} if seed_stats else None,
+            engine_errors=self.engine_errors.as_list(),
             out_dir=self.out_dir,
             _final_state=self.final_state,
             _ledgers=self.ledgers,

@@ -78,4 +78,5 @@ def build_summary(
         "virtual_s": round(result.virtual_s, 3),
         "wall_s": round(result.wall_s, 3),
         "seed_lock_stats": result.seed_lock_stats,
+        "engine_errors": result.engine_errors,
     }

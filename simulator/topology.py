@@ -29,6 +29,7 @@ from reference_impl.locks import Lease, LockService
 from reference_impl.ports import Engine, EngineEnv, EngineFactory
 from reference_impl.redis_locks import RedisLockService
 from reference_impl.reference_engine import fence_scope_of
+from simulator.engine_errors import EngineErrors, check_return, is_engine_bug, method_of
 
 #: where Redis runs lock when neither the scenario (`topology.redis_url`) nor REDIS_URL says:
 #: db 15, away from the default db 0; runs only ever touch their own namespace's keys
@@ -56,6 +57,8 @@ class Instance:
     engine: Engine | None = None
     env: EngineEnv | None = None
     generation: int = 0
+    #: where exceptions escaping the engine are counted (simulator/engine_errors.py)
+    errors: EngineErrors | None = None
     # a list, not a set: a set of scopes iterates in memory-address order (non-deterministic)
     _inflight: list[trio.CancelScope] = field(default_factory=list)
     _resumed: anyio.Event | None = None
@@ -107,7 +110,13 @@ class Instance:
         self._inflight.append(scope)
         try:
             with scope:
-                return await fn(self.engine)
+                value = await fn(self.engine)
+                check_return(method_of(fn), value)
+                return value
+        except Exception as exc:
+            if self.errors is not None and is_engine_bug(exc):
+                self.errors.seen(method_of(fn), exc)
+            raise
         finally:
             self._inflight.remove(scope)
         # only reached when the crash cancelled the request (the scope swallowed it)

@@ -261,3 +261,21 @@ def test_an_interrupted_redis_run_deletes_its_keys(
     assert '"type":"lock.granted"' in history, "the run took Redis locks before the interrupt"
     assert set(client.scan_iter(match="paysim:sim:*")) == before
     client.close()
+
+
+def test_nothing_points_users_at_files_they_do_not_have() -> None:
+    """paysim stands alone: no path into the team's private notes in code, docs or CLI output."""
+    private = ("SEED_" + "FACTS", "../" + "shared")
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    hits = [
+        name
+        for name in tracked
+        if not name.startswith("tests/")
+        and Path(ROOT / name).is_file()
+        and any(p in (ROOT / name).read_text(errors="replace") for p in private)
+    ]
+    assert hits == []
+    engines = paysim("engines").stdout
+    assert "docs/seed-design.md" in engines and not any(p in engines for p in private)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -96,3 +97,60 @@ def test_unknown_engine(paysim_run):
 """,
     )
     result.assert_outcomes(passed=2)
+
+
+def test_a_project_outside_the_repo_runs_shipped_and_rootdir_relative_scenarios(
+    tmp_path: Path,
+) -> None:
+    """A user's own project: its own rootdir, its tests in a subfolder, pytest in a subprocess
+    (no conftest, no path of this repository), the plugin found by its entry point."""
+    import subprocess
+    import sys
+
+    project = tmp_path / "shop"
+    (project / "tests").mkdir(parents=True)
+    (project / "my_scenarios").mkdir()
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "my_scenarios" / "mine.toml").write_text(DUPLICATES.read_text())
+    (project / "tests" / "test_payments.py").write_text(
+        """
+from pathlib import Path
+
+def test_a_shipped_scenario_by_name(paysim_run):
+    report = paysim_run("findings/seat-leak-abandoned-session")
+    report.assert_passed()
+    assert Path(report.summary["replay"].split()[2]).is_file()
+
+def test_a_path_relative_to_the_rootdir(paysim_run):
+    paysim_run("my_scenarios/mine.toml").assert_passed()
+
+def test_a_missing_scenario_names_the_path(paysim_run):
+    paysim_run("ci/no-such-scenario")
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PLUGIN_ARGS],
+        cwd=project / "tests",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert "1 failed, 2 passed" in result.stdout, result.stdout + result.stderr
+    assert "ci/no-such-scenario: no such scenario file" in result.stdout
+    assert "Traceback" not in result.stdout and "raise ScenarioError" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "name", ["ci/double-click", "ci/double-click.toml", "scenarios/ci/double-click.toml"]
+)
+def test_shipped_scenarios_resolve_by_name_from_anywhere(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simulator.pytest_plugin import resolve_scenario, shipped_scenarios
+
+    monkeypatch.chdir(tmp_path)
+    found = resolve_scenario(Path(name), tmp_path / "tests", tmp_path)
+    assert found == shipped_scenarios() / "ci" / "double-click.toml"
+    assert found.read_text() == (DATA.parent.parent / "scenarios/ci/double-click.toml").read_text()
