@@ -34,8 +34,8 @@ from simulator.run_folder import INTERRUPTED, RunFolderError, interrupted, parti
 from simulator.scenario import Scenario
 from simulator.scenario_file import ScenarioError, load_scenario
 from simulator.suite import (
-    Case,
     CaseResult,
+    caught_by,
     check_engine,
     exit_code_of,
     slug,
@@ -576,13 +576,13 @@ def explore(
         f"{seeds} seeds of {loaded.name} on {engine}: {codes.count(0)} pass, "
         f"{sum(1 for c in codes if c == 1)} fail or unknown, {codes.count(3)} thresholds missed"
     )
-    if failing:
-        say.say("failing seeds: " + ", ".join(str(s["seed"]) for s in failing))
     shrunk = None
     if shrink:
         violated = Counter(v["invariant"] for s in summaries for v in s.get("violations") or [])
         target = violated.most_common(1)[0][0] if violated else None
-        shrunk = _shrink(engine, target, max_examples, out, say)
+        caught = [s["seed"] for s in failing if not target or target in caught_by(s)]
+        fallback = (loaded, caught[0]) if caught else None
+        shrunk = _shrink(engine, target, max_examples, out, say, fallback)
         if shrunk is not None:
             codes.append(1)
     say.json(
@@ -597,12 +597,18 @@ def explore(
 
 
 def _shrink(
-    engine: str, invariant: str | None, max_examples: int, out: Path, say: Out
+    engine: str,
+    invariant: str | None,
+    max_examples: int,
+    out: Path,
+    say: Out,
+    fallback: tuple[Scenario, int] | None,
 ) -> dict[str, Any] | None:
-    """Hypothesis search + shrink; writes out/shrunk-<invariant>.toml and its run folder."""
+    """Hypothesis search + shrink; else the sweep's own first failing seed, shrunk greedily.
+    Writes out/shrunk-<invariant>.toml and its run folder."""
     from dataclasses import replace
 
-    from simulator.explore import search
+    from simulator.explore import search, shrink_known, still_fails
     from simulator.scenario_file import scenario_to_toml
     from simulator.suite import run_case
 
@@ -614,49 +620,45 @@ def _shrink(
             invariant=invariant,
             on_example=lambda n: bar.update(1, f"example {n}") if n <= max_examples else None,
         )
-    if found is None:
+    if found is not None:
+        origin, examples = f"after {found.examples} examples", found.examples
+        scenario, seed = found.scenario, found.seed
+    elif fallback is not None:
+        scenario, seed = fallback
+        origin, examples = f"from the sweep's failing seed {seed}", 0
+        say.say(
+            f"Hypothesis found no failure of {goal} in {max_examples} generated scenarios; "
+            f"shrinking the sweep's first failing seed ({seed}) instead"
+        )
+    else:
         say.say(f"no failure of {goal} found in {max_examples} generated scenarios")
         return None
     name = slug(f"shrunk-{invariant or 'any'}")
-    scenario = _prune_faults(
-        replace(found.scenario, name=name, seeds=(found.seed,)), found.seed, engine, invariant
+    # Hypothesis has shrunk its find already (only faults that never fired may remain)
+    budget = len(scenario.faults) if found is not None else 24
+    scenario = shrink_known(
+        replace(scenario, name=name, seeds=(seed,)),
+        seed,
+        lambda candidate: still_fails(candidate, seed, engine, invariant),
+        max_runs=budget,
     )
     toml = scenario_to_toml(scenario)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.toml"
     path.write_text(toml, encoding="utf-8")
-    outcome = run_case(scenario, found.seed, engine, out / name, scenario_path=str(path))
-    say.say(f"shrunk after {found.examples} examples: {path} (seed {found.seed})")
+    outcome = run_case(scenario, seed, engine, out / name, scenario_path=str(path))
+    say.say(f"shrunk {origin}: {path} (seed {seed})")
     say.say(toml.rstrip("\n"))
     for line in describe(outcome.summary, out / name):
         say.say(line)
     return {
         "path": str(path),
-        "seed": found.seed,
-        "examples": found.examples,
+        "seed": seed,
+        "examples": examples,
         "scenario_toml": toml,
         "replay": outcome.summary["replay"],
         "summary": outcome.summary,
     }
-
-
-def _prune_faults(scenario: Scenario, seed: int, engine: str, invariant: str | None) -> Scenario:
-    """Drop each fault the failure does not need (Hypothesis judges invariants only, so a fault
-    that never fired can survive shrinking, and would make the replayed run vacuous)."""
-    from dataclasses import replace
-
-    from simulator.suite import Job, caught_by, run_job
-
-    def still_fails(candidate: Scenario) -> bool:
-        summary = run_job(Job(Case(candidate, "", seed, ""), engine, None)).summary
-        broken_now = caught_by(summary)
-        return invariant in broken_now if invariant else bool(broken_now)
-
-    for fault in list(scenario.faults):
-        candidate = replace(scenario, faults=tuple(f for f in scenario.faults if f != fault))
-        if still_fails(candidate):
-            scenario = candidate
-    return scenario
 
 
 @main.command()

@@ -149,3 +149,45 @@ def search(
         with tempfile.TemporaryDirectory() as tmp:
             summary = run_scenario(replace(scenario, expect=()), seed, engine, Path(tmp)).summary
     return Found(scenario, seed, summary, seen["n"])
+
+
+# ---------------------------------------------------------------- shrinking a known failure
+
+
+def still_fails(scenario: Scenario, seed: int, engine: str, invariant: str | None) -> bool:
+    """Does `engine` still violate `invariant` (any, if None) on this scenario and seed?"""
+    with tempfile.TemporaryDirectory(prefix="paysim-shrink-") as tmp:
+        summary = run_scenario(replace(scenario, expect=()), seed, engine, Path(tmp)).summary
+    broken = {v["invariant"] for v in summary.get("violations") or []}
+    return invariant in broken if invariant else bool(broken)
+
+
+def shrink_known(
+    scenario: Scenario,
+    seed: int,
+    fails: Callable[[Scenario], bool],
+    *,
+    max_runs: int = 24,
+) -> Scenario:
+    """A smaller scenario with the same failure: drop each fault the failure does not need (a
+    fault that never fired would make the replay vacuous), then halve each workload part's
+    count while the failure remains. Greedy and bounded: at most `max_runs` runs."""
+    runs = 0
+    for fault in list(scenario.faults):
+        if runs >= max_runs:
+            return scenario
+        candidate = replace(scenario, faults=tuple(f for f in scenario.faults if f != fault))
+        runs += 1
+        if fails(candidate):
+            scenario = candidate
+    for n in range(len(scenario.workload)):
+        while scenario.workload[n].count > 1 and runs < max_runs:
+            part = scenario.workload[n]
+            parts = list(scenario.workload)
+            parts[n] = replace(part, count=part.count // 2)
+            candidate = replace(scenario, workload=tuple(parts))
+            runs += 1
+            if not fails(candidate):
+                break
+            scenario = candidate
+    return scenario

@@ -279,3 +279,29 @@ def test_nothing_points_users_at_files_they_do_not_have() -> None:
     assert hits == []
     engines = paysim("engines").stdout
     assert "docs/seed-design.md" in engines and not any(p in engines for p in private)
+
+
+# ---- explore --shrink when Hypothesis finds nothing
+
+
+def test_explore_shrinks_the_sweeps_own_failure_when_hypothesis_finds_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import simulator.explore
+
+    monkeypatch.setattr(simulator.explore, "search", lambda *a, **k: None)
+    out = tmp_path / "x"
+    result = paysim(
+        "explore", DUPLICATES, "--seeds", "2", "--workers", "1", "--shrink", "--max-examples", "1",
+        "--engine", "mutant:no-transition-guard", "--out", out, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "shrinking the sweep's first failing seed (1) instead" in result.stderr
+    shrunk = json.loads(result.stdout)["shrunk"]
+    assert shrunk is not None and shrunk["seed"] == 1
+    assert Path(shrunk["path"]).read_text() == shrunk["scenario_toml"]
+    assert "no_double_completion" in {v["invariant"] for v in shrunk["summary"]["violations"]}
+    # each failing seed is listed once
+    listed = [line for line in result.stderr.splitlines() if line.startswith("seed 1 ")]
+    assert len(listed) == 1
+    assert "failing seeds:" not in result.stderr
