@@ -11,7 +11,7 @@ backend groups keys the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -269,3 +269,12 @@ class LockStats:
     def report(self) -> dict[str, dict[str, float | int]]:
         """`lock_wait_ms` for summary.json: per family count, p50, p95, p99, max, timeouts."""
         return {name: snap.report_row() for name, snap in self.snapshot().items()}
+
+
+def percentiles_ms(waits_s: Iterable[float], percentiles: Sequence[float]) -> list[float]:
+    """The percentiles `LockStats` reports (HdrHistogram, capped at the exact max), of any
+    waits: a chart drawing them shows the same numbers as the summary's table."""
+    timings = _Timings()
+    for wait in waits_s:
+        timings.record(wait)
+    return [timings.pct_ms(q) for q in percentiles]

@@ -1,12 +1,13 @@
 """PNG charts of one stored run, read from its history.jsonl in a single streaming pass.
 
 The history is read line by line into compact per-chart series (`RunData`); only what a chart
-plots is kept. Times on every axis are virtual (the simulated clock), in the unit that suits
+plots is kept. Times on every axis are virtual (the simulated clock; wall-clock for a run in real
+time, which says so), in the unit that suits
 the span shown. The charts are meant to be read at a glance in report.html:
 
 - lock_wait_distribution.png: how long lock requests waited, per key family
 - lock_wait_over_time.png: p50/p99 lock wait over time, with the nemesis' fault windows
-- operations.png: client operations per second by outcome (ok / fail / info)
+- operations.png: client operations per second by outcome (ok / refused / fail / info)
 - seats.png: class-rep seat counter vs seats actually held vs the limit, per program
 - webhooks.png: delivery attempts per event, and response codes over time
 """
@@ -31,6 +32,10 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from reference_impl.lock_stats import percentiles_ms  # noqa: E402
+from simulator.checkers.base import FinalFacts  # noqa: E402
+from simulator.checkers.counter import held_seats  # noqa: E402
+
 CHART_FILES = (
     "lock_wait_distribution.png",
     "lock_wait_over_time.png",
@@ -39,7 +44,19 @@ CHART_FILES = (
     "webhooks.png",
 )
 SEAT_STATUSES = frozenset({"pending", "completed"})
-OUTCOME_COLORS = {"ok": "#2ca02c", "fail": "#d62728", "info": "#ff7f0e"}
+HELD_LABEL = (
+    "seats held (completed, or pending while its Checkout Session is open;\n"
+    "at the end: as counter_consistent judges)"
+)
+#: an op.fail with one of these codes is the engine saying no as designed, not an error
+REFUSALS = frozenset({"limit_reached", "already_purchased", "not_cancellable", "not_found"})
+OUTCOME_COLORS = {"ok": "#2ca02c", "refused": "#7f7f7f", "fail": "#d62728", "info": "#ff7f0e"}
+OUTCOME_LABELS = {
+    "ok": "ok: done",
+    "refused": "fail, refused as designed\n(limit reached, already bought, ...)",
+    "fail": "fail, an error\n(busy, Stripe failed, instance down)",
+    "info": "info: outcome unknown\n(timed out, may have happened)",
+}
 FAULT_PALETTE = plt.get_cmap("tab20").colors
 DPI = 110
 MAX_SEAT_PANELS = 6
@@ -96,6 +113,7 @@ class RunData:
     """Everything the charts plot, from one history."""
 
     name: str = ""
+    clock: str = "virtual"  # "wall-clock" for a run in real time (Redis locks, load --wall-clock)
     end_t: float = 0.0
     faults_stop_t: float | None = None  # liveness.start: the nemesis is off from here on
     locks: dict[str, FamilyWaits] = field(default_factory=lambda: defaultdict(FamilyWaits))
@@ -128,7 +146,25 @@ def read_run(run_dir: Path) -> RunData:
         reader.feed(entry)
     data = reader.finish()
     _limits_from_final_state(run_dir / "final_state.json", data)
+    _held_as_judged(run_dir, data)
     return data
+
+
+def _held_as_judged(run_dir: Path, data: RunData) -> None:
+    """End each program's held line on the number counter_consistent judges: a pending purchase
+    whose Checkout Session has expired no longer holds a seat (the same `held_seats`)."""
+    try:
+        final_state = json.loads((run_dir / "final_state.json").read_text(encoding="utf-8"))
+        ledgers = json.loads((run_dir / "ledgers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(final_state, dict) or not isinstance(ledgers, dict):
+        return
+    facts = FinalFacts(final_state, ledgers, quiescent=True, end_t=data.end_t)
+    for program, series in data.seats.items():
+        held = len(held_seats(program, facts))
+        if series.held[-1][1] != held:
+            series.held.append((data.end_t, held))
 
 
 class _Reader:
@@ -146,7 +182,8 @@ class _Reader:
         elif kind == "lock.cancelled":
             d.locks[e.get("family") or "?"].cancelled += 1
         elif kind in ("op.ok", "op.fail", "op.info"):
-            d.ops[kind[3:]].append(t)
+            refused = kind == "op.fail" and e.get("error") in REFUSALS
+            d.ops["refused" if refused else kind[3:]].append(t)
         elif kind == "store.write":
             self._store_write(e, t)
         elif kind == "webhook.attempt":
@@ -169,6 +206,8 @@ class _Reader:
             parts = (e.get("scenario"), e.get("seed"), e.get("engine"))
             if all(p is not None for p in parts):
                 d.name = f"{parts[0]} · seed {parts[1]} · {parts[2]}"
+            if e.get("clock") == "wall":
+                d.clock = "wall-clock"
 
     def _store_write(self, e: dict[str, Any], t: float) -> None:
         doc, doc_id = e.get("doc"), e.get("id")
@@ -358,8 +397,9 @@ def _fault_shaded(data: RunData) -> tuple[Figure, Axes, Axes, _Frame]:
 def _finish_strip(fig: Figure, strip: Axes, data: RunData, frame: _Frame, note: str) -> Figure:
     """Draw the nemesis strip under the chart and label the shared time axis."""
     _nemesis_strip(strip, data, frame.unit, frame.colors)
-    strip.set_xlim(0, frame.unit.scale(frame.end))
-    strip.set_xlabel(f"virtual time ({frame.unit.label}); {note}")
+    # a little room past the end, so the liveness line is not drawn on the plot's border
+    strip.set_xlim(0, frame.unit.scale(frame.end) * 1.04)
+    strip.set_xlabel(f"{data.clock} time ({frame.unit.label}); {note}")
     fig.tight_layout()
     return fig
 
@@ -370,8 +410,15 @@ def _empty(ax: Axes, text: str) -> None:
     )
 
 
-def _percentile(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q, method="inverted_cdf")) if len(values) else 0.0
+def _percentile(values_ms: Any, q: float) -> float:
+    """The summary's percentile (LockStats' HdrHistogram), so a chart and the table agree."""
+    return percentiles_ms(np.asarray(values_ms, dtype=float) / 1000.0, [q])[0]
+
+
+def family_percentiles(fw: FamilyWaits) -> dict[int, float]:
+    """p50/p95/p99 of one family's waits as the distribution chart draws them (ms)."""
+    p50, p95, p99 = percentiles_ms(np.asarray(fw.waits_ms) / 1000.0, [50, 95, 99])
+    return {50: p50, 95: p95, 99: p99}
 
 
 # ---- (a) lock wait distribution
@@ -412,8 +459,9 @@ def chart_lock_wait_distribution(data: RunData) -> Figure:
         ax.plot([], [], ls="", label=f"0 ms waits: {zeros} of {len(waits)} (not on a log axis)")
         if fw.cancelled:
             ax.plot([], [], ls="", label=f"cancelled while waiting: {fw.cancelled}")
+        drawn = family_percentiles(fw)
         for q, style in ((50, ":"), (95, "--"), (99, "-.")):
-            value = _percentile(waits, q)
+            value = drawn[q]
             if value > 0:
                 ax.axvline(value, color="k", ls=style, lw=1.3, label=f"p{q} = {value:,.1f} ms")
             else:
@@ -427,7 +475,7 @@ def chart_lock_wait_distribution(data: RunData) -> Figure:
         ax.set_ylabel("lock requests")
         ax.legend(fontsize=8, **OUTSIDE)
         ax.grid(alpha=0.3)
-    axes[-1][0].set_xlabel("lock wait (ms of virtual time, log scale)")
+    axes[-1][0].set_xlabel(f"lock wait (ms of {data.clock} time, log scale)")
     fig.tight_layout()
     return fig
 
@@ -491,7 +539,7 @@ def chart_operations(data: RunData) -> Figure:
     fig, ax, strip, frame = _fault_shaded(data)
     end, unit, width = frame.end, frame.unit, frame.width
     edges = np.arange(0.0, end + width, width)
-    for outcome in ("ok", "fail", "info"):
+    for outcome in ("ok", "refused", "fail", "info"):
         times = np.asarray(data.ops.get(outcome, array("d")))
         counts, _ = np.histogram(times, bins=edges)
         rate = counts / width
@@ -500,12 +548,12 @@ def chart_operations(data: RunData) -> Figure:
             unit.scale(edges),
             color=OUTCOME_COLORS[outcome],
             lw=1.6,
-            label=f"{outcome} (total {len(times)})",
+            label=f"{OUTCOME_LABELS[outcome]}: {len(times)}",
         )
     if not any(len(a) for a in data.ops.values()):
         _empty(ax, "no client operations in this run")
     ax.set_ylim(bottom=0)
-    ax.set_ylabel("operations completed per virtual second")
+    ax.set_ylabel(f"operations completed per {data.clock} second")
     ax.set_title(f"Client operations by outcome ({_bucket_label(width)} buckets)", fontsize=13)
     ax.legend(fontsize=9, title="outcome", title_fontsize=8, **OUTSIDE)
     ax.grid(alpha=0.3)
@@ -549,7 +597,9 @@ def _panel_axes(
     return fig, axes, panels
 
 
-def _label_panels(rows: list[list[Axes]], panels: list[tuple[float, float]]) -> None:
+def _label_panels(
+    rows: list[list[Axes]], panels: list[tuple[float, float]], clock: str = "virtual"
+) -> None:
     """Set each time column's range in its own unit; name the unit and phase under the last row."""
     for row in rows:
         for ax, (lo, hi) in zip(row, panels, strict=True):
@@ -558,11 +608,11 @@ def _label_panels(rows: list[list[Axes]], panels: list[tuple[float, float]]) -> 
     for ax, (lo, hi) in zip(rows[-1], panels, strict=True):
         unit = time_unit(hi)
         if len(panels) == 1:
-            ax.set_xlabel(f"virtual time ({unit.label})")
+            ax.set_xlabel(f"{clock} time ({unit.label})")
         elif lo == 0:
-            ax.set_xlabel(f"virtual time ({unit.label})\nworkload phase (clients, faults)")
+            ax.set_xlabel(f"{clock} time ({unit.label})\nworkload phase (clients, faults)")
         else:
-            ax.set_xlabel(f"virtual time ({unit.label})\nliveness phase (faults off)")
+            ax.set_xlabel(f"{clock} time ({unit.label})\nliveness phase (faults off)")
 
 
 def chart_seats(data: RunData) -> Figure:
@@ -584,7 +634,7 @@ def chart_seats(data: RunData) -> Figure:
                 )
             for points, color, label, lw, z in (
                 (s.counter, "#1f77b4", "class_rep_count (stored counter)", 2.6, 2),
-                (s.held, "#ff7f0e", "seats held (pending + completed class-rep purchases)", 1.5, 3),
+                (s.held, "#ff7f0e", HELD_LABEL, 1.5, 3),
             ):
                 xs = [t for t, _ in points] + [end]
                 ys = [v for _, v in points] + [points[-1][1]]
@@ -607,7 +657,7 @@ def chart_seats(data: RunData) -> Figure:
         row[0].yaxis.set_major_locator(MaxNLocator(integer=True))
         row[0].set_ylabel("seats")
         row[-1].legend(fontsize=8, loc="lower right", framealpha=0.9)
-    _label_panels([row[-len(panels) :] for row in axes], panels)
+    _label_panels([row[-len(panels) :] for row in axes], panels, data.clock)
     fig.tight_layout()
     return fig
 
@@ -663,12 +713,14 @@ def chart_webhooks(data: RunData) -> Figure:
     labels = sorted({lab for _, lab in data.responses}, key=lambda s: (not s.isdigit(), s))
     colors = status_colors(labels)
     widths = []
+    last_edges: list[float] = []
     tallest = 0.0
     for ax, (lo, hi) in zip(right, panels, strict=True):
         unit = time_unit(hi)
         width = bucket_width(hi - lo, target=30 if len(panels) == 2 else 50)
         widths.append(_bucket_label(width))
         edges = np.arange(lo, hi + width, width)
+        last_edges.append(float(unit.scale(edges[-1])))
         bottom = np.zeros(len(edges) - 1)
         for label in labels:
             times = np.asarray([t for t, lab in data.responses if lab == label and lo <= t <= hi])
@@ -702,7 +754,9 @@ def chart_webhooks(data: RunData) -> Figure:
         fontsize=10,
         loc="left",
     )
-    _label_panels([right], panels)
+    _label_panels([right], panels, data.clock)
+    for ax, edge in zip(right, last_edges, strict=True):  # the last bucket whole, not clipped
+        ax.set_xlim(right=max(ax.get_xlim()[1], edge))
     fig.tight_layout()
     return fig
 

@@ -22,10 +22,13 @@ CHART_CAPTIONS = {
     "0 ms waits are counted in the legend; red bars are waits that ended in a timeout.",
     "lock_wait_over_time.png": "Lock wait p50 and p99 over virtual time. Shaded bands and the "
     "strip below are the nemesis' fault windows; crosses are instance crashes.",
-    "operations.png": "Client operations per second by outcome. info = outcome unknown "
-    "(a timeout after the request may have landed).",
+    "operations.png": "Client operations per second by outcome: ok; fail split into refusals "
+    "the engine gives as designed (grey: limit reached, already bought) and errors (red: busy, "
+    "Stripe failed, instance down); info = outcome unknown (a timeout after the request may "
+    "have landed).",
     "seats.png": "Class-rep seats: the stored counter (blue) against the seats actually held "
-    "(orange, replayed from purchase writes) and the limit (red). A gap is a leak or drift; "
+    "(orange, replayed from purchase writes; its last step is the number counter_consistent "
+    "judges) and the limit (red). A gap is a leak or drift; "
     "orange above red is a limit bypass.",
     "webhooks.png": "Webhook delivery: attempts per event (retries and duplicates) and the "
     "responses the engine gave Stripe over time.",

@@ -184,6 +184,8 @@ class _World:
             seed=self.seed,
             engine=self.engine_name,
             programs=[{"id": p.id, "class_rep_limit": p.class_rep_limit} for p in sc.programs],
+            # only wall-clock runs say so: a virtual-time history keeps its bytes
+            **({"clock": "wall"} if self.wall_clock else {}),
         )
         self.db: AsyncDatabase = open_database(f"paysim_{self.seed}")
         for p in sc.programs:
