@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -452,6 +453,7 @@ def suite(
     if junit is not None and junit.is_dir():
         bad(f"--junit {junit}: is a folder, expected a file name")
     say = Out(as_json)
+    started = time.perf_counter()
     with (
         cluster_pool(cluster, engine, say) as pool,
         progress(len(cases), f"suite {directory} · {engine}") as bar,
@@ -464,6 +466,7 @@ def suite(
             on_result=lambda r: bar.update(1, run_line(r)),
             executor=pool,
         )
+    elapsed = time.perf_counter() - started
     index = write_index(out, index_rows(results))
     for result in results:
         if result.exit_code == 0:
@@ -476,8 +479,12 @@ def suite(
     if junit is not None:
         write_junit(
             junit,
-            [(r.summary, r.run_dir / "report.html" if r.run_dir else None) for r in results],
+            [
+                (r.summary, r.run_dir / "report.html" if r.run_dir else None, r.seconds)
+                for r in results
+            ],
             suite=f"paysim {directory} {engine}",
+            elapsed_s=elapsed,
         )
         say.say(f"junit: {junit}")
     say.json([{**r.summary, "run_dir": str(r.run_dir)} for r in results])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -156,6 +157,7 @@ class CaseResult:
     run_dir: Path | None
     scenario_path: str
     expected_fail: bool = False  # the scenario lists this engine in `expect_fail`
+    seconds: float = 0.0  # wall time of the whole job: simulation, checkers, charts, report
 
     @property
     def exit_code(self) -> int:
@@ -229,15 +231,18 @@ def run_job(job: Job) -> CaseResult:
     """One run, in this process or a worker."""
     case = job.case
     expected = expects_failure(case.scenario, job.engine)
+    started = time.perf_counter()
     if job.run_dir is None:
         with tempfile.TemporaryDirectory(prefix="paysim-") as tmp:
             report = run_scenario(
                 case.scenario, case.seed, job.engine, Path(tmp), scenario_path=case.path
             )
-        return CaseResult(report.summary, None, case.path, expected)
+        return CaseResult(
+            report.summary, None, case.path, expected, time.perf_counter() - started
+        )
     run_dir = Path(job.run_dir)
     report = run_case(case.scenario, case.seed, job.engine, run_dir, scenario_path=case.path)
-    return CaseResult(report.summary, run_dir, case.path, expected)
+    return CaseResult(report.summary, run_dir, case.path, expected, time.perf_counter() - started)
 
 
 def run_dir_for(out_dir: Path, engine: str | EngineFactory, case: Case) -> Path:

@@ -162,11 +162,27 @@ def test_check_and_report_both_refuse_a_folder_without_summary(
 # ---- piped output, and the small things
 
 
-def test_piped_suite_prints_a_line_per_finished_run(tmp_path: Path) -> None:
-    result = paysim("suite", SUITE, "--seeds", "1", "--out", tmp_path / "s", "--workers", "1")
+def test_piped_suite_prints_a_line_per_finished_run_and_junit_times_are_wall_times(
+    tmp_path: Path,
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    junit = tmp_path / "junit.xml"
+    result = paysim(
+        "suite", SUITE, "--seeds", "1", "--out", tmp_path / "s", "--workers", "1",
+        "--junit", junit, "--json",
+    )  # fmt: skip
     progress = [line for line in result.stderr.splitlines() if line.startswith("[")]
     assert [line.split("]")[0] for line in progress] == ["[1/2", "[2/2"]
     assert "duplicates · seed 1 · reference" in progress[0]
+    summaries = {s["scenario"]: s for s in json.loads(result.stdout)}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        summary = summaries[case.get("classname")]
+        props = {p.get("name"): float(p.get("value")) for p in case.iter("property")}
+        assert props["virtual_s"] == pytest.approx(summary["virtual_s"], abs=1e-3)
+        # the whole run (simulation, checkers, charts, report), not the simulated span
+        assert float(case.get("time")) > summary["wall_s"]
+        assert float(case.get("time")) < summary["virtual_s"]
 
 
 def test_version() -> None:
