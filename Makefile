@@ -30,7 +30,7 @@ lint: $(STAMP)
 
 # nightly: the Hypothesis property tests with thousands of examples each
 soak: $(STAMP)
-	HYPOTHESIS_PROFILE=nightly $(PY) -m pytest tests/test_reference_properties.py
+	HYPOTHESIS_PROFILE=nightly $(PY) -m pytest tests/test_reference_properties.py tests/test_webhook_fuzz.py
 
 bench: $(STAMP)
 	$(PY) -m simulator.bench reports/bench

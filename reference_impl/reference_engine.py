@@ -596,6 +596,8 @@ class ReferenceEngine:
             await self._transition(purchase["_id"], purchase["status"], REFUNDED, {})
 
     async def _on_session_payment_failed(self, session: dict[str, Any]) -> None:
+        if session.get("payment_status") == "paid":
+            return  # the event contradicts its own object: end nothing on its word
         purchase = await self._purchase_of_session(session["id"])
         if purchase is not None:
             await self._end_pending(purchase["_id"], FAILED)
@@ -603,6 +605,8 @@ class ReferenceEngine:
     async def _on_session_expired(self, session: dict[str, Any]) -> None:
         # a purchase whose create answer was lost is left to reconcile, which asks Stripe which
         # session is its own: an expired session merely naming it proves nothing
+        if session.get("status") != "expired" or session.get("payment_status") == "paid":
+            return  # the event contradicts its own object: end nothing on its word
         purchase = await self._purchase_of_session(session["id"])
         if purchase is not None:
             await self._end_pending(purchase["_id"], EXPIRED)

@@ -25,6 +25,8 @@ def _seed() -> EngineFactory:
 
 
 BUILTIN: dict[str, Callable[[], EngineFactory]] = {"reference": _reference, "seed": _seed}
+#: built-in engines that claim to be safe: the webhook fuzz test holds each one to it
+CLAIMS_SAFETY: frozenset[str] = frozenset({"reference"})
 DESCRIPTIONS: dict[str, str] = {
     "reference": "the correct engine: conditional transitions, seat ledger, intent records, reconcile",
     "seed": "the seed document's design, faithfully, bugs and all (docs/seed-design.md)",

@@ -4,9 +4,11 @@ A crashing engine must be visible: an engine raising `AttributeError` on every c
 show only "vacuous: the run never showed lock_wait". Each distinct exception (method, type,
 where it was raised) is counted and its first traceback kept, for the terminal and the report.
 
-The history stays as it was (tracebacks hold file paths, which differ between checkouts, and
-the history must be the same bytes everywhere); the summary's `engine_errors` carries them,
-for `describe` in the terminal and the report's "Engine exceptions" section.
+Full tracebacks stay out of the history (they hold file paths, which differ between checkouts,
+and the history must be the same bytes everywhere); the summary's `engine_errors` carries them,
+for `describe` in the terminal and the report's "Engine exceptions" section. The history gets
+one `engine.exception` line per escape, frames as file name:line only
+(`topology.record_engine_exception`), which the `no_engine_exception` checker reads.
 
 A value of the wrong type is an engine bug too: `create_purchase` must return a
 `PurchaseResult` and `handle_webhook` an HTTP status (reference_impl/ports.py). A stub whose

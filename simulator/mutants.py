@@ -29,7 +29,7 @@ from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult
 from reference_impl.reference_engine import ReferenceEngine, _paid_fields
 from reference_impl.schema import COMPLETED, FAILED, PENDING, SEAT_HOLDS
 from reference_impl.seats import HOLD_RELEASED, MOVES, SeatLedger
-from reference_impl.webhook_signature import InvalidWebhook
+from reference_impl.webhook_signature import InvalidWebhook, verify_event
 from simulator.engines import EXTRA, EXTRA_DESCRIPTIONS
 
 #: the lock wait of `short-lock-timeout`: shorter than a create takes under any store latency
@@ -293,6 +293,123 @@ class OrphanSession(ReferenceEngine):
             raise
 
 
+class TrustsClientReference(ReferenceEngine):
+    """Completes the purchase a paid session names in `client_reference_id` or metadata, without
+    asking whether the engine issued that session: a session made outside the engine (a Payment
+    Link, the dashboard) at the full price completes someone's purchase.
+
+    Violates payment_matches_purchase."""
+
+    async def _foreign_session(
+        self, purchase: dict[str, Any], session: dict[str, Any]
+    ) -> str | None:
+        if purchase.get("stripe_session_id") != session["id"]:
+            await self.purchases.update_one(
+                {"_id": purchase["_id"]}, {"$set": {"stripe_session_id": session["id"]}}
+            )
+        return None
+
+
+class SkipsAmountCheck(ReferenceEngine):
+    """Never compares the paid amount with the purchase's: a completion of the purchase's own
+    session paying 1 cent (or carrying no PaymentIntent) completes it.
+
+    Violates payment_matches_purchase."""
+
+    def _wrong_amount(self, purchase: dict[str, Any], session: dict[str, Any]) -> str | None:
+        return None
+
+
+class SkipsCurrencyCheck(ReferenceEngine):
+    """Never compares the session's currency with the purchase's: 5000 EUR cents pay for 5000
+    USD cents.
+
+    Violates payment_matches_purchase."""
+
+    def _wrong_currency(self, purchase: dict[str, Any], session: dict[str, Any]) -> str | None:
+        return None
+
+
+class SkipsModeCheck(ReferenceEngine):
+    """Never checks the session's mode: a `subscription` or `setup` session completes a
+    one-time purchase.
+
+    Violates payment_matches_purchase."""
+
+    def _wrong_mode(self, purchase: dict[str, Any], session: dict[str, Any]) -> str | None:
+        return None
+
+
+class ReparsesHeader(ReferenceEngine):
+    """Verifies the HMAC with the SDK but reads the timestamp for the staleness check with its
+    own parser (which strips spaces), as the reference did before: ` t=<now>,` prepended to a
+    captured day-old header passes both, and `t=<t>=x` raises.
+
+    Violates signature_enforced (and no_engine_exception)."""
+
+    def _verified_event(self, payload: bytes, signature_header: str | None) -> dict[str, Any]:
+        event = verify_event(
+            payload,
+            signature_header,
+            self.env.webhook_secret,
+            clock=_Frozen(float("-inf")),  # the SDK's HMAC check only
+            tolerance=0.0,
+        )
+        assert signature_header is not None
+        timestamp = next(
+            int(v)
+            for k, _, v in (i.partition("=") for i in signature_header.split(","))
+            if k.strip() == "t"
+        )
+        if timestamp < self.env.clock.now() - self.config.webhook_tolerance:
+            raise InvalidWebhook("stale")
+        return event
+
+
+class NoShapeCheck(ReferenceEngine):
+    """Reads the event's object as sent, without checking the shape of any field: a missing id
+    is a KeyError (500), an operator in `client_reference_id` goes into a store query.
+
+    Violates signature_enforced (a malformed body must get 400 and write nothing)."""
+
+    def _webhook_session(self, event: dict[str, Any]) -> dict[str, Any]:
+        obj: dict[str, Any] = event["data"]["object"]
+        return obj
+
+
+class UnguardedWebhook(NoShapeCheck):
+    """The webhook handler of the engine before issue 11: no shape check and no last-resort
+    handler, so a malformed but correctly signed body raises out of `handle_webhook`.
+
+    Violates no_engine_exception (and signature_enforced)."""
+
+    def _on_handler_error(self, exc: Exception) -> int:
+        raise exc
+
+
+class RetriesUnfinishable(ReferenceEngine):
+    """Answers 500 to a paid session that names no purchase of the engine (the pre-issue-11
+    answer for an unknown PaymentIntent), instead of keeping it for a human: Stripe retries an
+    event that can never succeed for three days.
+
+    Violates webhooks_acknowledged."""
+
+    async def _dead_letter(
+        self, session: dict[str, Any], reason: str, purchase_id: str | None = None
+    ) -> None:
+        if purchase_id is None:
+            raise UpstreamError("no purchase for this payment")
+        await super()._dead_letter(session, reason, purchase_id)
+
+
+@dataclass(frozen=True)
+class _Frozen:
+    at: float
+
+    def now(self) -> float:
+        return self.at
+
+
 @dataclass(frozen=True)
 class Mutant:
     name: str
@@ -333,6 +450,14 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("unpaid-fulfilment", UnpaidFulfilment, "no_unpaid_fulfilment"),
         _mutant("orphan-session", OrphanSession, "no_orphan_session"),
         _mutant("redis-no-fence", RedisNoFence, "single_pending_per_user"),
+        _mutant("trusts-client-reference", TrustsClientReference, "payment_matches_purchase"),
+        _mutant("skips-amount-check", SkipsAmountCheck, "payment_matches_purchase"),
+        _mutant("skips-currency-check", SkipsCurrencyCheck, "payment_matches_purchase"),
+        _mutant("skips-mode-check", SkipsModeCheck, "payment_matches_purchase"),
+        _mutant("reparses-header", ReparsesHeader, "signature_enforced"),
+        _mutant("no-shape-check", NoShapeCheck, "signature_enforced"),
+        _mutant("unguarded-webhook", UnguardedWebhook, "no_engine_exception"),
+        _mutant("retries-unfinishable", RetriesUnfinishable, "webhooks_acknowledged"),
     )
 }
 

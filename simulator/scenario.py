@@ -59,6 +59,32 @@ EVIDENCE_KINDS: Mapping[str, str] = {
     "payment": "some Checkout Session was paid",
 }
 
+#: the adversary's attack families (simulator/attacks.py builds them; a test keeps the two equal)
+ATTACKS: Mapping[str, str] = {
+    "header_tricks": "a captured event under a doctored `Stripe-Signature`: a fresh `t` "
+    "prepended, appended or spaced, `t=..=x`, duplicate or empty `v1`, another scheme, odd "
+    "separators, non-numeric and huge timestamps, a wrong secret, no header (expect 400)",
+    "replays": "a captured event, correctly signed but past the tolerance (expect 400)",
+    "tampered": "a signed event whose body was changed afterwards (expect 400)",
+    "foreign_sessions": "a real Checkout Session created outside the engine naming a purchase in "
+    "`client_reference_id` or metadata, then paid: underpaid, other currency, other mode or full "
+    "price (expect: never completes the purchase; acknowledged; refunded or kept for a human)",
+    "signed_mismatch": "a correctly signed completion of a purchase's own session that is "
+    "underpaid, in another currency, another mode or without a PaymentIntent (expect: never "
+    "completes it)",
+    "type_confusion": "correctly signed, with numbers, lists or objects where strings belong, or "
+    "a field missing (expect 400)",
+    "injection": 'correctly signed, with a store operator (`{"$gt": ""}`) in every id field '
+    "(expect 400)",
+    "deep_nesting": "correctly signed, JSON nested 40 and 3,000 deep (expect 400)",
+    "huge_integers": "correctly signed, integers past 2^63 (expect 400)",
+    "huge_bodies": "correctly signed, a body of 300 KiB (expect 400)",
+    "unknown_types": "correctly signed events of types the engine does not handle (expect 2xx, "
+    "no change)",
+    "unknown_objects": "correctly signed events for sessions, PaymentIntents and purchases that "
+    "do not exist (expect 2xx, no purchase changed)",
+}
+
 BALANCERS: Mapping[str, str] = {
     "round_robin": "requests go to the live instances in turn",
     "random": "each request goes to a random live instance",
@@ -378,6 +404,47 @@ class PreloadPurchase:
 
 
 @dataclass(frozen=True)
+class AttackWeights:
+    """Relative weights of the adversary's attack families (0 switches one off)."""
+
+    header_tricks: float = setting(3.0, "weight: doctored signature headers", min=0.0)
+    replays: float = setting(1.0, "weight: signed events past the tolerance", min=0.0)
+    tampered: float = setting(1.0, "weight: bodies changed after signing", min=0.0)
+    foreign_sessions: float = setting(2.0, "weight: paid sessions made outside the engine", min=0.0)
+    signed_mismatch: float = setting(2.0, "weight: own session, not paid in full", min=0.0)
+    type_confusion: float = setting(1.0, "weight: wrong types, missing fields", min=0.0)
+    injection: float = setting(1.0, "weight: store operators in id fields", min=0.0)
+    deep_nesting: float = setting(0.5, "weight: deeply nested JSON", min=0.0)
+    huge_integers: float = setting(0.5, "weight: integers past 2^63", min=0.0)
+    huge_bodies: float = setting(0.5, "weight: 300 KiB bodies", min=0.0)
+    unknown_types: float = setting(0.5, "weight: event types the engine ignores", min=0.0)
+    unknown_objects: float = setting(1.0, "weight: events for objects that do not exist", min=0.0)
+
+
+@dataclass(frozen=True)
+class AdversarySettings:
+    """A hostile party posting webhooks and paying foreign sessions (simulator/adversary.py);
+    off by default. It draws from its own random stream, so enabling it never reshuffles the
+    workload or the faults."""
+
+    enabled: bool = setting(False, "switch the adversary on")
+    attacks: int = setting(40, "attacks it makes, spread over the workload window", min=0, max=10_000)
+    start: float = setting(2.0, "virtual second of its first attack", min=0.0)
+    attackers: int = setting(
+        2,
+        "customer accounts it buys with (non class-rep purchases, to learn real ids and sessions)",
+        min=1,
+        max=100,
+    )
+    weights: AttackWeights = setting(AttackWeights(), "how often each family is drawn")
+
+    def problems(self) -> Problems:
+        if self.enabled and not any(getattr(self.weights, k) for k in ATTACKS):
+            return [("weights", "expected at least one attack weight above 0")]
+        return []
+
+
+@dataclass(frozen=True)
 class Scenario:
     """One scenario file."""
 
@@ -412,6 +479,9 @@ class Scenario:
     )
     expect: tuple[str, ...] = setting(
         (), "evidence the run must show, else it is vacuous", choices=EVIDENCE_KINDS
+    )
+    adversary: AdversarySettings = setting(
+        AdversarySettings(), "hostile webhooks and foreign sessions (off by default)"
     )
     expect_fail: tuple[str, ...] = setting(
         (),

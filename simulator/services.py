@@ -6,6 +6,7 @@ here, independent of what the engine wrote in its own store.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,15 @@ Recorder = Callable[..., Any]
 
 def _no_record(type: str, **fields: Any) -> None:
     return None
+
+
+def as_id(value: Any) -> Any:
+    """An id an engine handed a port, as the ledgers keep it: a string (or None) as is, anything
+    else (an object a hostile webhook smuggled in) as a tagged string, so that the ledgers and
+    the checkers reading them never hold an unhashable id."""
+    if value is None or isinstance(value, str):
+        return value
+    return f"<{type(value).__name__}> {json.dumps(value, sort_keys=True, default=str)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +59,8 @@ class RecordingFulfilment:
         self, *, purchase_id: str, user_id: str, program_id: str, session_id: str
     ) -> None:
         await anyio.lowlevel.checkpoint()
+        purchase_id, user_id = as_id(purchase_id), as_id(user_id)
+        program_id, session_id = as_id(program_id), as_id(session_id)
         self.grants.append(Grant(purchase_id, user_id, program_id, session_id, self.instance))
         self.record(
             "fulfilment",
@@ -89,6 +101,11 @@ class FakeEmail:
 
     async def send_receipt(self, *, purchase_id: str, user_id: str, idempotency_key: str) -> None:
         await anyio.lowlevel.checkpoint()
+        purchase_id, user_id, idempotency_key = (
+            as_id(purchase_id),
+            as_id(user_id),
+            as_id(idempotency_key),
+        )
         self.attempts += 1
         if self.fail():
             self.record("email.failed", purchase_id=purchase_id, key=idempotency_key)

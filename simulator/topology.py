@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
@@ -24,18 +25,25 @@ from typing import Any
 import anyio
 import trio
 
+from reference_impl.errors import PurchaseError
 from reference_impl.lock_stats import LockStats
 from reference_impl.locks import Lease, LockService
 from reference_impl.ports import Engine, EngineEnv, EngineFactory
 from reference_impl.redis_locks import RedisLockService
 from reference_impl.reference_engine import fence_scope_of
 from simulator.engine_errors import EngineErrors, check_return, is_engine_bug, method_of
+from simulator.requests import current_request
 
 #: where Redis runs lock when neither the scenario (`topology.redis_url`) nor REDIS_URL says:
 #: db 15, away from the default db 0; runs only ever touch their own namespace's keys
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 _runs = itertools.count(1)
+#: the engine methods whose port declares errors (`PurchaseError`: limit reached, busy, ...)
+DECLARES_ERRORS = frozenset({"create_purchase", "cancel_purchase"})
+#: how much of an escaped exception the history keeps
+MAX_FRAMES = 12
+MAX_MESSAGE = 500
 
 
 class InstanceDown(Exception):
@@ -116,11 +124,34 @@ class Instance:
         except Exception as exc:
             if self.errors is not None and is_engine_bug(exc):
                 self.errors.seen(method_of(fn), exc)
+            record_engine_exception(self.record, self.name, method_of(fn), exc)
             raise
         finally:
             self._inflight.remove(scope)
         # only reached when the crash cancelled the request (the scope swallowed it)
         raise InstanceCrashed(f"{self.name} crashed mid-request")
+
+
+def record_engine_exception(
+    record: Callable[..., Any], instance: str, method: str, exc: Exception
+) -> None:
+    """An exception that escaped an engine method, in the history, for `no_engine_exception`
+    (checkers read only the history; simulator/engine_errors.py keeps the full tracebacks for
+    the summary): a create or cancel may raise the errors the engine boundary declares
+    (`PurchaseError`), nothing else may escape anything. Frames are kept as file:line with the
+    file's name only, so the history stays the same bytes on every machine."""
+    if isinstance(exc, PurchaseError) and method in DECLARES_ERRORS:
+        return
+    frames = traceback.extract_tb(exc.__traceback__)[-MAX_FRAMES:]
+    record(
+        "engine.exception",
+        instance=instance,
+        method=method,
+        request=current_request.get(),
+        error=type(exc).__name__,
+        message=str(exc)[:MAX_MESSAGE],
+        traceback=[f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}" for f in frames],
+    )
 
 
 @dataclass

@@ -6,6 +6,7 @@ violation must show, `bug=False` for `ReferenceEngine`, where it must not (so ea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from reference_impl.reference_engine import ReferenceEngine
 from reference_impl.schema import program_doc
 from reference_impl.store import AsyncDatabase
 from simulator import mutants
+from simulator.attacks import paid_completion
 from simulator.checkers import INVARIANTS as ALL_INVARIANTS
 from simulator.engines import EXTRA, EXTRA_DESCRIPTIONS, resolve
 from simulator.ids import SequentialIds
@@ -99,7 +101,7 @@ async def _second_instance(w: World, factory: Any) -> Any:
 
 
 def test_catalogue_names_invariants_and_registers_engines() -> None:
-    assert len(mutants.MUTANTS) == 15
+    assert len(mutants.MUTANTS) == 23
     for name, mutant in mutants.MUTANTS.items():
         assert mutant.name == name and mutant.description
         assert mutant.violates and set(mutant.violates) <= INVARIANTS, name
@@ -107,7 +109,7 @@ def test_catalogue_names_invariants_and_registers_engines() -> None:
         assert resolve(f"mutant:{name}") is mutant.factory
         assert EXTRA_DESCRIPTIONS[f"mutant:{name}"] == mutant.description
     mutants.register()
-    assert sum(key.startswith("mutant:") for key in EXTRA) == 15
+    assert sum(key.startswith("mutant:") for key in EXTRA) == 23
 
 
 # ---------------------------------------------------------------- create
@@ -371,3 +373,112 @@ def test_cancel_without_expire_completes_a_cancelled_purchase_past_the_limit() -
             assert await _count(w) == 1
 
     both("cancel-without-expire", scenario)
+
+
+# ---------------------------------------------------------------- hostile webhooks (issue 11)
+
+
+async def _own_paid_completion(w: World) -> tuple[Any, dict[str, Any]]:
+    """A pending purchase and a paid completion of its own session (the customer has not paid:
+    Stripe has it open, so completing the purchase from this event is fulfilling unpaid)."""
+    result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+    session = w.fake.sessions[result.session_id].to_json()
+    return result, paid_completion(session, "evt_forged_1", int(w.env.clock.now()))
+
+
+def _signed_body(w: World, event: dict[str, Any]) -> tuple[bytes, str]:
+    payload = json.dumps(event).encode()
+    return payload, w.fake.sign(payload)
+
+
+async def _status(w: World) -> str:
+    [p] = await w.purchases()
+    return str(p["status"])
+
+
+@pytest.mark.parametrize(
+    ("mutant", "field", "value"),
+    [
+        ("skips-amount-check", "amount_total", 1),
+        ("skips-currency-check", "currency", "eur"),
+        ("skips-mode-check", "mode", "subscription"),
+    ],
+)
+def test_payment_checks_refuse_a_completion_not_paid_in_full(
+    mutant: str, field: str, value: Any
+) -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:
+            _, event = await _own_paid_completion(w)
+            event["data"]["object"][field] = value
+            assert await w.engine.handle_webhook(*_signed_body(w, event)) == 200
+            assert await _status(w) == ("completed" if bug else "pending")
+            assert len(w.fulfilment.grants) == (1 if bug else 0)
+
+    both(mutant, scenario)
+
+
+def test_trusts_client_reference_completes_from_a_foreign_session() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            foreign = w.fake.foreign_session(
+                amount_total=5000,
+                currency="usd",
+                mode="payment",
+                client_reference_id=result.purchase_id,
+                metadata={},
+                expires_at=int(w.env.clock.now()) + 3600,
+            )
+            before = len(w.fake.events)
+            await w.fake.customer_pay(foreign.id)
+            for event in w.fake.events[before:]:
+                assert await w.deliver(event) == 200
+            assert await _status(w) == ("completed" if bug else "pending")
+            assert [g.session_id for g in w.fulfilment.grants] == ([foreign.id] if bug else [])
+
+    both("trusts-client-reference", scenario)
+
+
+def test_reparses_header_lets_a_prepended_fresh_t_revive_a_stale_signature() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.fake.customer_pay(result.session_id)
+            [event] = w.events("checkout.session.completed")
+            payload = w.fake.event_payload(event)
+            now = int(w.env.clock.now())
+            header = f" t={now}," + w.fake.sign(payload, timestamp=now - 86400)
+            assert await w.engine.handle_webhook(payload, header) == (200 if bug else 400)
+            assert await _status(w) == ("completed" if bug else "pending")
+
+    both("reparses-header", scenario)
+
+
+@pytest.mark.parametrize("mutant", ["no-shape-check", "unguarded-webhook"])
+def test_shape_checks_refuse_a_signed_body_with_no_session_id(mutant: str) -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:
+            _, event = await _own_paid_completion(w)
+            del event["data"]["object"]["id"]
+            body = _signed_body(w, event)
+            if bug and mutant == "unguarded-webhook":
+                with pytest.raises(KeyError):
+                    await w.engine.handle_webhook(*body)
+            else:
+                assert await w.engine.handle_webhook(*body) == (500 if bug else 400)
+            assert await _status(w) == "pending"
+
+    both(mutant, scenario)
+
+
+def test_retries_unfinishable_fails_a_payment_for_no_purchase_for_three_days() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory) as w:
+            _, event = await _own_paid_completion(w)
+            obj = event["data"]["object"]
+            obj.update(id="cs_ghost_1", client_reference_id="pur_ghost", metadata={})
+            assert await w.engine.handle_webhook(*_signed_body(w, event)) == (500 if bug else 200)
+            assert await _status(w) == "pending" and not w.fake.refunds
+
+    both("retries-unfinishable", scenario)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from simulator.checkers.base import HELD, UNKNOWN, VIOLATED, Checker, FinalFacts, Outcome, Violation
 from simulator.checkers.counter import CounterConsistent
 from simulator.checkers.double_completion import NoDoubleCompletion
+from simulator.checkers.engine_exception import NoEngineException
 from simulator.checkers.limit_bypass import NoLimitBypass
 from simulator.checkers.lost_payment import NoLostPayment
 from simulator.checkers.orphan_session import NoOrphanSession
+from simulator.checkers.payment_match import PaymentMatchesPurchase
 from simulator.checkers.signature import SignatureEnforced
 from simulator.checkers.single_pending import SinglePendingPerUser
 from simulator.checkers.unpaid_fulfilment import NoUnpaidFulfilment
@@ -23,6 +25,8 @@ CHECKERS: tuple[type, ...] = (
     SinglePendingPerUser,
     WebhooksAcknowledged,
     SignatureEnforced,
+    PaymentMatchesPurchase,
+    NoEngineException,
 )
 INVARIANTS: tuple[str, ...] = tuple(c.name for c in CHECKERS)
 

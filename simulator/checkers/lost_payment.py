@@ -1,4 +1,10 @@
-"""no_lost_payment: every session Stripe marked paid ends in a completed purchase, or a refund."""
+"""no_lost_payment: every session Stripe marked paid ends in a completed purchase, or a refund.
+
+A paid session created outside the engine (the adversary's `adversary.foreign_session`) is not
+the engine's to complete: it must be refunded, or kept for a human in the store's
+`webhook_dead_letters` (a document with its `session_id`). A session the engine issued may not
+end there: that would be a payment lost with a note.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +17,37 @@ NAME = "no_lost_payment"
 
 class NoLostPayment:
     name = NAME
-    types = frozenset({"stripe.session"})
+    types = frozenset({"stripe.session", "adversary.foreign_session"})
 
     def __init__(self) -> None:
         self.paid_at: dict[str, dict[str, Any]] = {}
+        self.foreign: set[str] = set()
 
     def observe(self, entry: dict[str, Any]) -> None:
-        if entry.get("payment_status") == "paid" and entry["id"] not in self.paid_at:
+        if entry["type"] == "adversary.foreign_session":
+            self.foreign.add(entry["session_id"])
+        elif entry.get("payment_status") == "paid" and entry["id"] not in self.paid_at:
             self.paid_at[entry["id"]] = entry
 
     def finish(self, facts: FinalFacts) -> Outcome:
         refunded = {r["payment_intent"] for r in facts.ledgers.get("refunds", [])}
+        kept = {d.get("session_id") for d in facts.final_state.get("webhook_dead_letters", [])}
         found = []
         for session_id, paid in self.paid_at.items():
+            if session_id in self.foreign:
+                if paid.get("payment_intent") in refunded or session_id in kept:
+                    continue
+                found.append(
+                    Violation(
+                        NAME,
+                        f"session {session_id}, created outside the engine, was paid but neither "
+                        "refunded nor kept for a human (webhook_dead_letters)",
+                        at=paid["t"],
+                        evidence=(paid["seq"],),
+                        session_id=session_id,
+                    )
+                )
+                continue
             purchase = purchase_of(session_id, facts)
             if purchase is not None and purchase.get("status") == "completed":
                 continue

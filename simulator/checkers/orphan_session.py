@@ -12,13 +12,17 @@ NAME = "no_orphan_session"
 
 class NoOrphanSession:
     name = NAME
-    types = frozenset({"stripe.session"})
+    types = frozenset({"stripe.session", "adversary.foreign_session"})
 
     def __init__(self) -> None:
         self.created: dict[str, dict[str, Any]] = {}
+        self.foreign: set[str] = set()  # made outside the engine: no purchase of its own
 
     def observe(self, entry: dict[str, Any]) -> None:
-        if entry.get("action") == "created":
+        if entry["type"] == "adversary.foreign_session":
+            self.foreign.add(entry["session_id"])
+            self.created.pop(entry["session_id"], None)
+        elif entry.get("action") == "created" and entry["id"] not in self.foreign:
             self.created.setdefault(entry["id"], entry)
 
     def finish(self, facts: FinalFacts) -> Outcome:

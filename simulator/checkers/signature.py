@@ -3,6 +3,10 @@
 The harness probes every run: it posts forged copies of real events (wrong secret, stale
 timestamp, no header, a tampered body, a correctly signed non-event) and records each answer as
 `probe.forged`; any store write made under a probe's request id is a change it must not make.
+The adversary (simulator/adversary.py, when a scenario enables it) records its header tricks,
+replays, tampered bodies and correctly signed bodies of the wrong shape (type confusion,
+operator injection, deep nesting, huge integers and bodies) the same way: each must get 400
+and write nothing.
 """
 
 from __future__ import annotations
@@ -38,10 +42,15 @@ class SignatureEnforced:
                     )
                 )
         elif str(entry.get("req") or "").startswith("probe"):
+            change = (
+                f"a fulfilment of {entry.get('purchase_id')}"
+                if entry["type"] == "fulfilment"
+                else f"a write to {entry.get('coll')} ({entry.get('op')} {entry.get('id')})"
+            )
             self.found.append(
                 Violation(
                     NAME,
-                    f"forged webhook {entry['req']} caused a write to {entry.get('coll')} ({entry.get('op')} {entry.get('id')})",
+                    f"forged webhook {entry['req']} caused {change}",
                     at=entry["t"],
                     evidence=(entry["seq"],),
                 )

@@ -1,4 +1,9 @@
-"""webhooks_acknowledged (liveness): once faults stop, every event is acknowledged in the retry window."""
+"""webhooks_acknowledged (liveness): once faults stop, every event is acknowledged in the retry window.
+
+Also: an event that can never succeed (the adversary's `adversary.attack` expecting `ack`: a
+type the engine ignores, a completion for a purchase that does not exist) is acknowledged with
+a 2xx at once, not failed for Stripe to retry for three days.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,13 @@ NAME = "webhooks_acknowledged"
 class WebhooksAcknowledged:
     name = NAME
     types = frozenset(
-        {"stripe.event", "webhook.acknowledged", "webhook.given_up", "webhook.response"}
+        {
+            "stripe.event",
+            "webhook.acknowledged",
+            "webhook.given_up",
+            "webhook.response",
+            "adversary.attack",
+        }
     )
 
     def __init__(self) -> None:
@@ -28,6 +39,19 @@ class WebhooksAcknowledged:
             self.open.pop(entry["event_id"], None)
         elif kind == "webhook.response":
             self.last_response[entry["event_id"]] = entry
+        elif kind == "adversary.attack":
+            status = entry.get("status")
+            if entry.get("expect") == "ack" and not (isinstance(status, int) and status < 300):
+                self.given_up.append(
+                    Violation(
+                        NAME,
+                        f"{entry.get('variant')} ({entry.get('family')}) can never succeed but "
+                        f"got {status}, not 2xx: Stripe would retry it for three days",
+                        at=entry["t"],
+                        evidence=(entry["seq"],),
+                        session_id=entry.get("session_id"),
+                    )
+                )
         else:
             self.open.pop(entry["event_id"], None)
             last = self.last_response.get(entry["event_id"], {})

@@ -1,0 +1,115 @@
+"""The adversary nemesis: off by default, deterministic, every family attacks, and each forgery
+carries the outcome a safe engine must give (the reference gives it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reference_impl.reference_engine import ReferenceEngine
+from reference_impl.schema import program_doc
+from simulator.attacks import ACK, NOT_HONOURED, REFUSE, Forger, paid_completion
+from simulator.history import read_history
+from simulator.run import simulate
+from simulator.scenario import ATTACKS, AdversarySettings, Scenario
+from simulator.scenario_file import load_scenario
+from simulator.services import RecordingFulfilment, as_id
+from tests.enginehelpers import run_virtual, world
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTILE = ROOT / "scenarios" / "ci" / "adversary-webhooks.toml"
+
+
+def test_every_attack_family_is_built_and_documented() -> None:
+    built = {name.removeprefix("_") for name, _ in inspect.getmembers(Forger)} & set(ATTACKS)
+    assert built | {"foreign_sessions"} == set(ATTACKS)  # foreign sessions are real, not forged
+    assert set(f.name for f in dataclasses.fields(AdversarySettings().weights)) == set(ATTACKS)
+
+
+def test_the_adversary_is_off_by_default_and_leaves_histories_alone() -> None:
+    assert not Scenario().adversary.enabled
+    plain = load_scenario(ROOT / "scenarios" / "ci" / "double-click.toml")
+    other_weights = dataclasses.replace(
+        plain,
+        adversary=AdversarySettings(enabled=False, attacks=500, start=0.0, attackers=7),
+    )
+    a, b = simulate(plain, 1), simulate(other_weights, 1)
+    assert a.history_sha256 == b.history_sha256
+
+
+def test_an_adversary_run_is_deterministic_and_attacks_with_every_family(tmp_path: Path) -> None:
+    scenario = load_scenario(HOSTILE)
+    scenario = dataclasses.replace(
+        scenario, adversary=dataclasses.replace(scenario.adversary, attacks=120)
+    )
+    first = simulate(scenario, 7, out_dir=tmp_path / "a")
+    second = simulate(scenario, 7, out_dir=tmp_path / "b")
+    assert first.history_sha256 == second.history_sha256
+    history = read_history(tmp_path / "a" / "history.jsonl")
+    families = {
+        e["variant"].split(":")[1]
+        for e in history
+        if e["type"] == "probe.forged" and e["variant"].startswith("adversary:")
+    }
+    families |= {e["family"] for e in history if e["type"] == "adversary.attack"}
+    families |= (
+        {"foreign_sessions"}
+        if any(e["type"] == "adversary.foreign_session" for e in history)
+        else set()
+    )
+    assert families == set(ATTACKS)
+    # the attacker's genuine payments still complete their purchases at the end
+    paid = {e["session_id"] for e in history if e["type"] == "customer.pay" and e["accepted"]}
+    completed = {
+        p["stripe_session_id"] for p in first.final_state["purchases"] if p["status"] == "completed"
+    }
+    assert paid and paid <= completed
+
+
+@pytest.mark.parametrize("family", sorted(set(ATTACKS) - {"foreign_sessions"}))
+def test_the_reference_gives_each_forgery_its_expected_outcome(family: str) -> None:
+    async def main() -> None:
+        async with world(ReferenceEngine, programs=[program_doc("prog_1", class_rep_limit=3)]) as w:
+            result = await w.engine.create_purchase("user_1", "prog_1", class_rep=True)
+            forger = Forger(random.Random(family), w.fake.webhook_secret, 300.0, w.env.clock.now)
+            for n in range(30):
+                session = w.fake.sessions[result.session_id].to_json()
+                base = paid_completion(session, f"evt_adv_{n}", int(w.env.clock.now()))
+                forgery = forger.build(family, base, n)
+                db = w.env.store.sync
+                before = {
+                    c: list(db[c].find({})) for c in ("purchases", "programs", "purchase_slots")
+                }
+                status = await w.engine.handle_webhook(forgery.payload, forgery.header)
+                after = {c: list(db[c].find({})) for c in before}
+                assert after == before, forgery.variant
+                if forgery.expect == REFUSE:
+                    assert status == 400, forgery.variant
+                elif forgery.expect == ACK:
+                    assert 200 <= status < 300, forgery.variant
+                else:
+                    assert forgery.expect == NOT_HONOURED
+            assert not w.fulfilment.grants
+
+    run_virtual(main)
+
+
+def test_a_port_handed_an_object_for_an_id_records_it_as_a_string() -> None:
+    """A hostile id an engine let through must not crash the ledgers or the checkers."""
+    assert as_id("pur_1") == "pur_1" and as_id(None) is None
+    assert as_id({"$gt": ""}) == '<dict> {"$gt": ""}'
+    seen: list[dict[str, Any]] = []
+    grants = RecordingFulfilment(record=lambda type, **f: seen.append(f))
+
+    async def main() -> None:
+        await grants.grant(purchase_id={"$gt": ""}, user_id="u", program_id="p", session_id=[1])  # type: ignore[arg-type]
+
+    run_virtual(main)
+    assert seen[0]["purchase_id"] == '<dict> {"$gt": ""}' and seen[0]["session_id"] == "<list> [1]"
+    json.dumps(seen)
