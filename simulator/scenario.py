@@ -407,18 +407,32 @@ class PreloadPurchase:
 class AttackWeights:
     """Relative weights of the adversary's attack families (0 switches one off)."""
 
-    header_tricks: float = setting(3.0, "weight: doctored signature headers", min=0.0)
-    replays: float = setting(1.0, "weight: signed events past the tolerance", min=0.0)
-    tampered: float = setting(1.0, "weight: bodies changed after signing", min=0.0)
-    foreign_sessions: float = setting(2.0, "weight: paid sessions made outside the engine", min=0.0)
-    signed_mismatch: float = setting(2.0, "weight: own session, not paid in full", min=0.0)
-    type_confusion: float = setting(1.0, "weight: wrong types, missing fields", min=0.0)
-    injection: float = setting(1.0, "weight: store operators in id fields", min=0.0)
-    deep_nesting: float = setting(0.5, "weight: deeply nested JSON", min=0.0)
-    huge_integers: float = setting(0.5, "weight: integers past 2^63", min=0.0)
-    huge_bodies: float = setting(0.5, "weight: 300 KiB bodies", min=0.0)
-    unknown_types: float = setting(0.5, "weight: event types the engine ignores", min=0.0)
-    unknown_objects: float = setting(1.0, "weight: events for objects that do not exist", min=0.0)
+    header_tricks: float = setting(
+        3.0, "weight: doctored signature headers", min=0.0, max=MAX_WEIGHT
+    )
+    replays: float = setting(
+        1.0, "weight: signed events past the tolerance", min=0.0, max=MAX_WEIGHT
+    )
+    tampered: float = setting(1.0, "weight: bodies changed after signing", min=0.0, max=MAX_WEIGHT)
+    foreign_sessions: float = setting(
+        2.0, "weight: paid sessions made outside the engine", min=0.0, max=MAX_WEIGHT
+    )
+    signed_mismatch: float = setting(
+        2.0, "weight: own session, not paid in full", min=0.0, max=MAX_WEIGHT
+    )
+    type_confusion: float = setting(
+        1.0, "weight: wrong types, missing fields", min=0.0, max=MAX_WEIGHT
+    )
+    injection: float = setting(1.0, "weight: store operators in id fields", min=0.0, max=MAX_WEIGHT)
+    deep_nesting: float = setting(0.5, "weight: deeply nested JSON", min=0.0, max=MAX_WEIGHT)
+    huge_integers: float = setting(0.5, "weight: integers past 2^63", min=0.0, max=MAX_WEIGHT)
+    huge_bodies: float = setting(0.5, "weight: 300 KiB bodies", min=0.0, max=MAX_WEIGHT)
+    unknown_types: float = setting(
+        0.5, "weight: event types the engine ignores", min=0.0, max=MAX_WEIGHT
+    )
+    unknown_objects: float = setting(
+        1.0, "weight: events for objects that do not exist", min=0.0, max=MAX_WEIGHT
+    )
 
 
 @dataclass(frozen=True)
@@ -428,8 +442,10 @@ class AdversarySettings:
     workload or the faults."""
 
     enabled: bool = setting(False, "switch the adversary on")
-    attacks: int = setting(40, "attacks it makes, spread over the workload window", min=0, max=10_000)
-    start: float = setting(2.0, "virtual second of its first attack", min=0.0)
+    attacks: int = setting(
+        40, "attacks it makes, spread over the workload window", min=0, max=10_000
+    )
+    start: float = setting(2.0, "virtual second of its first attack", min=0.0, max=MAX_SECONDS)
     attackers: int = setting(
         2,
         "customer accounts it buys with (non class-rep purchases, to learn real ids and sessions)",
