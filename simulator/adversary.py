@@ -23,24 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-
 from simulator.attacks import (
     ATTACK_REQUEST,
     PROBE_REQUEST,
     REFUSE,
     Forger,
-    Forgery,
     paid_completion,
 )
 from simulator.clock import SimClock
-from simulator.requests import request_scope
+from simulator.probes import post_webhook
 from simulator.scenario import ATTACKS, AdversarySettings
-from simulator.topology import Cluster, InstanceCrashed, InstanceDown
+from simulator.topology import Cluster
 
-#: attempts and spacing for a post that found no instance up (a crashed one restarts in 5 s)
-UNREACHABLE_RETRIES = 12
-UNREACHABLE_WAIT_S = 5.0
 FOREIGN_VARIANTS = ("underpaid", "other_currency", "other_mode", "full_price")
 
 
@@ -125,7 +119,7 @@ class Adversary:
         forgery = self.forger.build(family, base, self._n)
         refuse = forgery.expect == REFUSE
         request = f"{PROBE_REQUEST if refuse else ATTACK_REQUEST}{self._n}"
-        status = await self._post(request, forgery)
+        status = await post_webhook(self.cluster, request, forgery.payload, forgery.header)
         if refuse:
             self.record(
                 "probe.forged",
@@ -146,22 +140,6 @@ class Adversary:
                 session_id=forgery.session_id,
                 status=status,
             )
-
-    async def _post(self, request: str, forgery: Forgery) -> int | str:
-        """The engine's answer; retried while no instance is up, so no attack goes unjudged."""
-        for _ in range(UNREACHABLE_RETRIES):
-            with request_scope(request):
-                try:
-                    _, status = await self.cluster.call(
-                        lambda e: e.handle_webhook(forgery.payload, forgery.header)
-                    )
-                    return int(status)
-                except (InstanceDown, InstanceCrashed):
-                    pass
-                except Exception as exc:  # escaped the engine: no_engine_exception has it
-                    return f"error: {type(exc).__name__}"
-            await anyio.sleep(UNREACHABLE_WAIT_S)
-        return "unreachable"
 
     # ---- foreign sessions
 

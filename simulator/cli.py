@@ -2,8 +2,9 @@
 
 Exit codes: 0 every invariant held and thresholds met; 1 an invariant violated, a verdict
 unknown or a run vacuous; 2 bad input, reported as ONE line on stderr naming the file, key or
-option (and nothing is written); 3 thresholds missed while every invariant held. A command over
-many runs exits with the worst of them (1 over 3 over 0).
+option (and nothing is written); 3 thresholds missed while every invariant held; 4 a run is
+incomplete: its own infrastructure failed (a Redis the scenario did not take down), so there is
+no verdict on the engine. A command over many runs exits with the worst of them (2, 1, 4, 3, 0).
 
 `--json` puts machine-readable output alone on stdout; the human text then goes to stderr.
 Seeds: `--seeds K` means seeds 1..K for every scenario; without it a suite runs each scenario's
@@ -176,6 +177,20 @@ def checked_scenario(path: str) -> Scenario:
         bad(str(exc))
 
 
+def checked_infrastructure(scenario: Scenario, path: str) -> None:
+    """A scenario that locks on Redis needs one answering before the run (as `load` checks):
+    without it every create would be busy and the run would judge nothing."""
+    if scenario.topology.locks != "redis":
+        return
+    from simulator.load import check_redis
+    from simulator.topology import redis_url_for
+
+    try:
+        check_redis(redis_url_for(scenario.topology.redis_url))
+    except ConnectionError as exc:
+        bad(f"{path}: topology.locks = \"redis\": {exc}")
+
+
 def checked_out(path: Path, option: str = "--out") -> Path:
     if path.exists() and not path.is_dir():
         bad(f"{option} {path}: exists and is not a folder")
@@ -294,6 +309,8 @@ def describe(summary: dict[str, Any], run_dir: Path | None = None) -> list[str]:
     code = exit_code_of(summary)
     label = {0: "PASS", 3: "SLO MISSED"}.get(code, str(summary["verdict"]).upper())
     lines = [f"{label:10} {summary['scenario']} · seed {summary['seed']} · {summary['engine']}"]
+    if summary.get("infrastructure"):
+        lines.append(f"  {summary['infrastructure']} (not an engine verdict)")
     violations = summary.get("violations") or []
     for name, count in Counter(v["invariant"] for v in violations).items():
         first = next(v for v in violations if v["invariant"] == name)
@@ -334,6 +351,7 @@ def tally(results: Sequence[CaseResult]) -> str:
     return (
         f"{len(results)} runs: {codes[0]} pass, {verdicts['fail']} fail, "
         f"{verdicts['unknown']} unknown, {codes[3]} thresholds missed"
+        + (f", {codes[4]} incomplete (infrastructure)" if codes[4] else "")
     )
 
 
@@ -344,7 +362,8 @@ def tally(results: Sequence[CaseResult]) -> str:
     cls=PaysimGroup,
     help="paysim: deterministic simulation and concurrency testing for payment engines.\n\n"
     "Exit codes: 0 all invariants held and thresholds met; 1 an invariant violated (or a "
-    "verdict unknown, or a run vacuous); 2 bad input; 3 thresholds missed, invariants held.",
+    "verdict unknown, or a run vacuous); 2 bad input; 3 thresholds missed, invariants held; "
+    "4 incomplete: the run's own infrastructure failed (no engine verdict).",
 )
 @click.version_option(package_name="paysim", prog_name="paysim")
 def main() -> None:
@@ -389,6 +408,7 @@ def run(
     from simulator.suite import run_case
 
     loaded = checked_scenario(scenario)
+    checked_infrastructure(loaded, scenario)
     engine = checked_engine(engine)
     seed = loaded.seeds[0] if seed is None else seed
     run_dir = checked_out(
@@ -546,6 +566,7 @@ def explore(
     from simulator.sweep import sweep
 
     loaded = checked_scenario(scenario)
+    checked_infrastructure(loaded, scenario)
     engine = checked_engine(engine)
     out = checked_out(out or Path("reports/explore") / slug(Path(scenario).stem))
     say = Out(as_json)

@@ -19,16 +19,25 @@ from simulator.run_folder import RunFolderError, read_history, read_json_object
 from simulator.scenario import Scenario
 from simulator.thresholds import check_thresholds
 
+INCOMPLETE = "incomplete"
+
+
+#: history entries that say the run's own infrastructure failed, not the engine (a Redis the
+#: scenario did not take down); the run is then `incomplete`, exit code 4
+INFRASTRUCTURE_FAILURES = {"redis.unreachable": "Redis unreachable"}
+
 
 @dataclass
 class Judgement:
-    verdict: str  # pass / fail / unknown
+    verdict: str  # pass / fail / unknown / incomplete
     outcomes: list[Outcome]
     vacuous: list[str]
     thresholds: dict[str, Any]
     lock_wait_ms: dict[str, dict[str, float | int]]
     quiescent: bool
     history_sha256: str
+    #: "infrastructure: Redis unreachable from t=12.3s" when the run could not be judged
+    infrastructure: str | None = None
 
     @property
     def violations(self) -> list[dict[str, Any]]:
@@ -40,6 +49,8 @@ class Judgement:
 
     @property
     def exit_code(self) -> int:
+        if self.verdict == INCOMPLETE:
+            return 4
         if self.verdict != "pass":
             return 1
         return 0 if self.thresholds["met"] else 3
@@ -60,8 +71,12 @@ def judge(
     evidence = Evidence()
     locks = LockStats(now=lambda: 0.0)
     quiescent, end_t = False, 0.0
+    infrastructure: str | None = None
     for entry in history:
         kind = entry["type"]
+        if kind in INFRASTRUCTURE_FAILURES and infrastructure is None:
+            what = INFRASTRUCTURE_FAILURES[kind]
+            infrastructure = f"infrastructure: {what} from t={entry['t']:g}s"
         for checker in by_type.get(kind, ()):
             checker.observe(entry)
         evidence.observe(entry)
@@ -75,7 +90,9 @@ def judge(
     fault_kinds = sorted({f.kind for f in scenario.faults})
     vacuous = evidence.missing(list(getattr(scenario, "expect", ()) or ()), fault_kinds)
     statuses = {o.status for o in outcomes}
-    if VIOLATED in statuses or vacuous:
+    if infrastructure is not None:
+        verdict = INCOMPLETE  # whatever the checkers say, they judged a broken world
+    elif VIOLATED in statuses or vacuous:
         verdict = "fail"
     elif UNKNOWN in statuses:
         verdict = "unknown"
@@ -90,6 +107,7 @@ def judge(
         lock_wait_ms={family: snap.report_row() for family, snap in snapshot.items()},
         quiescent=quiescent,
         history_sha256=history_sha256,
+        infrastructure=infrastructure,
     )
 
 

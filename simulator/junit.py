@@ -41,7 +41,18 @@ def testcase(
     replay = f"replay: {summary.get('replay', '')}"
     violations = summary.get("violations") or []
     vacuous = summary.get("vacuous") or []
-    if violations:
+    if summary.get("infrastructure"):
+        error = ET.SubElement(
+            case, "error", type="infrastructure", message=str(summary["infrastructure"])
+        )
+        error.text = "\n".join(
+            [
+                "the run's own infrastructure failed: no verdict on the engine",
+                str(summary["infrastructure"]),
+                replay,
+            ]
+        )
+    elif violations:
         names = sorted({v["invariant"] for v in violations})
         failure = ET.SubElement(
             case, "failure", type="invariant", message="violated: " + ", ".join(names)

@@ -3,6 +3,9 @@
 Each probe is a copy of a real event, forged one way: signed with the wrong secret, with a stale
 timestamp, with no signature, with a body tampered after signing (marked paid), or correctly
 signed but not an event at all. A correct engine answers 400 to each and writes nothing.
+
+A probe that finds no instance up (the only one crashed, stopped or between deploys) is posted
+again every few seconds until one answers: left "unreachable" it would prove nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +15,15 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+
 from simulator.requests import request_scope
 from simulator.topology import Cluster, InstanceCrashed, InstanceDown
+
+#: a post that found no instance up is retried this often, this far apart (a crashed instance
+#: restarts after 5 s, a rolling deploy's gap is shorter): a minute in all
+UNREACHABLE_RETRIES = 12
+UNREACHABLE_WAIT_S = 5.0
 
 VARIANTS = ("wrong_secret", "stale", "unsigned", "tampered", "not_an_event")
 
@@ -68,13 +78,7 @@ class SignatureProbe:
         self._count += 1
         probe_id = f"probe{self._count}"
         payload, header = self._forge(event, variant)
-        with request_scope(probe_id):
-            try:
-                _, status = await self.cluster.call(lambda e: e.handle_webhook(payload, header))
-            except (InstanceDown, InstanceCrashed):
-                status = "unreachable"  # no engine answered: this probe proves nothing
-            except Exception as exc:  # the engine blew up: Stripe sees a 500
-                status = f"error: {type(exc).__name__}"
+        status = await post_webhook(self.cluster, probe_id, payload, header)
         self.record(
             "probe.forged",
             probe=probe_id,
@@ -100,3 +104,23 @@ class SignatureProbe:
             return json.dumps(body).encode(), self.fake.sign(payload)
         junk = json.dumps({"id": event["id"], "forged": True}).encode()
         return junk, self.fake.sign(junk)
+
+
+async def post_webhook(
+    cluster: Cluster, request: str, payload: bytes, header: str | None
+) -> int | str:
+    """The engine's answer to a posted webhook, under request id `request`; posted again while
+    no instance is up. "unreachable" only if none came up within the retries; "error: ..." if
+    an exception escaped the engine (no_engine_exception has it from the history)."""
+    for attempt in range(UNREACHABLE_RETRIES):
+        if attempt:
+            await anyio.sleep(UNREACHABLE_WAIT_S)
+        with request_scope(request):
+            try:
+                _, status = await cluster.call(lambda e: e.handle_webhook(payload, header))
+                return int(status)
+            except (InstanceDown, InstanceCrashed):
+                continue
+            except Exception as exc:  # the engine blew up: Stripe sees a 500
+                return f"error: {type(exc).__name__}"
+    return "unreachable"

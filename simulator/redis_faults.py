@@ -52,8 +52,13 @@ class FaultyRedis(redis.Redis):
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         if self.faults is not None and args:
-            self.faults.before_command(str(args[0]))
-        return super().execute_command(*args, **options)
+            self.faults.before_command(str(args[0]))  # an injected outage raises here
+        try:
+            return super().execute_command(*args, **options)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if self.faults is not None:  # the real server failed: no scenario asked for it
+                self.faults.unreachable(exc)
+            raise
 
 
 class RedisFaults:
@@ -79,6 +84,7 @@ class RedisFaults:
         self._rng = rng
         self._rng_lock = threading.Lock()  # commands run in several worker threads at once
         self._down_until = 0.0  # time.monotonic(); commands are refused until then
+        self._unreachable = False  # the real server failed (not an injected fault), once said
 
     # ---- run lifecycle (event loop)
 
@@ -138,6 +144,16 @@ class RedisFaults:
             self.delayed += 1
             self._record_from_thread("redis.delay", command=command, delay_s=delay_s)
             time.sleep(delay_s)  # this worker thread only: the event loop keeps running
+
+    def unreachable(self, exc: Exception) -> None:
+        """The real Redis failed a command the scenario did not make fail: the run cannot judge
+        the engine past this point (simulator/judge.py marks it incomplete). Said once."""
+        if self._unreachable:
+            return
+        self._unreachable = True
+        self._record_from_thread(
+            "redis.unreachable", url=self.url, error=f"{type(exc).__name__}: {exc}"
+        )
 
     def _record_from_thread(self, kind: str, **fields: Any) -> None:
         # outside an anyio worker thread there is no loop to record on: `delayed` still counts it

@@ -79,4 +79,6 @@ def build_summary(
         "wall_s": round(result.wall_s, 3),
         "seed_lock_stats": result.seed_lock_stats,
         "engine_errors": result.engine_errors,
+        # only when the run's own infrastructure failed: the verdict is then `incomplete`
+        **({"infrastructure": judgement.infrastructure} if judgement.infrastructure else {}),
     }

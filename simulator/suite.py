@@ -165,16 +165,20 @@ class CaseResult:
 
 
 def exit_code_of(summary: dict[str, Any]) -> int:
-    """1 invariant violated, vacuous or unknown; 3 thresholds missed; 0 all good."""
+    """1 invariant violated, vacuous or unknown; 3 thresholds missed; 4 incomplete (the run's
+    own infrastructure failed: no verdict on the engine); 0 all good."""
+    if summary["verdict"] == "incomplete":
+        return 4
     if summary["verdict"] != "pass":
         return 1
     return 0 if summary["thresholds"]["met"] else 3
 
 
 def worst(codes: Iterable[int]) -> int:
-    """A suite's exit code: any 1 wins over any 3, which wins over 0."""
+    """A suite's exit code: 2, then 1 (an engine bug found anywhere), then 4 (a run could not
+    be judged), then 3, then 0."""
     codes = set(codes)
-    return next((c for c in (2, 1, 3) if c in codes), 0)
+    return next((c for c in (2, 1, 4, 3) if c in codes), 0)
 
 
 def run_case(
