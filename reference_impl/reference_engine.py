@@ -12,7 +12,16 @@ Locks only reduce contention here; correctness never depends on them:
   token, so a holder that wakes after its lease expired cannot overwrite a newer holder's claim;
 - the purchase is written before Stripe is called (intent record) and the Checkout Session is
   created with an idempotency key derived from the purchase id, so a timeout is resolved by
-  replaying the same request, and `reconcile` resolves what no client came back for.
+  replaying the same request, and `reconcile` resolves what no client came back for;
+- a webhook is hostile until proven otherwise (README "Security"): one parser of the signature
+  header (the SDK's), bounded JSON, every field shape-checked before use, and a paid session
+  completes a purchase only if it is the one the engine issued for it, paid in full (amount,
+  currency, mode). `handle_webhook` never raises (a handler error is a 500, nothing half
+  written). Policy for a correctly signed paid session that can never complete a purchase (it
+  names none, or one that did not issue it, or is not paid in full): acknowledged (200, not
+  retried for three days), never completed, not refunded blindly (it is not a session this
+  engine issued: every one of those has a purchase, written before Stripe is called), and kept
+  in `webhook_dead_letters` for a human.
 
 Each step is a method so that a mutant (a known-bad variant) can state only how it differs.
 """

@@ -123,6 +123,8 @@ def _banner(summary: Mapping[str, Any]) -> str:
     verdict = str(summary.get("verdict", "unknown"))
     violated = [n for n, s in (summary.get("invariants") or {}).items() if s == "violated"]
     notes = []
+    if summary.get("infrastructure"):  # the run could not be judged: say why first
+        notes.append(f"{summary['infrastructure']}: not an engine verdict")
     if violated:
         notes.append(f"{len(violated)} invariant(s) violated: {', '.join(violated)}")
     thresholds = summary.get("thresholds") or {}

@@ -11,8 +11,8 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from simulator import junit
-from simulator.cli import main
+from simulator import junit, report_html
+from simulator.cli import describe, main
 from simulator.probes import UNREACHABLE_WAIT_S, post_webhook
 from simulator.runner import run_scenario
 from simulator.suite import exit_code_of, worst
@@ -100,10 +100,16 @@ def test_incomplete_ranks_below_a_violation_and_above_a_missed_slo() -> None:
         "infrastructure": "infrastructure: Redis unreachable from t=1.5s",
         "violations": [{"invariant": "no_lost_payment", "detail": "x", "evidence": []}],
         "thresholds": {"met": True, "misses": []},
+        "replay": "paysim run s.toml --seed 1 --engine reference",
     }
     [error] = list(junit.testcase(summary))
     assert error.tag == "error" and error.get("type") == "infrastructure"
     ET.tostring(error)
+    banner = report_html._banner(summary)
+    assert (
+        "INCOMPLETE" in banner and "Redis unreachable from t=1.5s: not an engine verdict" in banner
+    )
+    assert "infrastructure" in " ".join(describe(summary)) and exit_code_of(summary) == 4
 
 
 def test_a_probe_landing_while_the_only_instance_is_down_is_retried() -> None:
