@@ -102,8 +102,10 @@ def test_incomplete_ranks_below_a_violation_and_above_a_missed_slo() -> None:
         "thresholds": {"met": True, "misses": []},
         "replay": "paysim run s.toml --seed 1 --engine reference",
     }
-    [error] = list(junit.testcase(summary))
-    assert error.tag == "error" and error.get("type") == "infrastructure"
+    case = junit.testcase(summary)
+    error = case.find("error")
+    assert error is not None and error.get("type") == "infrastructure"
+    assert case.find("failure") is None  # the violations seen are not blamed on the engine
     ET.tostring(error)
     banner = report_html._banner(summary)
     assert (
