@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from simulator.cli import main
-from simulator.cluster import ClusterError
+from simulator.cluster import ClusterError, pool
 from simulator.cluster.address import parse_address
 from simulator.cluster.remote import write_run_folder
 from simulator.cluster.session import local_cluster
@@ -150,7 +150,10 @@ def test_a_lost_workers_jobs_are_retried_and_reported(
     running_cluster: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`dies_once` exits the first worker process that creates a purchase with it: the scheduler
-    runs that worker's jobs again elsewhere; the histories are still those of a local run."""
+    runs that worker's jobs again elsewhere; the histories are still those of a local run.
+    Two jobs in flight at a time, so jobs also go out as others come back."""
+    monkeypatch.setattr(pool, "MIN_WINDOW", 1)
+    monkeypatch.setattr(pool, "JOBS_PER_THREAD", 1)
     monkeypatch.syspath_prepend(str(DATA / "engines"))  # here, and in the worker that restarts
     died = Path(os.environ["PAYSIM_DIE_ONCE"])  # set by the fixture, for its workers
     assert not died.exists()

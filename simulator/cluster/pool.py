@@ -14,6 +14,7 @@ it would only raise again, later.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,10 @@ from simulator.cluster.remote import run_shipped, write_run_folder
 from simulator.cluster.session import ClusterSession
 from simulator.suite import CaseResult, Job
 from simulator.sweep import SweepJob, run_job
+
+#: jobs in flight per worker thread, and at least (see `ClusterPool.window`)
+JOBS_PER_THREAD = 4
+MIN_WINDOW = 64
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -101,10 +106,20 @@ class ClusterPool:
         keys = [f"paysim-{batch}-{n}" for n in range(len(jobs))]
         with self._lock:
             self._names.update(zip(keys, names, strict=True))
-        futures = client.map(fn, jobs, key=keys, pure=False)
-        index = {future.key: n for n, future in enumerate(futures)}
+        index = {key: n for n, key in enumerate(keys)}
+        waiting = iter(range(len(jobs)))
+        running = as_completed(loop=client.loop)
+        live: set[Any] = set()  # submitted, not yet consumed
+
+        def submit(count: int) -> None:
+            for n in itertools.islice(waiting, count):
+                future = client.submit(fn, jobs[n], key=keys[n], pure=False)
+                live.add(future)
+                running.add(future)
+
+        submit(self.window())
         try:
-            for future in as_completed(futures, loop=client.loop):
+            for future in running:
                 try:
                     result = future.result()
                 except (FutureCancelledError, _killed_worker()) as exc:
@@ -114,13 +129,22 @@ class ClusterPool:
                     ) from exc
                 with self._lock:
                     self._names.pop(future.key, None)
-                yield index[future.key], result
+                live.discard(future)
                 future.release()
+                submit(1)
+                yield index[future.key], result
         finally:
-            client.cancel([f for f in futures if not f.done()])
+            client.cancel([f for f in live if not f.done()])
             with self._lock:
                 for key in keys:
                     self._names.pop(key, None)
+
+    def window(self) -> int:
+        """Jobs in flight at once: enough to keep every worker thread busy with a job queued
+        behind it, few enough that a 100,000-seed sweep is not 100,000 scenarios in the
+        scheduler's memory at once (each job carries its scenario)."""
+        threads = sum(self.session.client.nthreads().values())
+        return max(MIN_WINDOW, JOBS_PER_THREAD * threads)
 
     def _listen(self) -> None:
         if not self._subscribed:

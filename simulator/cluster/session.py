@@ -48,16 +48,26 @@ def import_distributed() -> Any:
 
 def local_cluster(workers: int) -> Any:
     """A `distributed.LocalCluster` (a context manager): a scheduler and `workers` one-thread
-    worker processes on 127.0.0.1, no dashboards, only errors logged."""
-    return import_distributed().LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        worker_dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    worker processes on 127.0.0.1, no dashboards, only errors logged.
+
+    The workers' statistical profiler is off: it samples the running job's stack every 10 ms
+    from another thread: 5 runs of 200 purchases took 1.05-1.07 times the CPU they take in the
+    client's own process with it on, 0.96-0.98 times with it off (two trials each).
+    """
+    import dask
+
+    distributed = import_distributed()
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        # the nannies keep this config for the workers they start, and restart
+        return distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            worker_dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
 
 
 @contextmanager
