@@ -43,7 +43,13 @@ def cell(results: list[CaseResult], engine: str) -> str:
     """One table cell: how many runs passed, and which invariants broke in the others."""
     passed = sum(1 for r in results if r.exit_code == 0)
     broke = sorted({v["invariant"] for r in results for v in r.summary.get("violations") or []})
-    other = sorted({r.summary["verdict"] for r in results if r.exit_code != 0 and not broke})
+    other = sorted(
+        {
+            "thresholds missed" if r.exit_code == 3 else str(r.summary["verdict"])
+            for r in results
+            if r.exit_code != 0 and not broke
+        }
+    )
     if passed == len(results):
         return f"pass {passed}/{len(results)}"
     why = ", ".join(broke or other or ["thresholds missed"])

@@ -124,6 +124,7 @@ def _cell(cell: Cell, out_dir: Path) -> str:
     failed = cell.failed
     count = f"{len(failed)}/{len(cell.runs)} failed" if failed else f"{len(cell.runs)} passed"
     broke = sorted({str(v.get("invariant")) for r in failed for v in r.get("violations") or []})
+    broke += sorted({_other_reason(r) for r in failed if not r.get("violations")})
     why = f"<br><small>{escape(', '.join(broke))}</small>" if broke else ""
     links = " ".join(
         f'<a class="{"ok" if _passed(r) else "bad"}" href="{escape(_href(r, out_dir))}">'
@@ -131,6 +132,15 @@ def _cell(cell: Cell, out_dir: Path) -> str:
         for r in cell.runs
     )
     return f'<td class="{cell.state}">{_badge(cell.state)} {count}{why}<br>{links}</td>'
+
+
+def _other_reason(run: Mapping[str, Any]) -> str:
+    """Why a run without a violated invariant failed."""
+    if run.get("vacuous"):
+        return "vacuous"
+    if run.get("verdict") == "pass":
+        return "lock-wait SLO missed"
+    return str(run.get("verdict", "?"))
 
 
 def _href(run: Mapping[str, Any], out_dir: Path) -> str:

@@ -182,3 +182,11 @@ def test_suite_results_carry_the_scenarios_expectation(tmp_path: Path) -> None:
     case = Case(scenario, "demo.toml", 1, "demo")
     assert run_job(Job(case, "seed", None)).expected_fail
     assert not run_job(Job(case, "reference", None)).expected_fail
+
+
+def test_index_cell_says_why_a_run_without_violations_failed(
+    tmp_path: Path, seed_run: Path
+) -> None:
+    slo = {**_summary(seed_run, "pass"), "run_dir": str(seed_run)}  # thresholds missed
+    page = write_index(tmp_path, [slo]).read_text()
+    assert "1/1 failed<br><small>lock-wait SLO missed</small>" in page
