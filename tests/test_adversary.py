@@ -113,3 +113,26 @@ def test_a_port_handed_an_object_for_an_id_records_it_as_a_string() -> None:
     run_virtual(main)
     assert seen[0]["purchase_id"] == '<dict> {"$gt": ""}' and seen[0]["session_id"] == "<list> [1]"
     json.dumps(seen)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "says"),
+    [
+        ("[adversary]\nenabled = true\n[adversary.weights]\n"
+         + "".join(f"{k} = 0\n" for k in ATTACKS), "adversary.weights", "at least one"),
+        ("[adversary]\nattacks = -1\n", "adversary.attacks", ""),
+        ("[adversary]\nenabled = true\ndragons = 1\n", "adversary.dragons", "unknown key"),
+        ("[adversary.weights]\nreplays = -0.5\n", "adversary.weights.replays", ""),
+    ],
+)  # fmt: skip
+def test_bad_adversary_keys_are_one_line_naming_the_key(
+    tmp_path: Path, toml: str, key: str, says: str
+) -> None:
+    from simulator.scenario_file import ScenarioError
+
+    path = tmp_path / "hostile.toml"
+    path.write_text(toml, encoding="utf-8")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    message = str(info.value)
+    assert key in message and says in message and "\n" not in message

@@ -223,3 +223,33 @@ def test_defect_5_completion_for_a_purchase_that_does_not_exist_is_acknowledged_
             assert [p["status"] for p in await w.purchases()] == ["pending"]
 
     run_virtual(main)
+
+
+def test_a_purchase_whose_create_answer_was_lost_learns_its_own_session_by_replaying_it() -> None:
+    """No stored session id (the create's answer was lost): the idempotent create is replayed
+    and Stripe's answer says which session is the purchase's own; a foreign one naming it is
+    kept for a human, the own one completes it."""
+
+    async def main() -> None:
+        async with world(ReferenceEngine, programs=PROGRAMS) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            forget = {"$set": {"stripe_session_id": None, "checkout_url": None}}
+            await w.env.store.purchases.update_one({"_id": result.purchase_id}, forget)
+            foreign = w.fake.foreign_session(
+                amount_total=5000,
+                currency="usd",
+                mode="payment",
+                client_reference_id=result.purchase_id,
+                metadata={},
+                expires_at=int(w.env.clock.now()) + 3600,
+            )
+            assert await w.deliver(await _paid_event(w, foreign.id)) == 200
+            [p] = await w.purchases()
+            assert p["status"] == "pending" and p["stripe_session_id"] == result.session_id
+            assert [d["session_id"] for d in await _dead_letters(w)] == [foreign.id]
+            assert len(w.fake.sessions) == 2  # the replay created nothing new
+            assert await w.deliver(await _paid_event(w, result.session_id)) == 200
+            assert [p["status"] for p in await w.purchases()] == ["completed"]
+            assert [g.session_id for g in w.fulfilment.grants] == [result.session_id]
+
+    run_virtual(main)
