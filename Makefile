@@ -3,6 +3,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # stripe-node for the HTTP fidelity tests (tests/node); without npm they skip locally (CI has it)
 NODE_STAMP := tests/node/node_modules/.installed
+# the Node checkout service black-box mode puts through its scenarios (examples/node-checkout)
+EXAMPLE_STAMP := examples/node-checkout/node_modules/.installed
 
 .PHONY: demo test lint bench soak clean
 
@@ -19,10 +21,17 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 		echo "npm not found: the stripe-node fidelity tests will be skipped"; \
 	fi
 
+$(EXAMPLE_STAMP): examples/node-checkout/package.json examples/node-checkout/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd examples/node-checkout && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm not found: the Node example's black-box test will be skipped"; \
+	fi
+
 demo: $(STAMP)
 	$(PY) -m simulator.demo reports/demo
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(EXAMPLE_STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -36,4 +45,4 @@ bench: $(STAMP)
 	$(PY) -m simulator.bench reports/bench
 
 clean:
-	rm -rf $(VENV) reports/demo reports/bench
+	rm -rf $(VENV) reports/demo reports/bench examples/node-checkout/node_modules

@@ -159,14 +159,14 @@ cluster_option = click.option(
 )
 
 
-def checked_engine(spec: str) -> str:
-    """The engine spec, proven to resolve and build an engine; else bad input naming --engine."""
+def checked_engine(spec: str, option: str = "--engine") -> str:
+    """The engine spec, proven to resolve and build an engine; else bad input naming `option`."""
     if ":" in spec and not spec.startswith("mutant:") and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the user's own modules import
     try:
         check_engine(spec)
     except UnknownEngine as exc:
-        bad(f"--engine: {exc}")
+        bad(f"{option}: {exc}")
     return spec
 
 
@@ -460,9 +460,7 @@ def suite(
     as_json: bool,
 ) -> None:
     """Run every scenario file in DIR (and its subfolders) under its seeds; gate CI on the exit code."""
-    from simulator.junit import write_junit
-    from simulator.suite import index_rows, load_suite, run_suite, suite_cases
-    from simulator.suite_index import write_index
+    from simulator.suite import load_suite, run_suite, suite_cases
 
     try:
         cases = suite_cases(load_suite(Path(directory)), Path(directory), seeds)
@@ -487,6 +485,23 @@ def suite(
             executor=pool,
         )
     elapsed = time.perf_counter() - started
+    ctx.exit(finish_suite(say, results, out, junit, f"paysim {directory} {engine}", elapsed))
+
+
+def finish_suite(
+    say: Out,
+    results: Sequence[CaseResult],
+    out: Path,
+    junit: Path | None,
+    name: str,
+    elapsed_s: float,
+) -> int:
+    """Index, per-run lines (failures in full), tally, JUnit and JSON of a finished suite;
+    returns its exit code (the worst of its runs)."""
+    from simulator.junit import write_junit
+    from simulator.suite import index_rows
+    from simulator.suite_index import write_index
+
     index = write_index(out, index_rows(results))
     for result in results:
         if result.exit_code == 0:
@@ -494,6 +509,9 @@ def suite(
         else:
             for line in describe(result.summary, result.run_dir):
                 say.say(line)
+            off = result.summary.get("faults_off") or []
+            if off:
+                say.say(f"  faults off (they need control of the target): {', '.join(off)}")
     say.say(tally(results))
     say.say(f"index: {index}")
     if junit is not None:
@@ -503,12 +521,12 @@ def suite(
                 (r.summary, r.run_dir / "report.html" if r.run_dir else None, r.seconds)
                 for r in results
             ],
-            suite=f"paysim {directory} {engine}",
-            elapsed_s=elapsed,
+            suite=name,
+            elapsed_s=elapsed_s,
         )
         say.say(f"junit: {junit}")
     say.json([{**r.summary, "run_dir": str(r.run_dir)} for r in results])
-    ctx.exit(worst(r.exit_code for r in results))
+    return worst(r.exit_code for r in results)
 
 
 @main.command()
@@ -1082,15 +1100,13 @@ def stripe_serve(
     (action=pay_card|decline|decline_then_pay|bank_debit|abandon|expire); GET URL/_paysim/ledger
     shows sessions, payment intents, refunds, events and every webhook delivery attempt.
     """
-    import trio
 
     from simulator.blackbox.console import printer
     from simulator.blackbox.stripe_service import StripeServiceConfig, run_until_cancelled
 
     if webhook_url is not None:
         webhook_url = checked_http_url(webhook_url, "--webhook-url")
-    if not secret.startswith("whsec_") or not 6 < len(secret) <= 200 or not secret.isprintable():
-        bad("--secret: must look like whsec_... (printable, at most 200 characters)")
+    checked_secret(secret)
     loaded = checked_scenario(scenario_path) if scenario_path is not None else None
     config = StripeServiceConfig(
         port=port,
@@ -1117,12 +1133,20 @@ def stripe_serve(
                 line += f"; not applied (no engine instance to act on): {', '.join(ignored)}"
             click.echo(line, err=True)
 
+    return serve_until_ctrl_c("paysim stripe serve", port, run_until_cancelled, config, announce)
+
+
+def serve_until_ctrl_c(name: str, port: int, main: Any, *args: Any) -> int:
+    """`trio.run(main, *args)` for a server command: 130 on Ctrl-C (everything it started is
+    stopped by then), one line and exit 2 when the port cannot be listened on."""
+    import trio
+
     try:
-        trio.run(run_until_cancelled, config, announce)
+        trio.run(main, *args)
     except BaseException as exc:  # trio may wrap these in exception groups
         leaves = list(_leaf_exceptions(exc))
         if any(isinstance(e, KeyboardInterrupt) for e in leaves):
-            click.echo("paysim stripe serve: stopped (Ctrl-C)", err=True)
+            click.echo(f"{name}: stopped (Ctrl-C)", err=True)
             return 130
         error = next((e for e in leaves if isinstance(e, OSError)), None)
         if error is None:
@@ -1139,6 +1163,12 @@ def _leaf_exceptions(exc: BaseException) -> Iterator[BaseException]:
         yield exc
 
 
+def checked_secret(secret: str) -> str:
+    if not secret.startswith("whsec_") or not 6 < len(secret) <= 200 or not secret.isprintable():
+        bad("--secret: must look like whsec_... (printable, at most 200 characters)")
+    return secret
+
+
 def checked_http_url(url: str, option: str) -> str:
     from urllib.parse import urlsplit
 
@@ -1146,3 +1176,10 @@ def checked_http_url(url: str, option: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
         bad(f"{option} {url!r}: not an http(s) URL with a host")
     return url
+
+
+# black-box mode's own commands live in their module; registered last (it imports from here)
+from simulator.cli_blackbox import blackbox, serve  # noqa: E402
+
+main.add_command(serve)
+main.add_command(blackbox)

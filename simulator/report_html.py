@@ -138,10 +138,26 @@ def _banner(summary: Mapping[str, Any]) -> str:
     if vacuous:
         items = "".join(f"<li>{escape(str(r))}</li>" for r in vacuous)
         parts.append(f'<div class="note">The run may be vacuous:<ul>{items}</ul></div>')
+    if summary.get("mode") == "blackbox":
+        parts.append(_blackbox_note(summary))
     sha = summary.get("history_sha256")
     if sha:
         parts.append(f'<p class="meta">history sha256 <code>{escape(str(sha))}</code></p>')
     return "".join(parts)
+
+
+def _blackbox_note(summary: Mapping[str, Any]) -> str:
+    """A black-box run: against what, in which time, and which of the scenario's faults were on
+    (those that need control of the service are on only when paysim started it)."""
+    on = ", ".join(summary.get("faults_on") or []) or "none"
+    off = ", ".join(summary.get("faults_off") or [])
+    text = (
+        f"Black-box run against {summary.get('target', '?')}, in wall-clock time "
+        f"({summary.get('wall_s', '?')} s). Faults on: {on}."
+    )
+    if off:
+        text += f" Off (they need control of the service; use --serve): {off}."
+    return f'<div class="note">{escape(text)}</div>'
 
 
 def _replay(summary: Mapping[str, Any]) -> str:

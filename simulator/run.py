@@ -200,7 +200,7 @@ class _World:
             self.db.sync[PROGRAMS].insert_one(
                 program_doc(p.id, class_rep_limit=p.class_rep_limit, price_cents=p.price_cents)
             )
-        self.lock_stats = LockStats(on_event=self._record_lock_event)
+        self.lock_stats = LockStats(on_event=lock_event_recorder(record))
         self.seed_lock_services: list[SeedLockService] = []
         self.redis: RedisFaults | None = None
         if sc.topology.locks == "redis":
@@ -444,24 +444,6 @@ class _World:
             _, status = await self.cluster.call(lambda e: e.handle_webhook(payload, signature))
         return int(status)
 
-    def _record_lock_event(
-        self,
-        kind: str,
-        key: str,
-        family: str,
-        wait_s: float | None,
-        hold_s: float | None,
-        token: int | None,
-    ) -> None:
-        self.history.record(
-            f"lock.{kind}",
-            key=key,
-            family=family,
-            wait_s=_r(wait_s),
-            hold_s=_r(hold_s),
-            token=token,
-        )
-
     async def _reconcile_loop(self) -> None:
         while True:
             await anyio.sleep(self.scenario.durations.reconcile_every_s)
@@ -544,31 +526,10 @@ class _World:
         }
         if self.db.sync[WEBHOOK_DEAD_LETTERS].count_documents({}):  # else the same bytes as before
             final_state[WEBHOOK_DEAD_LETTERS] = lambda: self._sorted_docs(WEBHOOK_DEAD_LETTERS)
-        ledgers: dict[str, Callable[[], Iterable[Any]]] = {
-            "sessions": lambda: (
-                {
-                    "id": s.id,
-                    "status": s.status,
-                    "payment_status": s.payment_status,
-                    "payment_intent": s.payment_intent,
-                    "client_reference_id": s.client_reference_id,
-                    "metadata": dict(s.metadata),
-                    "amount_total": s.amount_total,
-                    "currency": s.currency,
-                    "mode": s.mode,
-                }
-                for s in self.fake.sessions.values()
-            ),
-            "refunds": lambda: (
-                {"id": r.id, "payment_intent": r.payment_intent, "amount": r.amount}
-                for r in self.fake.refunds
-            ),
-            "fulfilments": lambda: (_fields(g) for g in self.fulfilment.grants),
-            "receipts": lambda: (_fields(r) for r in self.email.delivered),
-        }
+        ledgers = ledger_tables(self.fake, self.fulfilment, self.email)
         if self.out_dir is not None:
-            _write_json_lists(self.out_dir / "final_state.json", final_state)
-            _write_json_lists(self.out_dir / "ledgers.json", ledgers)
+            write_json_lists(self.out_dir / "final_state.json", final_state)
+            write_json_lists(self.out_dir / "ledgers.json", ledgers)
         else:
             self.final_state = {k: list(rows()) for k, rows in final_state.items()}
             self.ledgers = {k: list(rows()) for k, rows in ledgers.items()}
@@ -615,6 +576,58 @@ def _id_order(doc_id: Any) -> tuple[int, Any]:
     return (1, json.dumps(doc_id, sort_keys=True, default=str))
 
 
+def lock_event_recorder(record: Callable[..., Any]) -> Callable[..., None]:
+    """`LockStats`' event hook: each grant, timeout and release as a `lock.*` history line."""
+
+    def on_event(
+        kind: str,
+        key: str,
+        family: str,
+        wait_s: float | None,
+        hold_s: float | None,
+        token: int | None,
+    ) -> None:
+        record(
+            f"lock.{kind}",
+            key=key,
+            family=family,
+            wait_s=_r(wait_s),
+            hold_s=_r(hold_s),
+            token=token,
+        )
+
+    return on_event
+
+
+def ledger_tables(
+    fake: FakeStripe, fulfilment: RecordingFulfilment, email: FakeEmail
+) -> dict[str, Callable[[], Iterable[Any]]]:
+    """The rows of ledgers.json, table by table: what Stripe, fulfilment and email recorded
+    (the checkers' facts, independent of the engine's store)."""
+    return {
+        "sessions": lambda: (
+            {
+                "id": s.id,
+                "status": s.status,
+                "payment_status": s.payment_status,
+                "payment_intent": s.payment_intent,
+                "client_reference_id": s.client_reference_id,
+                "metadata": dict(s.metadata),
+                "amount_total": s.amount_total,
+                "currency": s.currency,
+                "mode": s.mode,
+            }
+            for s in fake.sessions.values()
+        ),
+        "refunds": lambda: (
+            {"id": r.id, "payment_intent": r.payment_intent, "amount": r.amount}
+            for r in fake.refunds
+        ),
+        "fulfilments": lambda: (_fields(g) for g in fulfilment.grants),
+        "receipts": lambda: (_fields(r) for r in email.delivered),
+    }
+
+
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
@@ -633,7 +646,7 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(_dumps(data) + "\n", encoding="utf-8")
 
 
-def _write_json_lists(path: Path, data: dict[str, Callable[[], Iterable[Any]]]) -> None:
+def write_json_lists(path: Path, data: dict[str, Callable[[], Iterable[Any]]]) -> None:
     """`_write_json(path, {k: list(rows()) ...})` byte for byte, writing one row at a time:
     a row at depth 2 is `_dumps(row)` with its inner lines indented two more spaces."""
     with path.open("w", encoding="utf-8") as fh:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reference_impl.ports import EngineConfig
+from simulator.blackbox.settings import BlackboxSettings
 
 WORKLOAD_KINDS: Mapping[str, str] = {
     "herd": "`count` users each buy the same program at `at` (a thundering herd)",
@@ -504,6 +505,9 @@ class Scenario:
         'engines this scenario is EXPECTED to fail (e.g. `["seed"]`, a design with known '
         "bugs): the suite index shows their failures in a neutral colour and its banner says "
         "whether every expectation held; the exit code still reports the failure",
+    )
+    blackbox: BlackboxSettings = setting(
+        BlackboxSettings(), "black-box mode: how `paysim blackbox` reaches a running service"
     )
 
     def problems(self) -> Problems:

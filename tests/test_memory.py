@@ -15,7 +15,7 @@ import stripe
 from simulator.bench_scenarios import purchases_scenario
 from simulator.fake_stripe import FakeStripe
 from simulator.fake_stripe.spill import ObjectTable, RecordLog, Spill
-from simulator.run import _write_json, _write_json_lists, simulate
+from simulator.run import _write_json, simulate, write_json_lists
 from simulator.services import FakeEmail, RecordingFulfilment
 from tests.stripehelpers import make_fake, run, session_params
 
@@ -172,7 +172,7 @@ def test_expiry_heap_drops_closed_sessions() -> None:
 )
 def test_streamed_json_is_byte_identical(tmp_path: Path, data: dict[str, Any]) -> None:
     _write_json(tmp_path / "whole.json", data)
-    _write_json_lists(
+    write_json_lists(
         tmp_path / "streamed.json", {k: (lambda v=v: iter(v)) for k, v in data.items()}
     )
     assert (tmp_path / "streamed.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
