@@ -59,8 +59,9 @@ def judged(
     ratio: float | None = None,
     note: str = "",
 ) -> Figure:
-    """A figure whose `met` is `ok(ratio)` (judged_on="ratio") or `ok(value)`."""
-    subject = ratio if judged_on == "ratio" else value
+    """A figure whose `met` is `ok(ratio)` (judged_on="ratio"), `ok(peer_value)` ("peer") or
+    `ok(value)`."""
+    subject = {"ratio": ratio, "peer": peer_value}.get(judged_on, value)
     return Figure(
         key,
         label,

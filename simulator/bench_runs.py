@@ -210,6 +210,43 @@ def sweep_timing(purchases: int, seeds: list[int], workers: int) -> dict[str, An
     }
 
 
+# ---- time to verdict
+
+
+def time_command(args: list[str]) -> dict[str, Any]:
+    """Wall and CPU time (its own and its children's) of one `paysim ARGS` in a fresh process."""
+    import os
+
+    cmd = [sys.executable, "-c", "from simulator.cli import main; main()", *args]
+    load_before = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode not in (0, 1, 3):
+        raise RuntimeError(f"paysim {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "args": args,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "exit_code": done.returncode,
+        "load_avg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def one_scenario_suite(folder: Path) -> Path:
+    """A suite folder holding one small benchmark scenario (the smoke test's suite)."""
+    from simulator.scenario_file import scenario_to_toml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench.toml").write_text(
+        scenario_to_toml(purchases_scenario(5, faults=False)), encoding="utf-8"
+    )
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="one benchmark run (used by simulator.bench)")
     parser.add_argument("purchases", type=int)

@@ -741,7 +741,7 @@ def mutants(
     any mutant survives or the reference fails on the same seeds.
     """
     from simulator.mutants import MUTANTS
-    from simulator.suite import Job, Workers, by_round, detect, load_suite, suite_cases
+    from simulator.suite import Detection, Job, Workers, by_round, detect, load_suite, suite_cases
 
     try:
         cases = suite_cases(load_suite(Path(suite_dir)), Path(suite_dir), seeds)
@@ -756,15 +756,20 @@ def mutants(
         remote or Workers(workers) as pool,
         progress(total, f"mutants × {suite_dir}") as bar,
     ):
-        reference = pool.run(
-            [Job(c, "reference", None) for c in cases], lambda r: bar.update(1, run_line(r))
-        )
-        for mutant in MUTANTS.values():
-            found = detect(
-                f"mutant:{mutant.name}", rounds, pool, lambda r: bar.update(1, run_line(r))
-            )
+
+        def settled(found: Detection) -> None:
             verdict = "caught" if found.caught else "SURVIVED"
-            bar.update(len(cases) - found.runs, f"mutant:{mutant.name} {verdict}")
+            bar.update(len(cases) - found.runs, f"{found.engine} {verdict}")
+
+        detections, reference = detect(
+            [f"mutant:{m.name}" for m in MUTANTS.values()],
+            rounds,
+            pool,
+            lambda r: bar.update(1, run_line(r)),
+            also=[Job(c, "reference", None) for c in cases],
+            on_found=settled,
+        )
+        for mutant, found in zip(MUTANTS.values(), detections, strict=True):
             rows.append(
                 {
                     "engine": found.engine,

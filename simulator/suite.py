@@ -11,12 +11,11 @@ engine is bad input (exit 2) before any output folder exists — not a crash mid
 
 from __future__ import annotations
 
-import multiprocessing
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from simulator.run_folder import staged
 from simulator.runner import RunReport, run_scenario
 from simulator.scenario import Scenario
 from simulator.scenario_file import ScenarioError, load_scenario, scenario_to_toml
+from simulator.sweep import LocalPool, is_wall_clock
 
 ENGINE_METHODS = ("create_purchase", "handle_webhook", "cancel_purchase", "reconcile")
 
@@ -257,45 +257,35 @@ def run_dir_for(out_dir: Path, engine: str | EngineFactory, case: Case) -> Path:
 
 
 class Workers:
-    """Runs jobs in this process (1 worker) or in spawned worker processes, reused across calls."""
+    """Runs suite jobs on a `sweep.LocalPool` (this process with 1 worker), kept across calls."""
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
-        self._pool: Executor | None = None
+        self._pool = LocalPool(self.workers)
 
     def __enter__(self) -> Workers:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+        self._pool.__exit__(*exc)
+
+    def submit(self, job: Job) -> Future[CaseResult]:
+        if not isinstance(job.engine, str):
+            # a factory object (pytest plugin) cannot cross a process boundary: run it here
+            return LocalPool(1).submit(run_job, job)
+        return self._pool.submit(run_job, job, wall_clock=is_wall_clock(job.case.scenario))
 
     def run(
         self, jobs: Sequence[Job], on_result: Callable[[CaseResult], None] | None = None
     ) -> list[CaseResult]:
         """Results in job order; `on_result` is called as each finishes (progress bars)."""
+        futures = {self.submit(job): n for n, job in enumerate(jobs)}
         results: list[CaseResult | None] = [None] * len(jobs)
-        for index, result in self._unordered(jobs):
-            results[index] = result
+        for future in as_completed(futures):
+            results[futures[future]] = result = future.result()
             if on_result:
                 on_result(result)
         return [r for r in results if r is not None]
-
-    def _unordered(self, jobs: Sequence[Job]) -> Iterator[tuple[int, CaseResult]]:
-        # a factory object (pytest plugin) cannot cross a process boundary: run it here
-        inline = (
-            self.workers == 1 or len(jobs) <= 1 or any(not isinstance(j.engine, str) for j in jobs)
-        )
-        if inline:
-            for index, job in enumerate(jobs):
-                yield index, run_job(job)
-            return
-        if self._pool is None:
-            context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
-        futures = {self._pool.submit(run_job, job): n for n, job in enumerate(jobs)}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
 
 
 def run_suite(
@@ -352,18 +342,104 @@ def caught_by(summary: dict[str, Any]) -> list[str]:
 
 
 def detect(
-    engine: str,
+    engines: Sequence[str],
     rounds: Sequence[Sequence[Case]],
-    pool: Workers,
+    pool: Any,
     on_result: Callable[[CaseResult], None] | None = None,
-) -> Detection:
-    """Run `engine` round by round, stopping at the first round in which an invariant breaks."""
-    runs = 0
-    for n, cases in enumerate(rounds, start=1):
-        results = pool.run([Job(c, engine, None) for c in cases], on_result)
-        runs += len(results)
-        catching = [r.summary for r in results if caught_by(r.summary)]
-        if catching:
-            names = sorted({i for s in catching for i in caught_by(s)})
-            return Detection(engine, True, names, n, runs, catching[0])
-    return Detection(engine, False, [], None, runs, None)
+    *,
+    also: Sequence[Job] = (),
+    on_found: Callable[[Detection], None] | None = None,
+) -> tuple[list[Detection], list[CaseResult]]:
+    """Run each engine round by round, stopping at its first round in which an invariant breaks.
+
+    All engines at once, so that the pool never idles at a round's end: an engine's round is
+    judged when all its results are in, and its next round is handed out only if that one caught
+    nothing, so each Detection is what running that engine alone would give. `also` (the
+    reference runs) go out first, in the same pool; their results come back in job order.
+    `on_found` hears of each engine's Detection as soon as it is settled. A pool that runs only
+    batches (`run`, as the cluster's) gets one engine's round at a time.
+    """
+    if not hasattr(pool, "submit"):
+        return _detect_in_batches(engines, rounds, pool, on_result, also, on_found)
+    pending: dict[Future[CaseResult], tuple[str, int]] = {}
+    found: dict[str, Detection] = {}
+    current: dict[str, list[CaseResult | None]] = {}
+    runs = dict.fromkeys(engines, 0)
+    at: dict[str, int] = {}  # the round each engine is in (1-based)
+    extra = [pool.submit(job) for job in also]
+    pending.update({f: ("", n) for n, f in enumerate(extra)})
+
+    def hand_out(engine: str, n: int) -> None:
+        at[engine] = n + 1
+        current[engine] = [None] * len(rounds[n])
+        for index, case in enumerate(rounds[n]):
+            pending[pool.submit(Job(case, engine, None))] = (engine, index)
+
+    def settle(detection: Detection) -> None:
+        found[detection.engine] = detection
+        if on_found:
+            on_found(detection)
+
+    for engine in engines:
+        if rounds:
+            hand_out(engine, 0)
+        else:
+            settle(Detection(engine, False, [], None, 0, None))
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            engine, index = pending.pop(future)
+            result = future.result()
+            if on_result:
+                on_result(result)
+            if not engine:
+                continue
+            results = current[engine]
+            results[index] = result
+            if any(r is None for r in results):
+                continue
+            runs[engine] += len(results)
+            n = at[engine]
+            judged = _judged(engine, n, runs[engine], [r for r in results if r is not None])
+            if judged is not None:
+                settle(judged)
+            elif n < len(rounds):
+                hand_out(engine, n)
+            else:
+                settle(Detection(engine, False, [], None, runs[engine], None))
+    return [found[e] for e in engines], [f.result() for f in extra]
+
+
+def _judged(engine: str, n: int, runs: int, results: Sequence[CaseResult]) -> Detection | None:
+    """The Detection if round `n`'s results caught `engine` (after `runs` runs in all)."""
+    catching = [r.summary for r in results if caught_by(r.summary)]
+    if not catching:
+        return None
+    names = sorted({i for s in catching for i in caught_by(s)})
+    return Detection(engine, True, names, n, runs, catching[0])
+
+
+def _detect_in_batches(
+    engines: Sequence[str],
+    rounds: Sequence[Sequence[Case]],
+    pool: Any,
+    on_result: Callable[[CaseResult], None] | None,
+    also: Sequence[Job],
+    on_found: Callable[[Detection], None] | None,
+) -> tuple[list[Detection], list[CaseResult]]:
+    """`detect` on a pool that only runs batches: the reference, then engine by engine."""
+    reference = pool.run(list(also), on_result) if also else []
+    found = []
+    for engine in engines:
+        runs, detection = 0, None
+        for n, cases in enumerate(rounds, start=1):
+            results = pool.run([Job(c, engine, None) for c in cases], on_result)
+            runs += len(results)
+            detection = _judged(engine, n, runs, results)
+            if detection is not None:
+                break
+        detection = detection or Detection(engine, False, [], None, runs, None)
+        if on_found:
+            on_found(detection)
+        found.append(detection)
+    return found, reference

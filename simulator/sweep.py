@@ -1,4 +1,13 @@
-"""Seed sweeps across worker processes: one scenario, many seeds, a summary per run.
+"""Where runs execute: worker processes on this machine, and the seed sweep built on them.
+
+`explore`, `suite` and `mutants` hand out jobs (a picklable job value and the function that runs
+it) and get results streamed back as each finishes. `LocalPool` is the executor of this machine:
+`submit(fn, job, wall_clock=...)` returns a `concurrent.futures.Future`, so another executor (a
+cluster's) can stand in for it by offering the same method. Two kinds of run share it:
+
+- simulated runs (virtual time) are CPU-bound: one process per core;
+- wall-clock runs (Redis-locked scenarios) mostly wait on real time: they get processes of their
+  own beside those, instead of holding a core each while they sleep.
 
 Its own module, apart from the Hypothesis search (`simulator.explore`), so that a spawned
 worker imports only what a run needs: Hypothesis alone cost each worker 0.14 s of start-up.
@@ -10,14 +19,60 @@ import atexit
 import gc
 import multiprocessing
 import tempfile
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from simulator.runner import run_scenario
 from simulator.scenario import Scenario
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+#: processes for wall-clock runs, beside the CPU workers: each spends most of its time asleep
+WALL_CLOCK_WORKERS = 4
+
+
+def is_wall_clock(scenario: Scenario) -> bool:
+    """Redis-locked scenarios run in real time (Redis expires leases in real time)."""
+    return scenario.topology.locks == "redis"
+
+
+class LocalPool:
+    """Runs jobs here (`workers` 1) or in spawned worker processes kept for the pool's life (no
+    re-import per run): `workers` for simulated runs, `wall_clock_workers` more for wall-clock
+    runs. Use as a context manager; leaving it cancels what has not started."""
+
+    def __init__(self, workers: int, wall_clock_workers: int = WALL_CLOCK_WORKERS) -> None:
+        self.workers = max(1, workers)
+        self.wall_clock_workers = max(1, wall_clock_workers)
+        self._pools: dict[bool, ProcessPoolExecutor] = {}
+
+    def __enter__(self) -> LocalPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(cancel_futures=True)
+        self._pools.clear()
+
+    def submit(self, fn: Callable[[J], R], job: J, *, wall_clock: bool = False) -> Future[R]:
+        """`fn(job)` somewhere; with one worker, here and now (the future is already done)."""
+        if self.workers == 1:
+            done: Future[R] = Future()
+            try:
+                done.set_result(fn(job))
+            except BaseException as exc:  # handed to whoever reads the future, as a pool would
+                done.set_exception(exc)
+            return done
+        pool = self._pools.get(wall_clock)
+        if pool is None:
+            size = self.wall_clock_workers if wall_clock else self.workers
+            context = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(size, context, initializer=_worker_started)
+            self._pools[wall_clock] = pool
+        return pool.submit(fn, job)
 
 
 @dataclass(frozen=True)
@@ -38,6 +93,8 @@ def run_job(job: SweepJob) -> dict[str, Any]:
 
 
 def _summary(job: SweepJob, out: Path) -> dict[str, Any]:
+    from simulator.runner import run_scenario  # here: a pool's worker imports only what it runs
+
     report = run_scenario(job.scenario, job.seed, job.engine, out, scenario_path=job.scenario_path)
     return report.summary
 
@@ -80,10 +137,11 @@ def sweep(
     if executor is not None:
         yield from executor.sweep(jobs)
         return
-    workers = min(workers, len(jobs))
-    if workers <= 1:
+    if min(workers, len(jobs)) <= 1:
         yield from map(run_job, jobs)
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, context, initializer=_worker_started) as pool:
-        yield from pool.map(run_job, jobs)
+    wall_clock = is_wall_clock(scenario)
+    with LocalPool(min(workers, len(jobs)), min(workers, len(jobs))) as pool:
+        futures = [pool.submit(run_job, job, wall_clock=wall_clock) for job in jobs]
+        for future in futures:
+            yield future.result()

@@ -34,6 +34,7 @@ def test_tiny_bench_writes_a_complete_report(tmp_path: Path) -> None:
         "seat_scaling",
         "sdk_floor_us",
         "trio_floor_us",
+        "efficiency",
         "retry_schedule_wall_s",
         "memory_lock_uncontended",
         "memory_lock_contended",
@@ -41,6 +42,8 @@ def test_tiny_bench_writes_a_complete_report(tmp_path: Path) -> None:
         "redis_lock_concurrent",
         "sweep_speedup",
         "cluster_overhead",
+        "suite_wall_s",
+        "mutants_wall_s",
         "peak_rss",
     }
     for figure in data["figures"]:
@@ -55,6 +58,9 @@ def test_tiny_bench_writes_a_complete_report(tmp_path: Path) -> None:
     assert floors["trio_ops_per_purchase"]["spawns"] > 0  # read off the profile
     assert floors["trio_ops_per_purchase"]["other_switches"] > 0
     assert 0 < floors["sdk_us"] + floors["trio_us"] < floors["whole_us"]  # parts of the whole
+    verdict = data["sections"]["time_to_verdict"]
+    assert verdict["suite"]["exit_code"] == 0  # the reference passes the one-scenario suite
+    assert verdict["mutants"]["exit_code"] in (0, 1)  # one scenario cannot catch every mutant
     seat_runs = data["sections"]["seat_scaling"]
     assert {r["scenario"] for r in seat_runs.values()} == {
         "bench-seats-40-limit-10000",
