@@ -4,6 +4,8 @@ receiver that verifies `Stripe-Signature` with the SDK, as a service does."""
 
 from __future__ import annotations
 
+import json
+import random
 from urllib.parse import urlencode
 
 import httpx
@@ -11,6 +13,11 @@ import pytest
 import stripe
 import trio
 
+from simulator.clock import SimClock
+from simulator.fake_stripe import FakeStripe
+from simulator.fake_stripe.api import ApiRequest
+from simulator.fake_stripe.forms import parse_form
+from simulator.fake_stripe.state import CHECKOUT_URL
 from simulator.scenario_file import scenario_from_dict
 from tests.blackboxhelpers import (
     Receiver,
@@ -459,3 +466,111 @@ def test_scenario_stripe_faults_follow_their_schedule_in_wall_clock_seconds() ->
             assert kinds == [("fault.start", "stripe_errors"), ("fault.end", "stripe_errors")]
 
     trio.run(main)
+
+
+SESSION_FORM = {
+    "mode": "payment",
+    "line_items[0][price_data][currency]": "usd",
+    "line_items[0][price_data][unit_amount]": "700",
+    "line_items[0][price_data][product_data][name]": "p",
+    "line_items[0][quantity]": "3",
+    "metadata[purchase_id]": "pur_9",
+}
+PARITY_CALLS: list[tuple[str, str, dict[str, str], str | None]] = [
+    ("POST", "/v1/checkout/sessions", SESSION_FORM, "key-1"),
+    ("POST", "/v1/checkout/sessions", SESSION_FORM, "key-1"),
+    ("POST", "/v1/checkout/sessions", {**SESSION_FORM, "client_reference_id": "x"}, "key-1"),
+    ("POST", "/v1/checkout/sessions", {**SESSION_FORM, "colour": "red"}, None),
+    ("POST", "/v1/checkout/sessions", {"mode": "subscription"}, None),
+    ("GET", "/v1/checkout/sessions/cs_sim_000001", {"expand[]": "payment_intent"}, None),
+    ("GET", "/v1/checkout/sessions", {"limit": "2"}, None),
+    ("GET", "/v1/checkout/sessions", {"limit": "500"}, None),
+    ("POST", "/v1/checkout/sessions/cs_sim_000001/expire", {}, None),
+    ("POST", "/v1/checkout/sessions/cs_sim_000001/expire", {}, None),
+    ("GET", "/v1/checkout/sessions/cs_nope", {}, None),
+    ("POST", "/v1/refunds", {"payment_intent": "pi_nope"}, None),
+    ("GET", "/v1/charges/ch_nope", {}, None),
+    ("GET", "/v1/events/evt_sim_000001", {}, None),
+    ("DELETE", "/v1/checkout/sessions/cs_sim_000001", {}, None),
+]
+
+
+def _comparable(status: int, body: bytes, replayed: str | None) -> tuple[int, object, str | None]:
+    """A reply without what differs by clock alone (timestamps)."""
+
+    def strip(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("created", "expires_at")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return status, strip(json.loads(body)), replayed
+
+
+def test_over_http_the_api_answers_exactly_as_in_simulation() -> None:
+    """The same calls through the in-process wire (what the SDK uses in simulation) and over a
+    socket: the same statuses, bodies (timestamps aside) and replays."""
+
+    async def in_process() -> list[tuple[int, object, str | None]]:
+        async with trio.open_nursery() as nursery:
+            fake = FakeStripe(SimClock(), random.Random(1), nursery)
+            replies = []
+            for method, path, params, key in PARITY_CALLS:
+                request = ApiRequest(
+                    method=method,
+                    path=path,
+                    params=parse_form(urlencode(params)),
+                    api_key="sk_test_x",
+                    idempotency_key=key,
+                )
+                reply = await fake.wire(request)
+                replied = reply.headers.get("Idempotent-Replayed")
+                replies.append(_comparable(reply.status, reply.body, replied))
+            fake.stop()
+            nursery.cancel_scope.cancel()
+        return replies
+
+    async def over_http() -> list[tuple[int, object, str | None]]:
+        async with fake_stripe_with_receiver() as (service, _), httpx.AsyncClient() as raw:
+            replies = []
+            for method, path, params, key in PARITY_CALLS:
+                headers = {"Authorization": "Bearer sk_test_x"}
+                if key is not None:
+                    headers["Idempotency-Key"] = key
+                if method == "GET":
+                    response = await raw.get(
+                        service.base_url + path, params=params, headers=headers
+                    )
+                else:
+                    response = await raw.request(
+                        method, service.base_url + path, data=params, headers=headers
+                    )
+                replied = response.headers.get("Idempotent-Replayed")
+                # the one difference by design: a session's url is this server's hosted page
+                body = response.content.replace(
+                    service.fake.checkout_url.encode(), CHECKOUT_URL.encode()
+                )
+                replies.append(_comparable(response.status_code, body, replied))
+            return replies
+
+    expected = trio.run(in_process)
+    got = trio.run(over_http)
+    assert [r[0] for r in expected] == [
+        200,
+        200,
+        400,
+        400,
+        400,
+        200,
+        200,
+        400,
+        200,
+        400,
+        404,
+        400,
+        404,
+        200,
+        404,
+    ]
+    assert got == expected
