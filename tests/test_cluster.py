@@ -209,9 +209,12 @@ def test_an_unreachable_scheduler_is_one_line_exit_2() -> None:
 
 
 def test_a_run_folder_from_a_worker_stays_inside_the_run_folder(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "stale.png").write_bytes(b"an earlier run")
     write_run_folder(tmp_path / "run", {"summary.json": b"{}", "charts/a.png": b"png"})
     assert (tmp_path / "run" / "charts" / "a.png").read_bytes() == b"png"
+    assert not (tmp_path / "run" / "stale.png").exists(), "replaced whole, as a local run is"
     for name in ("../escape.txt", "/etc/passwd", "charts/../../x"):
         with pytest.raises(ValueError, match="outside the run folder"):
-            write_run_folder(tmp_path / "other", {name: b"x"})
-    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "x").exists()
+            write_run_folder(tmp_path / "other", {"ok.json": b"{}", name: b"x"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "nothing written"

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from simulator.run_folder import staged
 from simulator.suite import CaseResult, Job, run_job
 
 #: a run folder sent back is a few MB at most (history, charts, report); refuse anything absurd
@@ -42,7 +43,9 @@ def run_shipped(job: Job) -> Shipped:
 
 
 def write_run_folder(run_dir: Path, files: dict[str, bytes]) -> None:
-    """Client side: the files a worker sent, under `run_dir` (only there: paths are checked)."""
+    """Client side: the files a worker sent become `run_dir` (paths checked first: nothing lands
+    outside it). Staged and moved in place as a local run is (`run_folder.staged`): an earlier
+    run's files go, and a write cut short is marked INTERRUPTED."""
     if sum(len(data) for data in files.values()) > MAX_SHIPPED_BYTES:
         raise ValueError(f"{run_dir}: a worker sent more than {MAX_SHIPPED_BYTES} bytes")
     targets = {}
@@ -50,7 +53,9 @@ def write_run_folder(run_dir: Path, files: dict[str, bytes]) -> None:
         parts = PurePosixPath(name).parts
         if not parts or PurePosixPath(name).is_absolute() or ".." in parts:
             raise ValueError(f"{run_dir}: a worker sent a file outside the run folder: {name!r}")
-        targets[name] = run_dir.joinpath(*parts)
-    for name, target in targets.items():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(files[name])
+        targets[name] = parts
+    with staged(run_dir) as stage:
+        for name, parts in targets.items():
+            target = stage.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(files[name])
