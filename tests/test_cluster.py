@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from simulator.cli import main
-from simulator.cluster import ClusterError, pool
+from simulator.cluster import ClusterError, pool, probe
 from simulator.cluster.address import parse_address
 from simulator.cluster.remote import write_run_folder
 from simulator.cluster.session import local_cluster
@@ -90,8 +90,18 @@ def test_a_bad_address_is_one_line_naming_the_option(text: str) -> None:
 
 
 def test_explore_on_a_local_cluster_gives_the_histories_of_one_worker_and_stops_it() -> None:
+    import psutil  # a dependency of distributed
+
     local = paysim("explore", DOUBLE_CLICK, "--seeds", "8", "--workers", "1", "--json")
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
     remote = paysim("explore", DOUBLE_CLICK, "--seeds", "8", "--cluster", "local:2", "--json")
+    left = [
+        " ".join(p.cmdline())
+        for p in psutil.Process().children(recursive=True)
+        if p.pid not in children
+    ]
+    # multiprocessing's resource tracker stays, as it does after any spawn (`--workers 2`)
+    assert [c for c in left if "resource_tracker" not in c] == [], "worker processes are gone"
     assert shas(remote) == shas(local)
     assert sorted(shas(local)) == list(range(1, 9))
     cluster = json.loads(remote.stdout)["cluster"]
@@ -218,3 +228,45 @@ def test_a_run_folder_from_a_worker_stays_inside_the_run_folder(tmp_path: Path) 
         with pytest.raises(ValueError, match="outside the run folder"):
             write_run_folder(tmp_path / "other", {"ok.json": b"{}", name: b"x"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "nothing written"
+
+
+class _Answers:
+    """A client whose workers answer the probe with `answers` (worker -> answer)."""
+
+    def __init__(self, answers: dict[str, object]) -> None:
+        self.answers = answers
+
+    def run(self, fn: object, *args: object, on_error: str) -> dict[str, object]:
+        assert fn is probe.probe_engine and on_error == "return"
+        return self.answers
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        ({}, "--cluster tcp://s:1: the scheduler has no workers"),
+        (
+            {"tcp://w:2": ModuleNotFoundError("No module named 'simulator'")},
+            "--cluster tcp://s:1: worker tcp://w:2 cannot run paysim (ModuleNotFoundError: "
+            "No module named 'simulator')",
+        ),
+        (
+            {"tcp://w:2": {"version": "0.0.1", "error": ""}},
+            "--cluster tcp://s:1: worker tcp://w:2 runs paysim 0.0.1, this client "
+            f"{probe.paysim_version()}: install the same version on every machine",
+        ),
+    ],
+)
+def test_workers_without_paysim_or_with_another_version_are_refused(
+    answers: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ClusterError) as caught:
+        probe.check_workers(_Answers(answers), "reference", "tcp://s:1")
+    assert str(caught.value) == message
+
+
+def test_workers_that_build_the_engine_in_the_same_version_pass() -> None:
+    ok = {"version": probe.paysim_version(), "error": ""}
+    assert probe.check_workers(_Answers({"tcp://a:1": ok, "tcp://b:1": ok}), "seed", "x") == 2
+    assert probe.probe_engine("seed") == ok  # what a worker answers, run here
+    assert "unknown engine 'nope'" in probe.probe_engine("nope")["error"]

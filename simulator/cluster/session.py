@@ -1,8 +1,8 @@
 """Connect to a running Dask scheduler, or start a local cluster; always stop what was started.
 
 `local:N` starts a scheduler and N worker processes (one thread each: a run is CPU-bound
-Python, so threads in one process would only take turns on the GIL) on 127.0.0.1, with no
-dashboard, and closes all of it on the way out, error or not: nothing is left listening.
+Python, so threads in one process would only take turns on the GIL) on 127.0.0.1, every port
+picked free, and closes all of it on the way out, error or not: nothing is left listening.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def import_distributed() -> Any:
 
 def local_cluster(workers: int) -> Any:
     """A `distributed.LocalCluster` (a context manager): a scheduler and `workers` one-thread
-    worker processes on 127.0.0.1, no dashboards, only errors logged.
+    worker processes on 127.0.0.1, only errors logged.
 
     The workers' statistical profiler is off: it samples the running job's stack every 10 ms
     from another thread: 5 runs of 200 purchases took 1.05-1.07 times the CPU they take in the
@@ -64,7 +64,9 @@ def local_cluster(workers: int) -> Any:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            # the scheduler's HTTP server always starts (8787, or a warning and a random port
+            # when taken): a free port from the start, on 127.0.0.1 with the rest
+            dashboard_address=":0",
             worker_dashboard_address=None,
             silence_logs=logging.ERROR,
         )
