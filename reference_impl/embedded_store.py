@@ -10,6 +10,8 @@ them with mongomock as shipped, see `shipped`):
   the filter to it, as MongoDB's primary index does;
 - `find_one` by primary key skips the cursor machinery (one document, no sort, no projection or
   one that only leaves out top-level fields, such as a long list the caller does not need);
+- a filter whose first condition is string equality on a field (`{"stripe_session_id": s}`)
+  takes its candidates from an equality index (`embedded_index`), kept up to date by the writes;
 - scans first drop, by plain dict lookups, documents that a leading run of simple conditions
   (`{f: "s"}`, `{f: None}`, `{f: {"$ne": v}}`, `{f: {"$lt": n}}`, ...) already rules out, and
   give only the others to mongomock's matcher, in the same order;
@@ -39,6 +41,8 @@ from mongomock import DuplicateKeyError, helpers
 from mongomock.collection import Collection
 from mongomock.filtering import filter_applies
 
+from reference_impl import embedded_index
+
 _KEY_TYPES = (str, int, ObjectId)
 #: `find` arguments whose value None is their default (no projection, no sort)
 _DEFAULT_FIND_ARGS = frozenset({"projection", "sort"})
@@ -52,6 +56,7 @@ _shipped = {
     "find_one": Collection.find_one,
     "_update": Collection._update,
     "_insert": Collection._insert,
+    "_delete": Collection._delete,
     "_copy_field": mongomock.collection._copy_field,
     "copy": mongomock.collection.copy,
 }
@@ -72,6 +77,9 @@ def _iter_documents(self: Collection, filter: Any) -> Iterator[dict[str, Any]]:
     if key is not None:
         doc = _stored(self, key)
         return iter([doc] if doc is not None and filter_applies(filter, doc) else [])
+    served = _served(self, filter)
+    if served is not None:
+        return iter(served)
     prune = _pruners(filter) if isinstance(filter, dict) else []
     if not prune or self._store.is_empty:
         return _scan(self, filter)
@@ -79,6 +87,33 @@ def _iter_documents(self: Collection, filter: Any) -> Iterator[dict[str, Any]]:
     for narrow in prune:
         docs = narrow(docs)
     return (doc for doc in docs if filter_applies(filter, doc))
+
+
+def _served(self: Collection, filter: Any) -> list[dict[str, Any]] | None:
+    """The scan's answer from an equality index (`embedded_index`), or None if it cannot."""
+    served = embedded_index.servable(filter)
+    store = self._store
+    if served is None or store._ttl_indexes or store.indexes:
+        return None  # (mongomock's unique checks query mid-write: they scan)
+    field, value = served
+    documents = store._documents
+    index = embedded_index.of(store).field(field, documents.values())
+    found = (documents[key] for key in index.candidates(value))
+    return [doc for doc in found if filter_applies(filter, doc)]
+
+
+def _written(self: Collection, keys: Any) -> None:
+    """Tell the collection's indexes that the documents `keys` (one or a list) were written."""
+    store = self._store
+    indexes = embedded_index.of(store)
+    if not indexes.fields:
+        return
+    for key in keys if type(keys) is list else [keys]:
+        indexes.written(store._documents.get(key), key)
+
+
+def _forget_indexes(self: Collection) -> None:
+    embedded_index.of(self._store).clear()
 
 
 def _find_one(self: Collection, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -154,17 +189,28 @@ def _insert(self: Collection, data: Any, session: Any = None, ordered: bool = Tr
         or not _plain(data)
         or any(key[:1] == "$" for key in data)
     ):
-        return _shipped["_insert"](self, data, session, ordered)
+        return _shipped_insert(self, data, session, ordered)
     try:
         bson.encode(data)  # mongomock's check (e.g. a lone surrogate in a string)
     except Exception:
-        return _shipped["_insert"](self, data, session, ordered)
+        return _shipped_insert(self, data, session, ordered)
     key = data["_id"]
     documents = store._documents
     if key in documents:
         raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
     documents[key] = _deepcopy(data)
+    _written(self, key)
     return key
+
+
+def _shipped_insert(self: Collection, data: Any, session: Any, ordered: bool) -> Any:
+    try:
+        inserted = _shipped["_insert"](self, data, session, ordered)
+    except BaseException:
+        _forget_indexes(self)  # a batch may have been inserted in part
+        raise
+    _written(self, inserted)
+    return inserted
 
 
 # ---- updates of one document by primary key
@@ -175,6 +221,32 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 
 def _update(
+    self: Collection, spec: Any, document: Any, upsert: bool = False, *args: Any, **kwargs: Any
+) -> dict[str, Any]:
+    """An update, then the indexes hear of it: the one document an `_id` pins is indexed again;
+    after any other write that changed something, they are dropped (rebuilt when next used)."""
+    try:
+        result = _update_documents(self, spec, document, upsert, *args, **kwargs)
+    except BaseException:
+        _forget_indexes(self)  # mongomock may have applied part of it
+        raise
+    key = _plain_key(spec)
+    if key is not None:
+        _written(self, key)
+    elif result.get("n") or result.get("upserted") is not None:
+        _forget_indexes(self)
+    return result
+
+
+def _delete(self: Collection, *args: Any, **kwargs: Any) -> Any:
+    """mongomock's delete; then the indexes are dropped (positions move: rebuilt when used)."""
+    try:
+        return _shipped["_delete"](self, *args, **kwargs)
+    finally:
+        _forget_indexes(self)
+
+
+def _update_documents(
     self: Collection, spec: Any, document: Any, upsert: bool = False, *args: Any, **kwargs: Any
 ) -> dict[str, Any]:
     """mongomock's `_update` for the common write: `$set`, `$unset` and `$inc` of top-level
@@ -383,6 +455,7 @@ def install() -> None:
     Collection.find_one = _find_one  # type: ignore[method-assign]
     Collection._update = _update  # type: ignore[method-assign]
     Collection._insert = _insert  # type: ignore[method-assign]
+    Collection._delete = _delete  # type: ignore[method-assign]
     mongomock.collection._copy_field = _copy_field
     mongomock.collection.copy = _copy_module  # type: ignore[assignment]
 
@@ -392,6 +465,7 @@ def uninstall() -> None:
     Collection.find_one = _shipped["find_one"]  # type: ignore[method-assign]
     Collection._update = _shipped["_update"]  # type: ignore[method-assign]
     Collection._insert = _shipped["_insert"]  # type: ignore[method-assign]
+    Collection._delete = _shipped["_delete"]  # type: ignore[method-assign]
     mongomock.collection._copy_field = _shipped["_copy_field"]
     mongomock.collection.copy = _shipped["copy"]
 

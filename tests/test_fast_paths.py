@@ -500,3 +500,57 @@ def test_parse_form_matches_parse_qsl_on_any_text(text: str) -> None:
 )
 def test_parse_form_matches_parse_qsl_on_odd_bodies(text: str) -> None:
     _same_parse(text)
+
+
+def test_equality_index_answers_as_a_scan_while_documents_change() -> None:
+    """Lookups by a field's string value (served from `embedded_index`) between every kind of
+    write: inserts, updates pinned to an `_id` that move the value, updates by other filters,
+    upserts, deletes (which drop the indexes), arrays holding the value."""
+    rng = random.Random(5)
+    fast = client()["t"].idx
+    with shipped():
+        plain = mongomock.MongoClient()["t"].idx
+
+    def both(op: str, *args: Any, **kwargs: Any) -> None:
+        got = _outcome(lambda: _listed(getattr(fast, op)(*args, **kwargs)))
+        with shipped():
+            expected = _outcome(lambda: _listed(getattr(plain, op)(*args, **kwargs)))
+        assert _same(got, expected), (op, args, kwargs)
+
+    values: list[Any] = ["s1", "s2", "s3", None, 1, ["s1", "s3"], ["s2"], {"k": "s1"}, ""]
+    for i in range(40):
+        both("insert_one", {"_id": f"p{i}", "session": rng.choice(values), "status": "pending"})
+    for step in range(700):
+        key = f"p{rng.randrange(50)}"
+        value = rng.choice(values)
+        wanted = rng.choice(["s1", "s2", "s3", ""])
+        kind = rng.randrange(9)
+        if kind == 0:
+            both("insert_one", {"_id": f"n{step}", "session": value, "status": "pending"})
+        elif kind == 1:
+            both("update_one", {"_id": key}, {"$set": {"session": value}})
+        elif kind == 2:
+            both(
+                "find_one_and_update",
+                {"_id": key, "status": "pending"},
+                {"$set": {"status": "completed", "session": value}},
+            )
+        elif kind == 3:
+            both("update_many", {"status": "completed"}, {"$set": {"session": value}})
+        elif kind == 4 and rng.random() < 0.2:
+            both("delete_one", {"session": wanted})
+        elif kind == 5:
+            both("update_one", {"_id": key}, {"$push": {"session": wanted}})
+        elif kind == 6:
+            both("update_one", {"session": wanted}, {"$set": {"x": 1}}, upsert=True)
+        elif kind == 7:
+            both("find_one", {"session": wanted, "status": "pending"})
+        else:
+            both("find", {"session": wanted})
+        if step % 25 == 0:
+            both("find", {"session": wanted}, sort=[("status", 1)])
+    both("find", {})
+
+
+def _listed(result: Any) -> Any:
+    return list(result) if isinstance(result, mongomock.collection.Cursor) else result
