@@ -17,7 +17,7 @@ from reference_impl.schema import program_doc
 from simulator.attacks import ACK, NOT_HONOURED, REFUSE, Forger, paid_completion
 from simulator.history import read_history
 from simulator.run import simulate
-from simulator.scenario import ATTACKS, AdversarySettings, Scenario
+from simulator.scenario import ATTACKS, AdversarySettings, AttackWeights, Scenario
 from simulator.scenario_file import load_scenario
 from simulator.services import RecordingFulfilment, as_id
 from tests.enginehelpers import run_virtual, world
@@ -46,7 +46,12 @@ def test_the_adversary_is_off_by_default_and_leaves_histories_alone() -> None:
 def test_an_adversary_run_is_deterministic_and_attacks_with_every_family(tmp_path: Path) -> None:
     scenario = load_scenario(HOSTILE)
     scenario = dataclasses.replace(
-        scenario, adversary=dataclasses.replace(scenario.adversary, attacks=120)
+        scenario,
+        adversary=dataclasses.replace(
+            scenario.adversary,
+            attacks=150,
+            weights=AttackWeights(**{family: 1.0 for family in ATTACKS}),
+        ),
     )
     first = simulate(scenario, 7, out_dir=tmp_path / "a")
     second = simulate(scenario, 7, out_dir=tmp_path / "b")
