@@ -43,7 +43,7 @@ def cluster_sweep(purchases: int, seeds: list[int], address: str) -> dict[str, A
     started = time.perf_counter()
     with open_session(address, "reference") as session, ClusterPool(session) as pool:
         ready = time.perf_counter()
-        summaries = list(sweep(scenario, seeds, "reference", executor=pool))
+        summaries = list(sweep(scenario, seeds, "reference", pool=pool))
         ran = time.perf_counter()
         retried = len(pool.retried)
     ended = time.perf_counter()

@@ -599,9 +599,9 @@ def explore(
             range(1, seeds + 1),
             engine,
             workers=min(workers, seeds),
-            out_dir=Path(tmp),
+            out_dir=Path(tmp) if pool is None else None,  # a cluster would send them back
             scenario_path=scenario,
-            executor=pool,
+            pool=pool,
         ):
             shutil.rmtree(Path(tmp) / f"seed-{summary['seed']}", ignore_errors=True)
             summaries.append(summary)
@@ -753,7 +753,7 @@ def mutants(
     rows: list[dict[str, Any]] = []
     with (
         cluster_pool(cluster, "reference", say) as remote,
-        remote or Workers(workers) as pool,
+        Workers(workers, remote) as pool,
         progress(total, f"mutants × {suite_dir}") as bar,
     ):
 

@@ -259,9 +259,10 @@ def run_dir_for(out_dir: Path, engine: str | EngineFactory, case: Case) -> Path:
 class Workers:
     """Runs suite jobs on a `sweep.LocalPool` (this process with 1 worker), kept across calls."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, pool: Any = None) -> None:
+        """`pool`: another executor with `LocalPool.submit`'s shape (`--cluster`'s) instead."""
         self.workers = max(1, workers)
-        self._pool = LocalPool(self.workers)
+        self._pool = pool if pool is not None else LocalPool(self.workers)
 
     def __enter__(self) -> Workers:
         return self
@@ -299,11 +300,9 @@ def run_suite(
 ) -> list[CaseResult]:
     """Every case into its own run folder under `out_dir/<engine>/<scenario>/seed-<n>`.
 
-    `executor`: anything with `Workers.run`'s shape (`simulator.cluster.pool.ClusterPool`)."""
+    `executor`: where to run them instead of local processes (`Workers`' `pool`)."""
     jobs = [Job(case, engine, str(run_dir_for(out_dir, engine, case))) for case in cases]
-    if executor is not None:
-        return executor.run(jobs, on_result)
-    with Workers(workers) as pool:
+    with Workers(workers, executor) as pool:
         return pool.run(jobs, on_result)
 
 

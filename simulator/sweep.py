@@ -20,7 +20,7 @@ import gc
 import multiprocessing
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -118,12 +118,12 @@ def sweep(
     workers: int = 1,
     out_dir: Path | None = None,
     scenario_path: str | None = None,
-    executor: Any = None,
+    pool: Any = None,
 ) -> Iterator[dict[str, Any]]:
     """Summaries in seed order; `workers` processes share the seeds (spawned, not forked).
 
-    With an `executor` (a `simulator.cluster.pool.ClusterPool`) the jobs run there instead and
-    the summaries come back as they finish, in no particular order.
+    With a `pool` (an executor with `LocalPool.submit`'s shape: a cluster's, `--cluster`) the
+    jobs run there instead and the summaries come back as they finish, in no particular order.
 
     One worker (or one seed) runs in this process: no start-up to pay. Otherwise the seeds go
     out one at a time, in order, to whichever worker is free (chunks of one: with chunks of
@@ -134,8 +134,11 @@ def sweep(
         SweepJob(scenario, seed, engine, str(out_dir) if out_dir else None, scenario_path)
         for seed in seeds
     ]
-    if executor is not None:
-        yield from executor.sweep(jobs)
+    if pool is not None:
+        wall_clock = is_wall_clock(scenario)
+        futures = [pool.submit(run_job, job, wall_clock=wall_clock) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
         return
     if min(workers, len(jobs)) <= 1:
         yield from map(run_job, jobs)

@@ -153,6 +153,28 @@ def test_mutants_on_a_cluster_catch_what_they_catch_locally(
     assert remote["cluster"]["retried"] == []
 
 
+def test_a_sweep_on_a_cluster_writes_its_run_folders_here(
+    running_cluster: str, tmp_path: Path
+) -> None:
+    """`sweep(out_dir=...)` through the pool: each seed's folder sent back, as the local one."""
+    from simulator.cluster.pool import ClusterPool
+    from simulator.cluster.session import open_session
+    from simulator.scenario_file import load_scenario
+    from simulator.sweep import sweep
+
+    scenario = load_scenario(DUPLICATES)
+    local = list(sweep(scenario, [1, 2], "reference", out_dir=tmp_path / "local"))
+    with open_session(running_cluster, "reference") as session, ClusterPool(session) as remote:
+        assert remote.session.workers == 2
+        there = list(sweep(scenario, [1, 2], "reference", out_dir=tmp_path / "remote", pool=remote))
+    assert sorted(s["history_sha256"] for s in there) == sorted(s["history_sha256"] for s in local)
+    for seed in (1, 2):
+        history = f"seed-{seed}/history.jsonl"
+        assert (tmp_path / "remote" / history).read_bytes() == (
+            tmp_path / "local" / history
+        ).read_bytes()
+
+
 # ---- a lost worker
 
 

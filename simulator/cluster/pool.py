@@ -1,8 +1,10 @@
 """Jobs to the cluster's workers, results back as they finish, lost workers' jobs reported.
 
-The executor of the same jobs the local pool runs (`sweep.SweepJob` through `sweep.run_job`,
-`suite.Job` through `suite.run_job`): only where they run changes, so histories are the same
-bytes. A job runs on whichever worker the scheduler picks; when a worker dies, the scheduler
+Another executor of the interface `sweep.LocalPool` offers (`submit(fn, job, wall_clock=...)`
+-> `concurrent.futures.Future`), so `sweep`, `suite.Workers` and `detect` run the same jobs
+through the same functions on it: only where they run changes, so histories are the same bytes.
+Jobs wait here and go out as workers free up (`window`): a 100,000-seed sweep does not put
+100,000 scenarios in the scheduler at once. A job runs on whichever worker the scheduler picks; when a worker dies, the scheduler
 runs its unfinished jobs again on the others (up to `distributed.scheduler.allowed-failures`
 deaths per job). That is the retry: it happens inside Dask, so the pool learns of it from the
 scheduler's `remove-worker` event, which names the jobs the worker was holding, and reports
@@ -17,15 +19,17 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from simulator.cluster.errors import ClusterError
-from simulator.cluster.remote import run_shipped, write_run_folder
+from simulator.cluster.remote import run_shipped
 from simulator.cluster.session import ClusterSession
-from simulator.suite import CaseResult, Job
-from simulator.sweep import SweepJob, run_job
+from simulator.suite import Job, engine_label
+from simulator.sweep import SweepJob
 
 #: jobs in flight per worker thread, and at least (see `ClusterPool.window`)
 JOBS_PER_THREAD = 4
@@ -49,6 +53,15 @@ class Retry:
         return {"job": self.job, "lost_worker": self.lost_worker}
 
 
+@dataclass
+class _Pending:
+    key: str
+    fn: Callable[[Any], Any]
+    job: Any
+    result: Future[Any]
+    name: str
+
+
 class ClusterPool:
     """Runs jobs on a `ClusterSession`; `on_retry` hears of each retry as it happens."""
 
@@ -58,93 +71,100 @@ class ClusterPool:
         self.session = session
         self.on_retry = on_retry
         self.retried: list[Retry] = []
-        self._names: dict[str, str] = {}  # future key -> job name, for jobs not yet finished
-        self._lock = threading.Lock()
+        self._batch = uuid.uuid4().hex[:12]
+        self._count = itertools.count()
+        self._waiting: deque[_Pending] = deque()
+        self._running: dict[str, tuple[_Pending, Any]] = {}  # key -> (job, dask future)
+        self._window: int | None = None
+        self._lock = threading.RLock()
         self._subscribed = False
+        self._closed = False
 
-    # the same shape as `suite.Workers`, so `run_suite` and `detect` take either
     def __enter__(self) -> ClusterPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._subscribed:  # idempotent: `mutants` enters it as its pool too
+        """Cancel what has not finished (as `LocalPool` does); idempotent."""
+        with self._lock:
+            self._closed = True
+            waiting, self._waiting = list(self._waiting), deque()
+            running, self._running = list(self._running.values()), {}
+        for pending in waiting:
+            pending.result.cancel()
+        if running:
+            self.session.client.cancel([remote for _, remote in running])
+        for pending, _ in running:
+            pending.result.cancel()
+        if self._subscribed:
             self._subscribed = False
             self.session.client.unsubscribe_topic("all")
 
-    def run(
-        self, jobs: Sequence[Job], on_result: Callable[[CaseResult], None] | None = None
-    ) -> list[CaseResult]:
-        """Suite jobs; results in job order, `on_result` as each finishes, run folders written."""
-        results: list[CaseResult | None] = [None] * len(jobs)
-        names = [_suite_job_name(job) for job in jobs]
-        for index, shipped in self.unordered(run_shipped, jobs, names):
-            if shipped.result.run_dir is not None:
-                write_run_folder(shipped.result.run_dir, shipped.files)
-            results[index] = shipped.result
-            if on_result:
-                on_result(shipped.result)
-        return [r for r in results if r is not None]
+    def submit(self, fn: Callable[[J], R], job: J, *, wall_clock: bool = False) -> Future[R]:
+        """`fn(job)` on a worker, its run folder (if the job has one) written here when done.
 
-    def sweep(self, jobs: Sequence[SweepJob]) -> Iterator[dict[str, Any]]:
-        """Sweep jobs' summaries as they finish (not in seed order). Run folders stay on the
-        workers' temporary folders: a sweep keeps summaries only."""
-        remote = [SweepJob(j.scenario, j.seed, j.engine, None, j.scenario_path) for j in jobs]
-        names = [f"seed {job.seed}" for job in jobs]
-        for _, summary in self.unordered(run_job, remote, names):
-            yield summary
-
-    def unordered(
-        self, fn: Callable[[J], R], jobs: Sequence[J], names: Sequence[str]
-    ) -> Iterator[tuple[int, R]]:
-        """(index, result) of each job as it finishes; `fn` must import on the workers."""
-        from distributed import as_completed
-        from distributed.client import FutureCancelledError
-
-        self._listen()
-        client = self.session.client
-        batch = uuid.uuid4().hex[:12]
-        keys = [f"paysim-{batch}-{n}" for n in range(len(jobs))]
+        `wall_clock` (a Redis-locked run) changes nothing here: on a cluster it takes a worker
+        thread like any run, and the cluster's size is its owner's to choose."""
+        if self._window is None:
+            self._listen()
+            threads = sum(self.session.client.nthreads().values())
+            self._window = max(MIN_WINDOW, JOBS_PER_THREAD * threads)
+        result: Future[R] = Future()
+        key = f"paysim-{self._batch}-{next(self._count)}"
         with self._lock:
-            self._names.update(zip(keys, names, strict=True))
-        index = {key: n for n, key in enumerate(keys)}
-        waiting = iter(range(len(jobs)))
-        running = as_completed(loop=client.loop)
-        live: set[Any] = set()  # submitted, not yet consumed
-
-        def submit(count: int) -> None:
-            for n in itertools.islice(waiting, count):
-                future = client.submit(fn, jobs[n], key=keys[n], pure=False)
-                live.add(future)
-                running.add(future)
-
-        submit(self.window())
-        try:
-            for future in running:
-                try:
-                    result = future.result()
-                except (FutureCancelledError, _killed_worker()) as exc:
-                    raise ClusterError(
-                        f"--cluster {self.session.address.text}: {names[index[future.key]]} "
-                        f"was not run: {' '.join(str(exc).split())}"
-                    ) from exc
-                with self._lock:
-                    self._names.pop(future.key, None)
-                live.discard(future)
-                future.release()
-                submit(1)
-                yield index[future.key], result
-        finally:
-            client.cancel([f for f in live if not f.done()])
-            with self._lock:
-                for key in keys:
-                    self._names.pop(key, None)
+            if self._closed:
+                raise RuntimeError("the cluster pool is closed")
+            self._waiting.append(_Pending(key, fn, job, result, job_name(job)))
+        self._send()
+        return result
 
     def window(self) -> int:
-        """Jobs in flight at once: enough to keep every worker thread busy with a job queued
-        behind it, few enough that a 100,000-seed sweep is not 100,000 scenarios in the
-        scheduler's memory at once (each job carries its scenario)."""
-        threads = sum(self.session.client.nthreads().values())
-        return max(MIN_WINDOW, JOBS_PER_THREAD * threads)
+        """Jobs in flight at once: enough to keep every worker thread busy with jobs queued
+        behind it (counted when the first job is submitted), at least `MIN_WINDOW`."""
+        return self._window or MIN_WINDOW
+
+    def _send(self) -> None:
+        client = self.session.client
+        while True:
+            with self._lock:
+                if self._closed or not self._waiting or len(self._running) >= self.window():
+                    return
+                pending = self._waiting.popleft()
+                if not pending.result.set_running_or_notify_cancel():
+                    continue  # cancelled while it waited
+                remote = client.submit(
+                    run_shipped, pending.fn, pending.job, key=pending.key, pure=False
+                )
+                self._running[pending.key] = (pending, remote)
+            remote.add_done_callback(self._finished)
+
+    def _finished(self, remote: Any) -> None:
+        """Runs on a Dask client thread: hand the result on, write its run folder, send more."""
+        with self._lock:
+            entry = self._running.pop(remote.key, None)
+        if entry is None:  # cancelled by __exit__
+            return
+        pending = entry[0]
+        try:
+            value = remote.result().land()
+        except BaseException as exc:  # the job's own error, or the cluster's
+            pending.result.set_exception(self._explained(pending, exc))
+        else:
+            pending.result.set_result(value)
+        finally:
+            remote.release()
+        self._send()
+
+    def _explained(self, pending: _Pending, exc: BaseException) -> BaseException:
+        """A job the cluster could not run (cancelled, every worker it met died) as one line."""
+        from distributed.client import FutureCancelledError
+        from distributed.scheduler import KilledWorker
+
+        if isinstance(exc, FutureCancelledError | KilledWorker):
+            return ClusterError(
+                f"--cluster {self.session.address.text}: {pending.name} was not run: "
+                f"{' '.join(str(exc).split())}"
+            )
+        return exc
 
     def _listen(self) -> None:
         if not self._subscribed:
@@ -157,16 +177,16 @@ class ClusterPool:
         if not isinstance(message, dict) or message.get("action") != "remove-worker":
             return
         worker = str(message.get("worker", "?"))
+        # jobs it was running or queued, and finished jobs whose results were still on it
+        lost = {
+            *(message.get("processing-tasks") or ()),
+            *(message.get("lost-computed-tasks") or ()),
+        }
         with self._lock:
-            # jobs it was running or queued, and finished jobs whose results were still on it
-            lost = {
-                *(message.get("processing-tasks") or ()),
-                *(message.get("lost-computed-tasks") or ()),
-            }
             hit = [
-                Retry(self._names[key], worker)
+                Retry(self._running[key][0].name, worker)
                 for key in sorted(lost, key=str)
-                if key in self._names
+                if key in self._running
             ]
             self.retried += hit
         for retry in hit:
@@ -174,12 +194,11 @@ class ClusterPool:
                 self.on_retry(retry)
 
 
-def _killed_worker() -> type[BaseException]:
-    from distributed.scheduler import KilledWorker
-
-    return KilledWorker
-
-
-def _suite_job_name(job: Job) -> str:
-    engine = job.engine if isinstance(job.engine, str) else getattr(job.engine, "__qualname__", "?")
-    return f"{job.case.stem or job.case.scenario.name} seed {job.case.seed} · {engine}"
+def job_name(job: Any) -> str:
+    """A job for people, in retry lines: "seed 3", "double-click seed 3 · reference"."""
+    if isinstance(job, SweepJob):
+        return f"seed {job.seed}"
+    if isinstance(job, Job):
+        name = job.case.stem or job.case.scenario.name
+        return f"{name} seed {job.case.seed} · {engine_label(job.engine)}"
+    return type(job).__name__

@@ -2,18 +2,23 @@
 
 A worker may be on another machine with no path in common with the client, so a job that must
 leave a run folder runs into the worker's own temporary folder and returns the folder's files;
-the client writes them where `--out` says. The bytes are the same a local run writes (nothing in
-a run folder names the folder itself), so `paysim check` and `paysim report` work on them.
+the client writes them where the job said (`--out`). The bytes are the same a local run writes
+(nothing in a run folder names the folder itself), so `paysim check` and `paysim report` work on
+them. Two kinds of job name a folder: `suite.Job.run_dir` (the run folder) and
+`sweep.SweepJob.out_dir` (the run folder is `out_dir/seed-N`).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from simulator.run_folder import staged
-from simulator.suite import CaseResult, Job, run_job
+from simulator.suite import CaseResult, Job
+from simulator.sweep import SweepJob
 
 #: a run folder sent back is a few MB at most (history, charts, report); refuse anything absurd
 MAX_SHIPPED_BYTES = 512 * 1024 * 1024
@@ -21,25 +26,52 @@ MAX_SHIPPED_BYTES = 512 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Shipped:
-    """A job's result plus its run folder's files (path inside the folder -> bytes)."""
+    """A job's result, and the run folder the client must write: where, and its files."""
 
-    result: CaseResult
+    result: Any
+    run_dir: str | None
     files: dict[str, bytes]
 
+    def land(self) -> Any:
+        """Client side: write the run folder, return the result."""
+        if self.run_dir is not None:
+            write_run_folder(Path(self.run_dir), self.files)
+        return self.result
 
-def run_shipped(job: Job) -> Shipped:
-    """Worker side: `suite.run_job` into a temporary folder, returning the folder's files."""
-    if job.run_dir is None:
-        return Shipped(run_job(job), {})
+
+def run_shipped(fn: Callable[[Any], Any], job: Any) -> Shipped:
+    """Worker side: `fn(job)` with the job's run folder moved into a temporary folder here."""
+    target = run_folder_of(job)
+    if target is None:
+        return Shipped(fn(job), None, {})
     with tempfile.TemporaryDirectory(prefix="paysim-worker-") as tmp:
-        local = Path(tmp) / "run"
-        result = run_job(replace(job, run_dir=str(local)))
+        here = _redirected(job, Path(tmp) / "out")
+        result = fn(here)
+        folder = run_folder_of(here)
+        assert folder is not None
         files = {
-            path.relative_to(local).as_posix(): path.read_bytes()
-            for path in sorted(local.rglob("*"))
+            path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in sorted(Path(folder).rglob("*"))
             if path.is_file()
         }
-    return Shipped(replace(result, run_dir=Path(job.run_dir)), files)
+    if isinstance(result, CaseResult):
+        result = replace(result, run_dir=Path(target))
+    return Shipped(result, target, files)
+
+
+def run_folder_of(job: Any) -> str | None:
+    """The run folder a job writes (a client path), None for a summary-only job."""
+    if isinstance(job, Job):
+        return job.run_dir
+    if isinstance(job, SweepJob) and job.out_dir is not None:
+        return str(Path(job.out_dir) / f"seed-{job.seed}")
+    return None
+
+
+def _redirected(job: Any, here: Path) -> Any:
+    if isinstance(job, Job):
+        return replace(job, run_dir=str(here))
+    return replace(job, out_dir=str(here))
 
 
 def write_run_folder(run_dir: Path, files: dict[str, bytes]) -> None:
