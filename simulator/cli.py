@@ -43,6 +43,7 @@ from simulator.suite import (
     slug,
     worst,
 )
+from simulator.tested import tested_lines
 from simulator.topology import DEFAULT_REDIS_URL
 
 #: failing seeds listed one line each by `explore`; the rest are counted
@@ -157,6 +158,34 @@ cluster_option = click.option(
     help="run the jobs on the workers of a running Dask scheduler (paysim installed in the "
     "same version there), or start N local worker processes with local:N to try it",
 )
+
+coverage_option = click.option(
+    "--coverage",
+    "with_coverage",
+    is_flag=True,
+    help="measure which of the engine's own lines and branches ran (coverage.py, branch mode) "
+    "and write coverage.json plus a report section",
+)
+
+
+def coverage_data(folder: Path) -> Path:
+    """A fresh folder for the runs' coverage data files (stale ones would inflate the figure)."""
+    import shutil
+
+    data = folder / "coverage-data"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    return data
+
+
+def coverage_report(engine: str, data: Path, out_file: Path, say: Out) -> dict[str, Any]:
+    """Combine the data files into `out_file` and say the figure."""
+    from simulator.engine_coverage import combine, engine_code, summary_line
+
+    report = combine(data, engine_code(check_engine(engine)), out_file)
+    say.say(summary_line(report))
+    say.say(f"coverage: {out_file}")
+    return report
 
 
 def checked_engine(spec: str, option: str = "--engine") -> str:
@@ -324,6 +353,7 @@ def describe(summary: dict[str, Any], run_dir: Path | None = None) -> list[str]:
             lines.append(f"  unknown {name}: the checker could not decide")
     for miss in summary["thresholds"].get("misses") or []:
         lines.append(f"  threshold missed: {miss}")
+    lines += tested_lines(summary)
     if code != 0:
         lines.append(f"  seed: {summary['seed']}")
         lines.append(f"  replay: {summary['replay']}")
@@ -391,6 +421,7 @@ def engines() -> None:
     default=None,
     help="run folder to write  [default: reports/runs/<scenario file>/<engine>/seed-<N>]",
 )
+@coverage_option
 @json_option
 @click.pass_context
 def run(
@@ -399,6 +430,7 @@ def run(
     seed: int | None,
     engine: str,
     out: Path | None,
+    with_coverage: bool,
     as_json: bool,
 ) -> None:
     """Run SCENARIO (a TOML file) once and judge it.
@@ -414,8 +446,25 @@ def run(
     run_dir = checked_out(
         out or Path("reports/runs") / slug(Path(scenario).stem) / slug(engine) / f"seed-{seed}"
     )
-    outcome = run_case(loaded, seed, engine, run_dir, scenario_path=scenario)
     say = Out(as_json)
+    with tempfile.TemporaryDirectory(prefix="paysim-coverage-") as tmp:
+        # outside the run folder: a run's folder is staged and moved in place whole
+        data = Path(tmp) if with_coverage else None
+        outcome = run_case(
+            loaded,
+            seed,
+            engine,
+            run_dir,
+            scenario_path=scenario,
+            coverage_dir=data,
+            report=not data,
+        )
+        if data is not None:
+            from simulator.scenario_file import scenario_to_toml
+            from simulator.suite import render
+
+            coverage_report(engine, data, run_dir / "coverage.json", say)
+            render(run_dir, outcome.summary, scenario_to_toml(loaded))
     say.json(outcome.summary)
     for line in describe(outcome.summary, run_dir):
         say.say(line)
@@ -446,6 +495,7 @@ def run(
 )
 @workers_option
 @cluster_option
+@coverage_option
 @json_option
 @click.pass_context
 def suite(
@@ -457,6 +507,7 @@ def suite(
     out: Path,
     workers: int,
     cluster: str | None,
+    with_coverage: bool,
     as_json: bool,
 ) -> None:
     """Run every scenario file in DIR (and its subfolders) under its seeds; gate CI on the exit code."""
@@ -471,6 +522,8 @@ def suite(
     if junit is not None and junit.is_dir():
         bad(f"--junit {junit}: is a folder, expected a file name")
     say = Out(as_json)
+    data = coverage_data(out) if with_coverage else None
+    (out / "coverage.json").unlink(missing_ok=True)
     started = time.perf_counter()
     with (
         cluster_pool(cluster, engine, say) as pool,
@@ -483,7 +536,10 @@ def suite(
             workers=workers,
             on_result=lambda r: bar.update(1, run_line(r)),
             executor=pool,
+            coverage_dir=data,
         )
+    if data is not None:
+        coverage_report(engine, data, out / "coverage.json", say)
     elapsed = time.perf_counter() - started
     ctx.exit(finish_suite(say, results, out, junit, f"paysim {directory} {engine}", elapsed))
 
@@ -560,6 +616,7 @@ def finish_suite(
     default=None,
     help="where --shrink writes the shrunk scenario and its run  [default: reports/explore/<scenario file>]",
 )
+@coverage_option
 @json_option
 @click.pass_context
 def explore(
@@ -572,6 +629,7 @@ def explore(
     shrink: bool,
     max_examples: int,
     out: Path | None,
+    with_coverage: bool,
     as_json: bool,
 ) -> None:
     """Sweep SCENARIO over seeds 1..N in parallel and report which seeds fail, and why.
@@ -588,6 +646,7 @@ def explore(
     engine = checked_engine(engine)
     out = checked_out(out or Path("reports/explore") / slug(Path(scenario).stem))
     say = Out(as_json)
+    data = coverage_data(out) if with_coverage else None
     summaries: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="paysim-sweep-") as tmp,
@@ -602,6 +661,7 @@ def explore(
             out_dir=Path(tmp) if pool is None else None,  # a cluster would send them back
             scenario_path=scenario,
             pool=pool,
+            coverage_dir=data,
         ):
             shutil.rmtree(Path(tmp) / f"seed-{summary['seed']}", ignore_errors=True)
             summaries.append(summary)
@@ -622,6 +682,8 @@ def explore(
         f"{seeds} seeds of {loaded.name} on {engine}: {codes.count(0)} pass, "
         f"{sum(1 for c in codes if c == 1)} fail or unknown, {codes.count(3)} thresholds missed"
     )
+    if data is not None:
+        coverage_report(engine, data, out / "coverage.json", say)
     shrunk = None
     if shrink:
         violated = Counter(v["invariant"] for s in summaries for v in s.get("violations") or [])
@@ -724,6 +786,14 @@ def _shrink(
 )
 @workers_option
 @cluster_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("reports/mutants"),
+    show_default=True,
+    help="where --coverage writes coverage.json (of the reference engine's runs)",
+)
+@coverage_option
 @json_option
 @click.pass_context
 def mutants(
@@ -732,6 +802,8 @@ def mutants(
     seeds: int | None,
     workers: int,
     cluster: str | None,
+    out: Path,
+    with_coverage: bool,
     as_json: bool,
 ) -> None:
     """Mutation-test the suite: every mutant:* engine must be caught, the reference must pass.
@@ -749,6 +821,7 @@ def mutants(
         bad(str(exc))
     rounds = by_round(cases)
     say = Out(as_json)
+    data = coverage_data(checked_out(out)) if with_coverage else None
     total = len(cases) * (1 + len(MUTANTS))
     rows: list[dict[str, Any]] = []
     with (
@@ -766,7 +839,7 @@ def mutants(
             rounds,
             pool,
             lambda r: bar.update(1, run_line(r)),
-            also=[Job(c, "reference", None) for c in cases],
+            also=[Job(c, "reference", None, str(data) if data else None) for c in cases],
             on_found=settled,
         )
         for mutant, found in zip(MUTANTS.values(), detections, strict=True):
@@ -806,6 +879,8 @@ def mutants(
     for result in ref_bad:
         for line in describe(result.summary):
             say.say(line)
+    if data is not None:
+        coverage_report("reference", data, out / "coverage.json", say)
     survivors = [r["engine"] for r in rows if not r["caught"]]
     say.say(
         f"{len(rows) - len(survivors)} of {len(rows)} mutants caught"

@@ -16,6 +16,8 @@ from typing import Any
 
 from simulator.charts import CHART_FILES, make_charts
 from simulator.checkers import INVARIANTS
+from simulator.report_coverage import coverage_section
+from simulator.tested import tested_section
 
 CHART_CAPTIONS = {
     "lock_wait_distribution.png": "How long lock requests waited, per key family. Log scale, so "
@@ -91,6 +93,8 @@ def write_report(run_dir: Path, summary: Mapping[str, Any], scenario_toml: str |
         _slo(summary),
         _charts([p for p in charts if p.exists()]),
         _counts(summary),
+        tested_section(summary),
+        coverage_section(run_dir / "coverage.json"),
         _scenario(scenario_toml),
     ]
     out = run_dir / "report.html"

@@ -271,6 +271,7 @@ class _World:
                 self.streams.stream("customers"),
                 redirects=hasattr(self.factory, "handle_success_redirect"),
                 clock=self.clock,
+                timeline_rng=self.streams.stream("customer_timeline"),
             )
             self.clients = clients
             if sc.adversary.enabled:

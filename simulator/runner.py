@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from reference_impl.ports import EngineFactory
+from reference_impl.registry import load_factory
+from simulator.engine_coverage import engine_code, measuring
 from simulator.engines import EXTRA
 from simulator.judge import Judgement, judge_dir
 from simulator.run import RunResult, simulate
 from simulator.scenario import Scenario
+from simulator.tested import tested_summary
 
 
 @dataclass
@@ -43,12 +46,21 @@ def run_scenario(
     *,
     scenario_path: str | None = None,
     wall_clock: bool = False,
+    coverage_dir: Path | None = None,
 ) -> RunReport:
+    """`coverage_dir`: measure the engine's own code during the run, a data file in that folder
+    (`simulator.engine_coverage`; folders of many runs combine)."""
     if out_dir is None:
         out_dir = Path(tempfile.mkdtemp(prefix="paysim-run-"))
-    result = simulate(scenario, seed, engine, out_dir, wall_clock=wall_clock, extra_engines=EXTRA)
+    factory = load_factory(engine, EXTRA) if isinstance(engine, str) else engine
+    code = engine_code(factory) if coverage_dir is not None else None
+    with measuring(coverage_dir, code):
+        result = simulate(
+            scenario, seed, engine, out_dir, wall_clock=wall_clock, extra_engines=EXTRA
+        )
     judgement = judge_dir(out_dir, scenario)
     summary = build_summary(scenario, result, judgement, scenario_path)
+    summary["tested"] = tested_summary(scenario, hasattr(factory, "handle_success_redirect"))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return RunReport(result, judgement, summary, out_dir)
 

@@ -231,6 +231,66 @@ class CustomerMix:
     redirect: bool = setting(
         True, "the success page calls the engine too, racing the webhook (if the engine can)"
     )
+    # ---- the whole life of a payment; all off by default, drawn from the
+    # `customer_timeline` stream so that scenarios without them keep their histories
+    late_share: float = setting(
+        0.0,
+        "chance a customer's think time is drawn from `late_think_s` instead: the long tail "
+        "(minute 20, hour 23, after the session expired)",
+        min=0.0,
+        max=1.0,
+    )
+    late_think_s: tuple[float, float] = setting(
+        (1200.0, 90000.0),
+        "[low, high] seconds of a late customer's think time, drawn log-uniformly",
+        min=0.001,
+        ordered=True,
+    )
+    buy_again: float = setting(
+        0.0,
+        "weight: comes back after `return_after_s`, clicks Buy again, pays in the tab it gets",
+        min=0.0,
+    )
+    buy_again_old_tab: float = setting(
+        0.0,
+        "weight: comes back after `return_after_s`, clicks Buy again in a new tab and pays in "
+        "the OLD tab 0-3 s later",
+        min=0.0,
+    )
+    second_tab: float = setting(
+        0.0,
+        "weight: clicks Buy again in a second tab after `return_after_s` and pays in both tabs",
+        min=0.0,
+    )
+    cancel_then_old_tab: float = setting(
+        0.0,
+        "weight: cancels on the site, comes back after `return_after_s` and pays in the old tab",
+        min=0.0,
+    )
+    debit_then_buy_again: float = setting(
+        0.0,
+        "weight: pays by bank debit, comes back after `return_after_s` while it is processing "
+        "and clicks Buy again (and pays, if it is shown a checkout page)",
+        min=0.0,
+    )
+    return_after_s: tuple[float, float] = setting(
+        (3600.0, 86400.0),
+        "[low, high] seconds until a returning customer comes back, drawn log-uniformly",
+        min=0.001,
+        ordered=True,
+    )
+    settle_after_s: tuple[float, float] = setting(
+        (120.0, 120.0),
+        "[low, high] seconds a delayed method stays processing before it succeeds or fails, "
+        "drawn log-uniformly (bank debits: 1-5 days)",
+        min=0.0,
+        ordered=True,
+    )
+    redirect_every_method: bool = setting(
+        False,
+        "the success page is also opened for a delayed method (session complete, `unpaid`) and "
+        "reloaded once it settles (`redirect` and an engine that can)",
+    )
 
     def problems(self) -> Problems:
         weights = (
@@ -242,6 +302,11 @@ class CustomerMix:
             self.abandon,
             self.cancel,
             self.pay_after_cancel,
+            self.buy_again,
+            self.buy_again_old_tab,
+            self.second_tab,
+            self.cancel_then_old_tab,
+            self.debit_then_buy_again,
         )
         return (
             [("pay", "expected at least one customer weight above 0")] if not any(weights) else []

@@ -190,6 +190,7 @@ def run_case(
     scenario_path: str | None = None,
     report: bool = True,
     wall_clock: bool = False,
+    coverage_dir: Path | None = None,
 ) -> RunReport:
     """Run into `run_dir` with scenario.toml always, charts and report.html when `report`.
 
@@ -202,7 +203,13 @@ def run_case(
     with staged(run_dir) as stage:
         (stage / "scenario.toml").write_text(toml, encoding="utf-8")
         result = run_scenario(
-            scenario, seed, engine, stage, scenario_path=target, wall_clock=wall_clock
+            scenario,
+            seed,
+            engine,
+            stage,
+            scenario_path=target,
+            wall_clock=wall_clock,
+            coverage_dir=coverage_dir,
         )
         if report:
             render(stage, result.summary, toml)
@@ -224,6 +231,7 @@ class Job:
     case: Case
     engine: str | EngineFactory
     run_dir: str | None  # None: a throwaway run (summary only)
+    coverage_dir: str | None = None  # measure the engine's code: a data file in this folder
 
 
 def expects_failure(scenario: Scenario, engine: str | EngineFactory) -> bool:
@@ -236,16 +244,24 @@ def run_job(job: Job) -> CaseResult:
     case = job.case
     expected = expects_failure(case.scenario, job.engine)
     started = time.perf_counter()
+    cov = Path(job.coverage_dir) if job.coverage_dir else None
     if job.run_dir is None:
         with tempfile.TemporaryDirectory(prefix="paysim-") as tmp:
             report = run_scenario(
-                case.scenario, case.seed, job.engine, Path(tmp), scenario_path=case.path
+                case.scenario,
+                case.seed,
+                job.engine,
+                Path(tmp),
+                scenario_path=case.path,
+                coverage_dir=cov,
             )
         return CaseResult(
             report.summary, None, case.path, expected, time.perf_counter() - started
         )
     run_dir = Path(job.run_dir)
-    report = run_case(case.scenario, case.seed, job.engine, run_dir, scenario_path=case.path)
+    report = run_case(
+        case.scenario, case.seed, job.engine, run_dir, scenario_path=case.path, coverage_dir=cov
+    )
     return CaseResult(report.summary, run_dir, case.path, expected, time.perf_counter() - started)
 
 
@@ -297,11 +313,14 @@ def run_suite(
     workers: int = 1,
     on_result: Callable[[CaseResult], None] | None = None,
     executor: Any = None,
+    coverage_dir: Path | None = None,
 ) -> list[CaseResult]:
     """Every case into its own run folder under `out_dir/<engine>/<scenario>/seed-<n>`.
 
-    `executor`: where to run them instead of local processes (`Workers`' `pool`)."""
-    jobs = [Job(case, engine, str(run_dir_for(out_dir, engine, case))) for case in cases]
+    `executor`: where to run them instead of local processes (`Workers`' `pool`);
+    `coverage_dir`: measure the engine's code, a data file per run in that folder."""
+    cov = str(coverage_dir) if coverage_dir else None
+    jobs = [Job(case, engine, str(run_dir_for(out_dir, engine, case)), cov) for case in cases]
     with Workers(workers, executor) as pool:
         return pool.run(jobs, on_result)
 

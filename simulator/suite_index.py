@@ -16,6 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from simulator.report_coverage import coverage_section
 from simulator.report_html import _badge, _page
 
 #: a cell's state → (badge text, what it means); the CSS class is the state itself
@@ -113,6 +114,7 @@ def write_index(out_dir: Path, runs: list[dict[str, Any]]) -> Path:
         '<p class="meta">Each cell links the report of every seed run; a run fails when an '
         "invariant is violated, a checker cannot decide, the run is vacuous or a lock-wait SLO "
         "is missed.</p>",
+        coverage_section(out_dir / "coverage.json"),
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "index.html"

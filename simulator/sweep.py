@@ -82,6 +82,7 @@ class SweepJob:
     engine: str
     out_dir: str | None
     scenario_path: str | None = None
+    coverage_dir: str | None = None
 
 
 def run_job(job: SweepJob) -> dict[str, Any]:
@@ -95,7 +96,10 @@ def run_job(job: SweepJob) -> dict[str, Any]:
 def _summary(job: SweepJob, out: Path) -> dict[str, Any]:
     from simulator.runner import run_scenario  # here: a pool's worker imports only what it runs
 
-    report = run_scenario(job.scenario, job.seed, job.engine, out, scenario_path=job.scenario_path)
+    cov = Path(job.coverage_dir) if job.coverage_dir else None
+    report = run_scenario(
+        job.scenario, job.seed, job.engine, out, scenario_path=job.scenario_path, coverage_dir=cov
+    )
     return report.summary
 
 
@@ -119,6 +123,7 @@ def sweep(
     out_dir: Path | None = None,
     scenario_path: str | None = None,
     pool: Any = None,
+    coverage_dir: Path | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Summaries in seed order; `workers` processes share the seeds (spawned, not forked).
 
@@ -131,7 +136,14 @@ def sweep(
     summaries come back in seed order as soon as each is ready.
     """
     jobs = [
-        SweepJob(scenario, seed, engine, str(out_dir) if out_dir else None, scenario_path)
+        SweepJob(
+            scenario,
+            seed,
+            engine,
+            str(out_dir) if out_dir else None,
+            scenario_path,
+            str(coverage_dir) if coverage_dir else None,
+        )
         for seed in seeds
     ]
     if pool is not None:

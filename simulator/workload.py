@@ -1,12 +1,16 @@
 """Client operations: who clicks "buy" when, and what each customer then does on Checkout.
 
 `plan_arrivals` is a pure function of the scenario and the workload stream, so the same seed
-always plans the same clicks. `Clients` performs them through the load balancer and records each
+always plans the same clicks. What happens over the rest of a payment's life (late think times,
+customers who come back hours later, delayed methods that settle over days, the success page for
+every method) draws from its own `customer_timeline` stream, and only when the scenario turns it
+on, so scenarios without it keep their histories. `Clients` performs them through the load balancer and records each
 operation as invoke, then ok / fail / info (outcome unknown), as Jepsen histories do.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +22,7 @@ from reference_impl.errors import PurchaseError, UpstreamError
 from reference_impl.ports import Engine, PurchaseResult
 from simulator import tasks
 from simulator.clock import SimClock
+from simulator.fake_stripe.customer import ASYNC_FLOWS
 from simulator.requests import request_scope
 from simulator.scenario import CustomerMix, Scenario
 from simulator.topology import Cluster, InstanceCrashed, InstanceDown
@@ -31,6 +36,20 @@ ACTIONS = (
     "abandon",
     "cancel",
     "pay_after_cancel",
+    # appended with weight 0 by default: `rng.choices` then draws exactly as before
+    "buy_again",
+    "buy_again_old_tab",
+    "second_tab",
+    "cancel_then_old_tab",
+    "debit_then_buy_again",
+)
+#: actions of a customer who leaves and comes back (`CustomerMix.return_after_s` later)
+RETURNING = (
+    "buy_again",
+    "buy_again_old_tab",
+    "second_tab",
+    "cancel_then_old_tab",
+    "debit_then_buy_again",
 )
 PAY_FLOWS = {
     "pay": "card",
@@ -40,6 +59,8 @@ PAY_FLOWS = {
     "async_failure": "async_failure",
     "pay_after_cancel": "card",
 }
+#: flows whose session completes paid at once (the success page always follows them)
+CARD_FLOWS = ("card", "decline_then_card")
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,15 @@ def choose_action(mix: CustomerMix, rng: random.Random) -> str:
     return rng.choices(ACTIONS, weights=weights)[0]
 
 
+def log_uniform(rng: random.Random, low: float, high: float) -> float:
+    """A long-tailed draw: as likely between 1 and 10 minutes as between 1 and 10 hours."""
+    if low == high:
+        return low
+    if low <= 0:
+        return rng.uniform(low, high)
+    return math.exp(rng.uniform(math.log(low), math.log(high)))
+
+
 class Clients:
     def __init__(
         self,
@@ -94,6 +124,7 @@ class Clients:
         customer_rng: random.Random,
         redirects: bool,
         clock: SimClock,
+        timeline_rng: random.Random | None = None,
     ) -> None:
         self.clock = clock
         self.scenario = scenario
@@ -101,6 +132,7 @@ class Clients:
         self.stripe = fake_stripe
         self.record = record
         self.rng = customer_rng
+        self.timeline = timeline_rng or random.Random(0)
         self.redirects = redirects and scenario.customers.redirect
         self.counts: dict[str, int] = {"ok": 0, "fail": 0, "info": 0}
         self._op_ids = 0
@@ -138,8 +170,7 @@ class Clients:
 
     async def _customer(self, arrival: Arrival, purchase: PurchaseResult) -> None:
         action = choose_action(self.scenario.customers, self.rng)
-        low, high = self.scenario.customers.think_time_s
-        await trio.sleep(self.rng.uniform(low, high))
+        await trio.sleep(self._think_time())
         self.record(
             "customer.action",
             user_id=arrival.user_id,
@@ -151,6 +182,9 @@ class Clients:
             return
         if action == "cancel":
             await self.cancel(arrival.user_id, purchase.purchase_id)
+            return
+        if action in RETURNING:
+            await self._come_back(arrival, purchase, action)
             return
         if action == "pay_after_cancel":
             # the cancel in one tab races the payment in the other, in either order
@@ -169,19 +203,94 @@ class Clients:
             return
         await self._pay(purchase, PAY_FLOWS[action])
 
+    def _think_time(self) -> float:
+        """`think_time_s` (always drawn, as before); for a `late_share` of customers, replaced
+        by a long-tailed draw from the timeline stream."""
+        mix = self.scenario.customers
+        low, high = mix.think_time_s
+        think = self.rng.uniform(low, high)
+        if mix.late_share > 0 and self.timeline.random() < mix.late_share:
+            think = log_uniform(self.timeline, *mix.late_think_s)
+        return think
+
+    async def _come_back(self, arrival: Arrival, purchase: PurchaseResult, action: str) -> None:
+        """Leaves, comes back `return_after_s` later: Buy again, the old tab, or both."""
+        away = log_uniform(self.timeline, *self.scenario.customers.return_after_s)
+        if action == "cancel_then_old_tab":
+            await self.cancel(arrival.user_id, purchase.purchase_id)
+        elif action == "debit_then_buy_again":
+            async with tasks.open_nursery() as tg:  # the debit settles while the customer is away
+                tg.start_soon(self._pay, purchase, "async_success")
+                await trio.sleep(away)
+                await self._buy_again(arrival, purchase, action, pay=True)
+            return
+        await trio.sleep(away)
+        if action == "cancel_then_old_tab":
+            self.record("customer.return", user_id=arrival.user_id, action=action)
+            await self._pay(purchase, "card")
+        elif action == "buy_again":
+            await self._buy_again(arrival, purchase, action, pay=True)
+        elif action == "buy_again_old_tab":
+            async with tasks.open_nursery() as tg:  # the old tab's payment lands 0-3 s later
+                tg.start_soon(self._buy_again, arrival, purchase, action, False)
+                tg.start_soon(
+                    self._after, self.timeline.uniform(0.0, 3.0), self._pay, purchase, "card"
+                )
+        else:  # second_tab: Buy again in a new tab, pays in the old tab, then in the new one
+            again = await self._buy_again(arrival, purchase, action, pay=False)
+            await self._pay(purchase, "card")
+            if again is not None:
+                await self._pay(again, "card")
+
+    async def _buy_again(
+        self, arrival: Arrival, old: PurchaseResult, action: str, pay: bool
+    ) -> PurchaseResult | None:
+        again = await self.create(arrival)
+        self.record(
+            "customer.return",
+            user_id=arrival.user_id,
+            action=action,
+            old_session_id=old.session_id,
+            new_session_id=again.session_id if again else None,
+        )
+        if pay and again is not None:
+            await self._pay(again, "card")
+        return again
+
     async def _after(self, delay: float, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         await trio.sleep(delay)
         await fn(*args)
 
     async def _pay(self, purchase: PurchaseResult, flow: str) -> None:
-        paid = await self.stripe.customer_pay(purchase.session_id, flow=flow)
-        self.record("customer.pay", session_id=purchase.session_id, flow=flow, accepted=paid)
-        if paid and self.redirects and flow in ("card", "decline_then_card"):
-            await self.operation(
-                "redirect",
-                lambda e: e.handle_success_redirect(purchase.session_id),  # type: ignore[attr-defined]
-                session_id=purchase.session_id,
+        mix = self.scenario.customers
+        every = self.redirects and mix.redirect_every_method
+        settle = log_uniform(self.timeline, *mix.settle_after_s) if flow in ASYNC_FLOWS else 0.0
+        if every:
+            async with tasks.open_nursery() as tg:
+
+                def submitted() -> (
+                    None
+                ):  # Checkout sends a delayed-method payer to the success page
+                    tg.start_soon(self._redirect, purchase)
+
+                paid = await self.stripe.customer_pay(
+                    purchase.session_id, flow=flow, settle_after_s=settle, on_submitted=submitted
+                )
+        else:  # no nursery: its exit is a checkpoint, which would move existing histories
+            paid = await self.stripe.customer_pay(
+                purchase.session_id, flow=flow, settle_after_s=settle
             )
+        self.record("customer.pay", session_id=purchase.session_id, flow=flow, accepted=paid)
+        if paid and self.redirects and (flow in CARD_FLOWS or every):
+            # after a delayed method: back to the success page once the bank debit settled
+            await self._redirect(purchase)
+
+    async def _redirect(self, purchase: PurchaseResult) -> None:
+        await self.operation(
+            "redirect",
+            lambda e: e.handle_success_redirect(purchase.session_id),  # type: ignore[attr-defined]
+            session_id=purchase.session_id,
+        )
 
     # ---- operations as Jepsen records them
 

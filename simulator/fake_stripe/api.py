@@ -55,6 +55,37 @@ SESSION_PARAMS = frozenset(
         "expand",
     }
 )
+#: payment method types Checkout accepts in `payment_method_types` (a subset of Stripe's list)
+PAYMENT_METHOD_TYPES = (
+    "card",
+    "acss_debit",
+    "affirm",
+    "afterpay_clearpay",
+    "alipay",
+    "au_becs_debit",
+    "bacs_debit",
+    "bancontact",
+    "boleto",
+    "customer_balance",
+    "eps",
+    "giropay",
+    "ideal",
+    "klarna",
+    "konbini",
+    "link",
+    "p24",
+    "paypal",
+    "sepa_debit",
+    "sofort",
+    "us_bank_account",
+    "wechat_pay",
+)
+#: ISO codes the fake's account can charge in (Stripe's list is longer; these suffice)
+CURRENCIES = frozenset({"usd", "eur", "gbp", "cad", "aud", "jpy", "chf", "sek", "nzd", "sgd"})
+ZERO_DECIMAL = frozenset({"jpy"})
+#: smallest and largest total a Checkout Session may charge, in the currency's smallest unit
+MIN_AMOUNT = 50
+MAX_AMOUNT = 99_999_999
 REFUND_PARAMS = frozenset({"payment_intent", "charge", "amount", "reason", "metadata", "expand"})
 
 
@@ -143,6 +174,28 @@ class StripeApi:
                 raise invalid_param("Missing required param: mode.", "mode", "parameter_missing")
             raise invalid_param("The fake supports only mode=payment.", "mode")
         amount, currency = _line_items(p.get("line_items"))
+        if currency not in CURRENCIES:
+            raise invalid_param(
+                f"Invalid currency: {currency}. Stripe currently supports these currencies: "
+                + ", ".join(sorted(CURRENCIES)),
+                "line_items[0][price_data][currency]",
+            )
+        least = 1 if currency in ZERO_DECIMAL else MIN_AMOUNT
+        if amount < least:
+            raise invalid_param(
+                f"The Checkout Session's total amount due must add up to at least {least} "
+                f"{currency} (in its smallest unit).",
+                "line_items",
+                "amount_too_small",
+            )
+        if amount > MAX_AMOUNT:
+            raise invalid_param(
+                f"The Checkout Session's total amount due must be no more than {MAX_AMOUNT} "
+                f"{currency} (in its smallest unit).",
+                "line_items",
+                "amount_too_large",
+            )
+        methods = _payment_method_types(p.get("payment_method_types"))
         now = self._state.now()
         expires_at = now + MAX_TTL_S
         if "expires_at" in p:
@@ -165,6 +218,7 @@ class StripeApi:
             payment_intent_metadata=_metadata(
                 intent_data.get("metadata", {}), "payment_intent_data[metadata]"
             ),
+            payment_method_types=methods,
         )
         return self._session_json(session, p)
 
@@ -392,6 +446,24 @@ def _line_items(value: Any) -> tuple[int, str]:
     if len(set(currencies)) != 1:
         raise invalid_param("All line items must use one currency.", "line_items")
     return total, currencies[0]
+
+
+def _payment_method_types(value: Any) -> tuple[str, ...] | None:
+    """None when absent (the account's methods); else a non-empty list of known types."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, list) or not value:
+        raise invalid_param(
+            "Invalid array: payment_method_types", "payment_method_types", "parameter_invalid"
+        )
+    for n, item in enumerate(value):
+        if item not in PAYMENT_METHOD_TYPES:
+            raise invalid_param(
+                f"Invalid payment_method_types[{n}]: must be one of "
+                + ", ".join(PAYMENT_METHOD_TYPES),
+                f"payment_method_types[{n}]",
+            )
+    return tuple(dict.fromkeys(value))
 
 
 def _within(created: int, bounds: dict[str, int]) -> bool:

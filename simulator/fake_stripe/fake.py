@@ -182,6 +182,7 @@ class FakeStripe:
         *,
         retry_after_s: float = 20.0,
         settle_after_s: float = 120.0,
+        on_submitted: Callable[[], None] | None = None,
     ) -> bool:
         """Pay in the Checkout tab. Flows: card, decline, decline_then_card (second card after
         `retry_after_s`), async_success / async_failure (settles after `settle_after_s`).
@@ -193,6 +194,7 @@ class FakeStripe:
             flow,
             retry_after_s=retry_after_s,
             settle_after_s=settle_after_s,
+            on_submitted=on_submitted,
         )
 
     @property

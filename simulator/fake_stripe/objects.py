@@ -25,6 +25,8 @@ class CheckoutSession:
     success_url: str | None = None
     cancel_url: str | None = None
     payment_intent_metadata: dict[str, str] = field(default_factory=dict)
+    #: what Checkout offers the customer (the account's methods unless the session names some)
+    payment_method_types: tuple[str, ...] = ("card", "us_bank_account")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,6 +43,7 @@ class CheckoutSession:
             "metadata": copy.deepcopy(self.metadata),
             "mode": self.mode,
             "payment_intent": self.payment_intent,
+            "payment_method_types": list(self.payment_method_types),
             "payment_status": self.payment_status,
             "status": self.status,
             "success_url": self.success_url,

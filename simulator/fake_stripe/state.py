@@ -102,6 +102,7 @@ class StripeState:
         success_url: str | None,
         cancel_url: str | None,
         payment_intent_metadata: dict[str, str],
+        payment_method_types: tuple[str, ...] | None = None,
     ) -> CheckoutSession:
         session_id = self.ids.new_id("cs")
         session = CheckoutSession(
@@ -121,6 +122,8 @@ class StripeState:
             cancel_url=cancel_url,
             payment_intent_metadata=payment_intent_metadata,
         )
+        if payment_method_types:
+            session.payment_method_types = tuple(payment_method_types)
         self.sessions[session_id] = session
         self._record_session(session, "created")
         self.on_open(session)

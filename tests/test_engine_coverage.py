@@ -1,0 +1,87 @@
+"""`--coverage`: which of the engine's own lines and branches a run or a suite reached."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from reference_impl.reference_engine import ReferenceEngine
+from reference_impl.seed_engine import SeedEngine
+from simulator.cli import main
+from simulator.engine_coverage import DATA_PREFIX, combine, engine_code, reached_arcs
+from simulator.mutants import MUTANTS
+from simulator.runner import run_scenario
+from simulator.scenario_file import load_scenario
+
+SCENARIO = Path("scenarios/ci/pay-after-cancel.toml")
+
+
+def names(files: tuple[str, ...]) -> list[str]:
+    return [Path(f).name for f in files]
+
+
+def test_the_engine_is_its_own_modules_not_the_harness() -> None:
+    assert names(engine_code(ReferenceEngine).files) == ["reference_engine.py", "seats.py"]
+    assert names(engine_code(SeedEngine).files) == ["seed_engine.py"]
+    mutant = engine_code(MUTANTS["ignore-expired"].factory)
+    assert names(mutant.files) == ["mutants.py", "reference_engine.py", "seats.py"]
+
+    def factory(env: object) -> ReferenceEngine:  # a module:factory function: its class counts
+        return ReferenceEngine(env)  # type: ignore[arg-type]
+
+    assert names(engine_code(factory).files) == ["reference_engine.py", "seats.py"]
+
+
+def test_runs_measured_into_one_folder_combine_and_list_what_never_ran(tmp_path: Path) -> None:
+    scenario = load_scenario(SCENARIO)
+    code = engine_code(ReferenceEngine)
+    one, both = tmp_path / "one", tmp_path / "both"
+    run_scenario(scenario, 1, "reference", tmp_path / "r1", coverage_dir=one)
+    run_scenario(scenario, 1, "reference", tmp_path / "r1b", coverage_dir=both)
+    seed_engine_run = load_scenario(Path("scenarios/ci/stripe-outage.toml"))
+    run_scenario(seed_engine_run, 1, "reference", tmp_path / "r2", coverage_dir=both)
+    assert len(list(both.glob(DATA_PREFIX + ".*"))) == 2  # one data file per run
+    alone = combine(one, code, tmp_path / "one.json")
+    union = combine(both, code, tmp_path / "both.json")
+    assert 0 < alone["branches_reached"] < union["branches_reached"] <= union["branches"]
+    assert alone["branches"] == union["branches"]
+    assert union["branch_percent"] == round(
+        100.0 * union["branches_reached"] / union["branches"], 2
+    )
+    assert reached_arcs(one) < reached_arcs(both)
+    entry = union["files"]["reference_impl/reference_engine.py"]
+    source = Path("reference_impl/reference_engine.py").read_text().splitlines()
+    assert entry["unreached_lines"], "a two-run suite cannot reach every line"
+    for unreached in entry["unreached_lines"]:
+        assert source[unreached["line"] - 1].strip() == unreached["source"]
+        # lines a bare import runs were measured (in a fresh interpreter), so never listed
+        assert not unreached["source"].startswith(("def ", "async def ", "class "))
+    for branch in entry["unreached_branches"]:
+        assert source[branch["from"] - 1].strip() == branch["source"]
+    assert json.loads((tmp_path / "both.json").read_text()) == union
+
+
+def test_paysim_run_coverage_writes_the_file_and_the_report_section(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main, ["run", str(SCENARIO), "--coverage", "--out", str(out)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "coverage.json").read_text())
+    assert report["modules"] == ["reference_impl.reference_engine", "reference_impl.seats"]
+    assert f"of {report['branches']} branches" in result.output
+    html = (out / "report.html").read_text()
+    assert "Engine coverage" in html and "branch never taken" in html
+    first = report["files"]["reference_impl/reference_engine.py"]["unreached_lines"][0]
+    assert f"<td class=num>{first['line']}</td>" in html
+    assert "What was tested" in html
+
+
+def test_without_the_flag_nothing_is_measured(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", str(SCENARIO), "--out", str(out)])
+    assert result.exit_code == 0
+    assert not (out / "coverage.json").exists() and not (out / "coverage-data").exists()
+    assert "Engine coverage" not in (out / "report.html").read_text()
