@@ -244,39 +244,46 @@ class CustomerMix:
         (1200.0, 90000.0),
         "[low, high] seconds of a late customer's think time, drawn log-uniformly",
         min=0.001,
+        max=MAX_SECONDS,
         ordered=True,
     )
     buy_again: float = setting(
         0.0,
         "weight: comes back after `return_after_s`, clicks Buy again, pays in the tab it gets",
         min=0.0,
+        max=MAX_WEIGHT,
     )
     buy_again_old_tab: float = setting(
         0.0,
         "weight: comes back after `return_after_s`, clicks Buy again in a new tab and pays in "
         "the OLD tab 0-3 s later",
         min=0.0,
+        max=MAX_WEIGHT,
     )
     second_tab: float = setting(
         0.0,
         "weight: clicks Buy again in a second tab after `return_after_s` and pays in both tabs",
         min=0.0,
+        max=MAX_WEIGHT,
     )
     cancel_then_old_tab: float = setting(
         0.0,
         "weight: cancels on the site, comes back after `return_after_s` and pays in the old tab",
         min=0.0,
+        max=MAX_WEIGHT,
     )
     debit_then_buy_again: float = setting(
         0.0,
         "weight: pays by bank debit, comes back after `return_after_s` while it is processing "
         "and clicks Buy again (and pays, if it is shown a checkout page)",
         min=0.0,
+        max=MAX_WEIGHT,
     )
     return_after_s: tuple[float, float] = setting(
         (3600.0, 86400.0),
         "[low, high] seconds until a returning customer comes back, drawn log-uniformly",
         min=0.001,
+        max=MAX_SECONDS,
         ordered=True,
     )
     settle_after_s: tuple[float, float] = setting(
@@ -284,6 +291,7 @@ class CustomerMix:
         "[low, high] seconds a delayed method stays processing before it succeeds or fails, "
         "drawn log-uniformly (bank debits: 1-5 days)",
         min=0.0,
+        max=MAX_SECONDS,
         ordered=True,
     )
     redirect_every_method: bool = setting(
