@@ -137,15 +137,20 @@ class ReferenceEngine:
             return await self._open_session(purchase)  # resume an intent whose outcome was unknown
         if purchase["session_expires_at"] > self.env.clock.now() + REUSE_MARGIN_S:
             return _result(purchase, reused=True)
-        session = await self._stripe(
-            self.env.stripe.v1.checkout.sessions.retrieve_async(purchase["stripe_session_id"])
-        )
-        if session["status"] == "complete":
-            await self._on_session_paid_or_pending(checkout_session(session))
-            raise AlreadyPurchased(f"{purchase['_id']} was paid meanwhile")
-        await self._expire_session(purchase["stripe_session_id"])
-        await self._end_pending(purchase["_id"], EXPIRED)
-        return None
+        session_id = purchase["stripe_session_id"]
+        retrieve = self.env.stripe.v1.checkout.sessions.retrieve_async
+        session = await self._stripe(retrieve(session_id))
+        if session["status"] != "complete":
+            if await self._expire_session(session_id):
+                await self._end_pending(purchase["_id"], EXPIRED)
+                return None
+            # not expired: the customer paid in the old tab meanwhile, and a session the engine
+            # never closed is honoured, not released (and refunded later)
+            session = await self._stripe(retrieve(session_id))
+            if session["status"] != "complete":  # pragma: no cover - expire refused an open session
+                raise Busy("the old checkout could not be closed")
+        await self._on_session_paid_or_pending(checkout_session(session))
+        raise AlreadyPurchased(f"{purchase['_id']} was paid meanwhile")
 
     async def _start_purchase(
         self,

@@ -410,6 +410,43 @@ class _Frozen:
         return self.at
 
 
+class RefundDuplicateNotice(ReferenceEngine):
+    """Takes a second notice of a payment it has already honoured (a duplicate delivery, the
+    success page racing the webhook) for a second payment, and refunds it: the customer is
+    served and refunded for a session they paid once.
+
+    Violates refund_justified."""
+
+    async def _honour_payment(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
+        if purchase["status"] == COMPLETED and purchase.get("stripe_session_id") == session["id"]:
+            await self._refund(session, purchase)
+            return
+        await super()._honour_payment(purchase, session)
+
+
+class NewPurchaseOnBuyAgain(ReferenceEngine):
+    """Buy again on a pending purchase starts a new purchase with a new Checkout Session and
+    leaves the old one open: a customer who pays in both tabs is charged twice.
+
+    Violates no_double_charge (and single_pending_per_user)."""
+
+    async def _reuse_pending(self, purchase: dict[str, Any]) -> PurchaseResult | None:
+        if purchase.get("stripe_session_id") is None:
+            return await super()._reuse_pending(purchase)
+        return None
+
+
+class IgnoreAsyncFailure(ReferenceEngine):
+    """Ignores `checkout.session.async_payment_failed`: a bank debit that bounced leaves its
+    purchase pending forever (the session is complete, so no sweep ever expires it), its
+    customer neither served nor told, its seat held for nobody.
+
+    Violates no_stuck_purchase."""
+
+    async def _on_session_payment_failed(self, session: dict[str, Any]) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class Mutant:
     name: str
@@ -458,6 +495,14 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("no-shape-check", NoShapeCheck, "signature_enforced"),
         _mutant("unguarded-webhook", UnguardedWebhook, "no_engine_exception"),
         _mutant("retries-unfinishable", RetriesUnfinishable, "webhooks_acknowledged"),
+        _mutant("refund-duplicate-notice", RefundDuplicateNotice, "refund_justified"),
+        _mutant(
+            "new-purchase-on-buy-again",
+            NewPurchaseOnBuyAgain,
+            "no_double_charge",
+            "single_pending_per_user",
+        ),
+        _mutant("ignore-async-failure", IgnoreAsyncFailure, "no_stuck_purchase"),
     )
 }
 

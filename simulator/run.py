@@ -398,7 +398,7 @@ class _World:
                 "user_id": old.user_id,
                 "program_id": old.program,
                 "class_rep": old.class_rep,
-                "status": "pending",
+                "status": old.status,
                 "stripe_session_id": session.id,
                 "checkout_url": session.url,
                 "session_expires_at": session.expires_at,
@@ -407,7 +407,7 @@ class _World:
             }
             if old.payment_intent_recorded:
                 doc["stripe_payment_intent_id"] = session.payment_intent
-            if old.class_rep:
+            if old.class_rep and old.status == "pending":  # a cancelled one gave its seat back
                 doc["seat_ref"] = f"seat_{purchase_id}"
                 self.db.sync[PROGRAMS].update_one(
                     {"_id": old.program}, {"$inc": {"class_rep_count": 1}}

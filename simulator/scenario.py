@@ -86,6 +86,12 @@ ATTACKS: Mapping[str, str] = {
     "do not exist (expect 2xx, no purchase changed)",
 }
 
+PRELOAD_STATUSES: Mapping[str, str] = {
+    "pending": "pending, its seat held",
+    "cancelled": "cancelled without expiring its Checkout Session (as the seed does): its seat "
+    "given back, its Checkout tab still payable",
+}
+
 BALANCERS: Mapping[str, str] = {
     "round_robin": "requests go to the live instances in turn",
     "random": "each request goes to a random live instance",
@@ -461,8 +467,8 @@ class WebhookSettings:
 
 @dataclass(frozen=True)
 class PreloadPurchase:
-    """A pending purchase already in the store when the run starts, its Checkout Session open at
-    Stripe and its seat counted: data an earlier release of the engine wrote."""
+    """A purchase already in the store when the run starts, its Checkout Session open at Stripe
+    (and, while pending, its seat counted): data an earlier release of the engine wrote."""
 
     user_id: str = setting("legacy_user", "the user who made it")
     program: str = setting("prog_1", "id of the program it buys (one of `[[programs]]`)")
@@ -474,6 +480,11 @@ class PreloadPurchase:
     )
     customer_at: float = setting(
         1.0, "virtual second its customer acts on the open Checkout page", min=0.0, max=MAX_SECONDS
+    )
+    status: str = setting(
+        "pending",
+        "how the earlier release left it",
+        choices=PRELOAD_STATUSES,
     )
 
 

@@ -1,0 +1,166 @@
+"""The invariants for every way a paying customer can be wronged: charged twice, refunded
+without cause, left waiting forever. Each on hand-made histories (a case it must catch, one it
+must pass) and against its mutant in the CI scenario whose hazard it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from simulator.checkers import HELD, UNKNOWN, VIOLATED, FinalFacts
+from simulator.runner import run_scenario
+from simulator.scenario_file import load_scenario
+from tests.test_checkers import check, created, history, paid, write
+
+CI = Path("scenarios/ci")
+
+
+def facts(
+    purchases: list[dict[str, Any]],
+    sessions: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    refunds: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    quiescent: bool = True,
+) -> FinalFacts:
+    ledgers = {"sessions": list(sessions), "refunds": list(refunds)}
+    return FinalFacts({"programs": [], "purchases": purchases}, ledgers, quiescent)
+
+
+def purchase(pid: str, status: str, session: str | None, user: str = "u1") -> dict[str, Any]:
+    return {"_id": pid, "status": status, "user_id": user, "program_id": "p",
+            "stripe_session_id": session}  # fmt: skip
+
+
+def refund(sid: str, pi: str) -> dict[str, Any]:
+    return {"type": "stripe.refund", "id": f"re_{sid}", "payment_intent": pi, "session_id": sid}
+
+
+def expire(sid: str, status: int = 200) -> dict[str, Any]:
+    path = f"/v1/checkout/sessions/{sid}/expire"
+    return {"type": "stripe.request", "method": "POST", "path": path, "status": status}
+
+
+# ---- no_double_charge
+
+
+def test_two_paid_sessions_kept_for_one_program_are_a_double_charge() -> None:
+    entries = history(paid("cs_a", "pi_a"), paid("cs_b", "pi_b"))
+    two = facts([purchase("p1", "completed", "cs_a"), purchase("p2", "completed", "cs_b")])
+    status, found = check("no_double_charge", entries, two)
+    assert status == VIOLATED and "cs_a, cs_b" in found[0].detail
+    # the same payments, one of them refunded: charged once
+    refunded = facts(two.purchases, refunds=[{"payment_intent": "pi_b", "amount": 5000}])
+    assert check("no_double_charge", entries, refunded)[0] == HELD
+    # two users, one payment each
+    apart = facts([purchase("p1", "completed", "cs_a"), purchase("p2", "completed", "cs_b", "u2")])
+    assert check("no_double_charge", entries, apart)[0] == HELD
+    # no decision before quiescence: a refund may still come
+    assert check("no_double_charge", entries, facts(apart.purchases, quiescent=False))[0] == UNKNOWN
+
+
+# ---- refund_justified
+
+
+def test_refunding_a_session_paid_while_its_purchase_was_pending_is_unjustified() -> None:
+    entries = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        created("cs_a"),
+        paid("cs_a", "pi_a"),
+        write("p1", "expired", stripe_session_id="cs_a"),  # released after it was paid
+        refund("cs_a", "pi_a"),
+    )
+    status, found = check("refund_justified", entries)
+    assert status == VIOLATED and found[0].purchase_id == "p1"
+    assert found[0].evidence == (2, 4)
+
+
+def test_refunds_after_a_close_a_release_or_a_second_payment_are_justified() -> None:
+    closed_first = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        expire("cs_a", 500),  # asked to close before the customer paid: their risk
+        paid("cs_a", "pi_a"),
+        refund("cs_a", "pi_a"),
+    )
+    assert check("refund_justified", closed_first)[0] == HELD
+    released_first = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        write("p1", "cancelled", stripe_session_id="cs_a"),
+        paid("cs_a", "pi_a"),
+        refund("cs_a", "pi_a"),
+    )
+    assert check("refund_justified", released_first)[0] == HELD
+    second_payment = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        paid("cs_a", "pi_a"),
+        write("p1", "completed", stripe_session_id="cs_a"),
+        paid("cs_b", "pi_b"),  # an old tab of the same purchase, named by client_reference_id
+        refund("cs_b", "pi_b"),
+    )
+    named = facts([], sessions=[{"id": "cs_b", "client_reference_id": "p1", "metadata": {}}])
+    assert check("refund_justified", second_payment, named)[0] == HELD
+    nobody = history(paid("cs_x", "pi_x"), refund("cs_x", "pi_x"))
+    assert check("refund_justified", nobody)[0] == HELD
+
+
+# ---- no_stuck_purchase
+
+
+def test_a_purchase_still_pending_after_quiescence_is_stuck() -> None:
+    sessions = [{"id": "cs_a", "status": "complete", "payment_status": "unpaid"}]
+    stuck = facts([purchase("p1", "pending", "cs_a")], sessions)
+    status, found = check("no_stuck_purchase", history(write("p1", "pending")), stuck)
+    assert status == VIOLATED and "complete/unpaid" in found[0].detail
+    assert found[0].evidence == (0,)
+    done = facts([purchase("p1", "failed", "cs_a")], sessions)
+    assert check("no_stuck_purchase", [], done)[0] == HELD
+    unsettled = facts([purchase("p1", "pending", "cs_a")], sessions, quiescent=False)
+    assert check("no_stuck_purchase", [], unsettled)[0] == UNKNOWN
+
+
+# ---- against their mutants, in the scenarios whose hazard they are
+
+
+def invariants(stem: str, seed: int, engine: str, tmp_path: Path) -> dict[str, str]:
+    scenario = load_scenario(CI / f"{stem}.toml")
+    return run_scenario(scenario, seed, engine, tmp_path / engine.replace(":", "_")).summary[
+        "invariants"
+    ]
+
+
+def test_second_tab_catches_a_new_purchase_on_buy_again(tmp_path: Path) -> None:
+    assert (
+        invariants("second-tab", 1, "mutant:new-purchase-on-buy-again", tmp_path)[
+            "no_double_charge"
+        ]
+        == VIOLATED
+    )
+    assert invariants("second-tab", 1, "reference", tmp_path)["no_double_charge"] == HELD
+
+
+def test_a_duplicate_notice_refunded_is_caught(tmp_path: Path) -> None:
+    assert (
+        invariants("double-click", 1, "mutant:refund-duplicate-notice", tmp_path)[
+            "refund_justified"
+        ]
+        == VIOLATED
+    )
+    assert invariants("double-click", 1, "reference", tmp_path)["refund_justified"] == HELD
+
+
+def test_the_reference_honours_a_payment_that_beat_its_expiry_of_the_old_tab(
+    tmp_path: Path,
+) -> None:
+    """Buy again a minute before expiry while paying in the old tab: the payment lands between
+    the engine's look at the session and its expire call. Ending the purchase anyway and
+    refunding the payment later (as the reference did) broke refund_justified on seed 4."""
+    found = invariants("buy-again-near-expiry", 4, "reference", tmp_path)
+    assert found["refund_justified"] == HELD and found["no_lost_payment"] == HELD
+
+
+def test_a_bounced_bank_debit_left_pending_is_caught(tmp_path: Path) -> None:
+    assert (
+        invariants("bank-debit-over-days", 2, "mutant:ignore-async-failure", tmp_path)[
+            "no_stuck_purchase"
+        ]
+        == VIOLATED
+    )
+    assert invariants("bank-debit-over-days", 1, "reference", tmp_path)["no_stuck_purchase"] == HELD
