@@ -43,7 +43,12 @@ def expire(sid: str, status: int = 200) -> dict[str, Any]:
 
 
 def test_two_paid_sessions_kept_for_one_program_are_a_double_charge() -> None:
-    entries = history(paid("cs_a", "pi_a"), paid("cs_b", "pi_b"))
+    entries = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        write("p2", "pending", stripe_session_id="cs_b"),
+        paid("cs_a", "pi_a"),
+        paid("cs_b", "pi_b"),
+    )
     two = facts([purchase("p1", "completed", "cs_a"), purchase("p2", "completed", "cs_b")])
     status, found = check("no_double_charge", entries, two)
     assert status == VIOLATED and "cs_a, cs_b" in found[0].detail
@@ -53,6 +58,13 @@ def test_two_paid_sessions_kept_for_one_program_are_a_double_charge() -> None:
     # two users, one payment each
     apart = facts([purchase("p1", "completed", "cs_a"), purchase("p2", "completed", "cs_b", "u2")])
     assert check("no_double_charge", entries, apart)[0] == HELD
+    # a session made outside the engine (never recorded by a purchase) naming the purchase
+    foreign = history(write("p1", "pending", stripe_session_id="cs_a"), paid("cs_a"), paid("cs_f"))
+    named = facts(
+        [purchase("p1", "completed", "cs_a")],
+        sessions=[{"id": "cs_f", "client_reference_id": "p1", "metadata": {}}],
+    )
+    assert check("no_double_charge", foreign, named)[0] == HELD
     # no decision before quiescence: a refund may still come
     assert check("no_double_charge", entries, facts(apart.purchases, quiescent=False))[0] == UNKNOWN
 

@@ -5,7 +5,8 @@ pending at that moment, is owed the purchase, not a refund. A refund is justifie
 engine had asked Stripe to expire the session before it was paid (a cancel, a replaced
 checkout), when the session's purchase had already ended (cancelled, expired, failed: a late
 payment, re-seated if it can be, else refunded) or been completed by another session (a second
-payment), or when no purchase owns the session.
+payment), or when no purchase ever recorded the session as its own (one made outside the
+engine).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class RefundJustified:
             paid = self.paid.get(session_id or "")
             if paid is None or self.expire_asked.get(session_id or "", paid["seq"]) < paid["seq"]:
                 continue  # never paid (Stripe would refuse), or closed by the engine first
-            for pid in sorted(self._owners(session_id or "", facts)):
+            for pid in sorted(self._owners(session_id or "")):
                 status = self._status_at(pid, paid["seq"])
                 if status != "pending":
                     continue
@@ -80,15 +81,11 @@ class RefundJustified:
                 )
         return outcome(NAME, found)
 
-    def _owners(self, session_id: str, facts: FinalFacts) -> set[str]:
-        owners = set(self.purchases_of_session.get(session_id, ()))
-        session = facts.sessions.get(session_id) or {}
-        named = session.get("client_reference_id") or (session.get("metadata") or {}).get(
-            "purchase_id"
-        )
-        if named and named in self.timeline:
-            owners.add(str(named))
-        return owners
+    def _owners(self, session_id: str) -> set[str]:
+        """Purchases that recorded the session as theirs: one the engine issued. A session made
+        outside the engine that merely names a purchase (a Payment Link, an attacker) is not
+        the engine's to honour, so refunding it is never a wrong of this kind."""
+        return set(self.purchases_of_session.get(session_id, ()))
 
     def _status_at(self, purchase_id: str, seq: int) -> str | None:
         """The purchase's status just before history line `seq` (None: it did not exist)."""
