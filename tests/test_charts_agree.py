@@ -19,8 +19,9 @@ from simulator.charts import (
 )
 from simulator.demo import DEMO
 from simulator.runner import run_scenario
-from simulator.scenario import CustomerMix, Durations, Scenario, WorkloadPart
+from simulator.scenario import Durations, Scenario, WorkloadPart
 from simulator.scenario_file import load_scenario
+from tests.test_redis_simulation import PAY_ONLY
 
 CI = Path(__file__).resolve().parent.parent / "scenarios" / "ci"
 
@@ -91,17 +92,7 @@ def test_a_wall_clock_run_is_labelled_wall_clock(tmp_path: Path) -> None:
     tiny = Scenario(
         name="tiny-wall",
         workload=(WorkloadPart(kind="herd", count=2, at=0.05),),
-        customers=CustomerMix(
-            pay=1.0,
-            decline_then_pay=0.0,
-            decline=0.0,
-            async_success=0.0,
-            async_failure=0.0,
-            abandon=0.0,
-            cancel=0.0,
-            pay_after_cancel=0.0,
-            think_time_s=(0.05, 0.1),
-        ),
+        customers=PAY_ONLY,
         durations=Durations(workload_s=0.3, liveness_s=0.3, reconcile_every_s=1.0),
         engine_config=EngineConfig(session_ttl=3600.0, reconcile_grace=0.1),
         stripe_latency_s=0.01,
