@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -115,6 +116,10 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def _interrupted() -> int:
+    # tasks cut short leave coroutines and generators behind; their "never awaited" warnings and
+    # "Exception ignored" notes at exit would bury the one line below
+    warnings.simplefilter("ignore")
+    sys.unraisablehook = lambda _unraisable: None
     click.echo(
         "paysim: interrupted (exit 130); an unfinished run folder is marked INTERRUPTED", err=True
     )
