@@ -55,7 +55,11 @@ def test_seats_show_the_seed_designs_leak(demo_runs: dict[str, Path]) -> None:
     other tab pays: the counter says 2 while 3 seats are held. The reference stays in step."""
     seed = read_run(demo_runs["seed"]).seats["prog_1"]
     assert seed.limit == 3
-    assert (seed.final_counter, seed.final_held) == (2, 3)
+    # while the run lasts, 3 seats are held against a counter of 2
+    assert max(v for _, v in seed.held) == 3 and seed.final_counter == 2
+    # the line ends on what counter_consistent judges: the purchase left pending after its
+    # session expired holds no seat any more (no_stuck_purchase reports it)
+    assert seed.held[-1] == (read_run(demo_runs["seed"]).end_t, 2)
     reference = read_run(demo_runs["reference"]).seats["prog_1"]
     assert reference.final_counter == reference.final_held
 
