@@ -54,8 +54,13 @@ def test_seed_served_is_caught_with_the_simulation_invariants(tmp_path: Path) ->
     picked.mkdir()
     for name in ("double-click", "pay-after-cancel"):
         shutil.copy(SUITE / f"{name}.toml", picked / f"{name}.toml")
-    code, output = _blackbox(str(picked), "--serve", "seed", "--out", str(tmp_path / "out"))
+    junit = tmp_path / "junit.xml"
+    code, output = _blackbox(
+        str(picked), "--serve", "seed", "--out", str(tmp_path / "out"), "--junit", str(junit)
+    )
     assert code == 1, output
+    xml = junit.read_text()
+    assert xml.count("<testcase") == 2 and "<failure" in xml and "paysim blackbox" in xml
     summaries = _summaries(tmp_path / "out")
     violated = {name: {v["invariant"] for v in s["violations"]} for name, s in summaries.items()}
     # the invariants the CI suite names for these hazards in simulation (wall-clock runs
