@@ -65,9 +65,9 @@ CONTROL_KINDS = frozenset(
         "redis_latency",
     }
 )
-#: the customer's pauses on the Checkout page, wall-clock seconds (simulation: 20 s and 120 s)
+#: a declined customer's pause before the second card, wall-clock seconds (simulation: 20 s);
+#: a bank debit settles after the scenario's `customers.settle_after_s`
 DECLINE_RETRY_S = 1.0
-ASYNC_SETTLE_S = 2.0
 
 
 class BlackboxError(Exception):
@@ -143,14 +143,13 @@ class _Customer:
     def __init__(self, fake: Any, record: Callable[..., Any]) -> None:
         self.fake, self.record = fake, record
 
-    async def customer_pay(self, session_id: str, flow: str = "card") -> bool:
+    async def customer_pay(self, session_id: str, flow: str = "card", **options: Any) -> bool:
+        """As the workload asks (its scenario's `settle_after_s`, ...), with a wall-clock pause
+        before a declined customer's second card."""
         try:
             return bool(
                 await self.fake.customer_pay(
-                    session_id,
-                    flow=flow,
-                    retry_after_s=DECLINE_RETRY_S,
-                    settle_after_s=ASYNC_SETTLE_S,
+                    session_id, flow=flow, retry_after_s=DECLINE_RETRY_S, **options
                 )
             )
         except KeyError:
