@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -93,8 +93,9 @@ class ClusterPool:
             pending.result.cancel()
         if running:
             self.session.client.cancel([remote for _, remote in running])
-        for pending, _ in running:
-            pending.result.cancel()
+        for pending, _ in running:  # a running Future cannot be cancelled: fail it instead
+            if not pending.result.done():
+                pending.result.set_exception(CancelledError(f"{pending.name}: pool closed"))
         if self._subscribed:
             self._subscribed = False
             self.session.client.unsubscribe_topic("all")
