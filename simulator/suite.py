@@ -295,13 +295,24 @@ class Workers:
     def run(
         self, jobs: Sequence[Job], on_result: Callable[[CaseResult], None] | None = None
     ) -> list[CaseResult]:
-        """Results in job order; `on_result` is called as each finishes (progress bars)."""
-        futures = {self.submit(job): n for n, job in enumerate(jobs)}
+        """Results in job order; `on_result` is called as each finishes (progress bars): with
+        one worker each job runs at its `submit`, so it is reported right then, in job order."""
         results: list[CaseResult | None] = [None] * len(jobs)
-        for future in as_completed(futures):
-            results[futures[future]] = result = future.result()
+        futures: dict[Future[CaseResult], int] = {}
+
+        def finished(n: int, future: Future[CaseResult]) -> None:
+            results[n] = result = future.result()
             if on_result:
                 on_result(result)
+
+        for n, job in enumerate(jobs):
+            future = self.submit(job)
+            if future.done():
+                finished(n, future)
+            else:
+                futures[future] = n
+        for future in as_completed(futures):
+            finished(futures[future], future)
         return [r for r in results if r is not None]
 
 
@@ -379,7 +390,7 @@ def detect(
     """
     if not hasattr(pool, "submit"):
         return _detect_in_batches(engines, rounds, pool, on_result, also, on_found)
-    pending: dict[Future[CaseResult], tuple[str, int]] = {}
+    pending: dict[Future[CaseResult], tuple[str, int]] = {}  # insertion order: submission
     found: dict[str, Detection] = {}
     current: dict[str, list[CaseResult | None]] = {}
     runs = dict.fromkeys(engines, 0)
@@ -405,7 +416,7 @@ def detect(
             settle(Detection(engine, False, [], None, 0, None))
     while pending:
         done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
+        for future in [f for f in pending if f in done]:  # in submission order
             engine, index = pending.pop(future)
             result = future.result()
             if on_result:
