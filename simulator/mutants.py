@@ -447,6 +447,40 @@ class IgnoreAsyncFailure(ReferenceEngine):
         return None
 
 
+class ReseatWithoutSlotCheck(ReferenceEngine):
+    """A late payment for a released purchase is re-seated even when the user has bought the
+    program again since (the slot points at their newer purchase): the user now holds two
+    purchases of one program and paid for both.
+
+    Reached by legacy-cancelled-open-tab (a user who bought again pays the old tab).
+    Violates no_double_charge."""
+
+    async def _may_reclaim_slot(self, purchase: dict[str, Any]) -> bool:
+        return True
+
+
+class ReseatPastTheLimit(ReferenceEngine):
+    """Re-seats a late payment without reserving a seat (the seat it held was released when the
+    purchase was cancelled), as if the seat were still its own.
+
+    Reached by legacy-cancelled-open-tab. Violates no_limit_bypass / counter_consistent."""
+
+    async def _reseat_or_refund(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
+        await super()._reseat_or_refund({**purchase, "class_rep": False}, session)
+
+
+class ExpireIgnoringPayment(ReferenceEngine):
+    """Buy again near expiry ends the old purchase even when its expiry was refused because the
+    customer had just paid the old tab (the reference's own bug before this mutant's scenario
+    found it): the payment is later refunded and the customer asked to pay again.
+
+    Reached by buy-again-near-expiry. Violates refund_justified."""
+
+    async def _expire_session(self, session_id: str) -> bool:
+        await super()._expire_session(session_id)
+        return True
+
+
 @dataclass(frozen=True)
 class Mutant:
     name: str
@@ -503,6 +537,11 @@ MUTANTS: dict[str, Mutant] = {
             "single_pending_per_user",
         ),
         _mutant("ignore-async-failure", IgnoreAsyncFailure, "no_stuck_purchase"),
+        _mutant("reseat-without-slot-check", ReseatWithoutSlotCheck, "no_double_charge"),
+        _mutant(
+            "reseat-past-the-limit", ReseatPastTheLimit, "no_limit_bypass", "counter_consistent"
+        ),
+        _mutant("expire-ignoring-payment", ExpireIgnoringPayment, "refund_justified"),
     )
 }
 
