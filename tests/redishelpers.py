@@ -78,7 +78,6 @@ class RedisTestServer:
 
     url: str
     owned: bool
-    wipe_db: int = 15
     _port: int = 0
     _dir: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -86,19 +85,18 @@ class RedisTestServer:
     def db_url(self, db: int) -> str:
         return urlunsplit(urlsplit(self.url)._replace(path=f"/{db}"))
 
-    def wipe_url(self) -> str:
-        """The database `lose_keys` wipes: use it for tests that call `lose_keys`."""
-        return self.db_url(0) if self.owned else self.db_url(self.wipe_db)
-
-    def lose_keys(self) -> None:
-        """Redis restarts and loses its keys (restart if owned, else FLUSHDB of `wipe_url`)."""
+    def lose_keys(self, namespace: str) -> None:
+        """Redis loses the test's keys: a restart when the server is ours; on a server the test
+        was only given (REDIS_URL), the keys under `namespace` in the database REDIS_URL names,
+        and nothing else (never FLUSHDB a database the test was not given)."""
         if self.owned:
             self.stop()
             self.start()
             return
-        client = redis.Redis.from_url(self.wipe_url())
+        client = redis.Redis.from_url(self.url)
         try:
-            client.flushdb()
+            for key in client.scan_iter(match=f"{namespace}*"):
+                client.delete(key)
         finally:
             client.close()
 
@@ -160,9 +158,7 @@ def redis_server() -> Iterator[RedisTestServer]:
             _wait_until_up(url, 2.0)
         except redis.exceptions.ConnectionError as exc:
             _unavailable(f"REDIS_URL={url} is not reachable: {exc}")
-        yield RedisTestServer(
-            url=url, owned=False, wipe_db=int(os.environ.get("REDIS_TEST_DB", 15))
-        )
+        yield RedisTestServer(url=url, owned=False)
         return
     if shutil.which("redis-server") is None:
         _unavailable("no Redis: REDIS_URL is unset and redis-server is not on PATH")

@@ -292,12 +292,13 @@ def test_tokens_keep_growing_when_redis_loses_its_keys(
 
     async def main() -> list[int]:
         tokens: list[int] = []
-        async with service(redis_server.wipe_url()) as locks:
+        ns = unique_namespace()
+        async with service(redis_server.url, namespace=ns) as locks:
             for _ in range(3):
                 lease = await locks.acquire(KEY, wait_timeout=1)
                 tokens.append(lease.token)
                 await locks.release(lease)
-            await anyio.to_thread.run_sync(redis_server.lose_keys)
+            await anyio.to_thread.run_sync(redis_server.lose_keys, ns)
             # the client reconnects on its own; allow a refused attempt while Redis comes back
             for _ in range(50):
                 try:
