@@ -69,6 +69,19 @@ class Email(Protocol):
         """Send a receipt; the provider delivers once per idempotency key. Raises EmailError."""
 
 
+@dataclass(frozen=True)
+class StripeClientSettings:
+    """How an engine's Stripe SDK client is built: its per-request timeout and automatic retries.
+
+    An engine ported from another language declares its own SDK's defaults (the factory attribute
+    `stripe_client_settings`); without one the engine gets stripe-python's (80 s, 2 retries). A
+    scenario's `stripe_max_network_retries`, when set, overrides the retries for every engine.
+    """
+
+    timeout_s: float = 80.0
+    max_network_retries: int = 2
+
+
 @dataclass
 class EngineEnv:
     store: AsyncDatabase
@@ -105,6 +118,16 @@ class SuccessRedirect(Protocol):
     """Optional: an engine that also fulfils from the success page (the redirect-vs-webhook race)."""
 
     async def handle_success_redirect(self, session_id: str) -> None: ...
+
+
+@runtime_checkable
+class PendingPurchasesPage(Protocol):
+    """Optional: an engine whose "my pending purchases" page changes state when a user opens it
+    (the seed's cleans up). The workload's `pending_page` customers call it; elsewhere a no-op."""
+
+    async def list_pending_purchases(self, user_id: str) -> list[str]:
+        """The ids of the user's pending purchases the page shows."""
+        ...
 
 
 EngineFactory = Callable[[EngineEnv], Engine]

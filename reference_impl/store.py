@@ -16,7 +16,15 @@ import anyio
 from pymongo.database import Database
 
 WRITE_OPS = frozenset(
-    {"insert_one", "update_one", "update_many", "find_one_and_update", "delete_one", "replace_one"}
+    {
+        "insert_one",
+        "update_one",
+        "update_many",
+        "find_one_and_update",
+        "delete_one",
+        "delete_many",
+        "replace_one",
+    }
 )
 
 

@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         f"seed: {seed_failed} of {len(results['seed'])} runs fail — expected where a scenario "
         'says expect_fail = ["seed"]: the seed design\'s bugs (docs/seed-design.md)'
     )
+    passed = [f"{_stem(r)} seed {r.summary['seed']}" for r in results["seed"] if r.exit_code == 0]
+    print(
+        f"seed passes: {', '.join(passed) or 'no run'} — a run passes only when its interleaving "
+        "never reaches a bug; most CI runs also meet the seed's order-number collision (two "
+        "purchases at once: a leaked seat and an orphan session; docs/seed-design.md)"
+    )
     if missed:
         print(
             f"note: the seed passed every run of {', '.join(missed)}, which expect it to fail "

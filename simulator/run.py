@@ -23,7 +23,7 @@ import anyio
 import trio.testing
 
 from reference_impl.lock_stats import LockStats
-from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult
+from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult, StripeClientSettings
 from reference_impl.registry import load_factory
 from reference_impl.schema import (
     PROGRAMS,
@@ -272,6 +272,7 @@ class _World:
                 redirects=hasattr(self.factory, "handle_success_redirect"),
                 clock=self.clock,
                 timeline_rng=self.streams.stream("customer_timeline"),
+                pending_page_rng=self.streams.stream("pending_page"),
             )
             self.clients = clients
             if sc.adversary.enabled:
@@ -327,7 +328,7 @@ class _World:
         return EngineEnv(
             store=AsyncDatabase(self.db.sync, observer),
             locks=locks,
-            stripe=self.fake.client(max_network_retries=self.scenario.stripe_max_network_retries),
+            stripe=self._stripe_client(),
             webhook_secret=self.fake.webhook_secret,
             fulfilment=self.fulfilment,
             email=self.email,
@@ -335,6 +336,16 @@ class _World:
             ids=SequentialIds(f"{instance.name}g{instance.generation}x"),
             config=self.scenario.engine_config,
             instance=instance.name,
+        )
+
+    def _stripe_client(self) -> Any:
+        """The engine's own SDK defaults (`stripe_client_settings`), else stripe-python's; the
+        scenario's `stripe_max_network_retries` overrides the retries when set."""
+        settings = getattr(self.factory, "stripe_client_settings", None) or StripeClientSettings()
+        retries = self.scenario.stripe_max_network_retries
+        return self.fake.client(
+            max_network_retries=settings.max_network_retries if retries is None else retries,
+            timeout_s=settings.timeout_s,
         )
 
     def _instance_locks(self, instance: Instance) -> Any:
@@ -391,7 +402,7 @@ class _World:
                 expires_at=int(now + self.scenario.engine_config.session_ttl),
                 client_reference_id=purchase_id,
                 metadata={"purchase_id": purchase_id, "user_id": old.user_id},
-                with_payment_intent=old.payment_intent_recorded,
+                with_payment_intent=False,
             )
             doc: dict[str, Any] = {
                 "_id": purchase_id,
@@ -405,8 +416,6 @@ class _World:
                 "created_at": now,
                 "amount": program.get("price_cents", 5000),
             }
-            if old.payment_intent_recorded:
-                doc["stripe_payment_intent_id"] = session.payment_intent
             if old.class_rep and old.status == "pending":  # a cancelled one gave its seat back
                 doc["seat_ref"] = f"seat_{purchase_id}"
                 self.db.sync[PROGRAMS].update_one(

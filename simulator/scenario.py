@@ -305,6 +305,20 @@ class CustomerMix:
         "the success page is also opened for a delayed method (session complete, `unpaid`) and "
         "reloaded once it settles (`redirect` and an engine that can)",
     )
+    pending_page: float = setting(
+        0.0,
+        'chance that a customer, after acting, later opens "my pending purchases" (it runs the '
+        "engine's `list_pending_purchases` where the engine has one, a no-op elsewhere)",
+        min=0.0,
+        max=1.0,
+    )
+    pending_page_after_s: tuple[float, float] = setting(
+        (60.0, 600.0),
+        "[low, high] seconds after acting that the customer opens that page, drawn uniformly",
+        min=0.0,
+        max=MAX_SECONDS,
+        ordered=True,
+    )
 
     def problems(self) -> Problems:
         weights = (
@@ -473,11 +487,6 @@ class PreloadPurchase:
     user_id: str = setting("legacy_user", "the user who made it")
     program: str = setting("prog_1", "id of the program it buys (one of `[[programs]]`)")
     class_rep: bool = setting(True, "it holds a class-rep seat (counted in `class_rep_count`)")
-    payment_intent_recorded: bool = setting(
-        False,
-        "the record carries its PaymentIntent id, as code written for Stripe API versions "
-        "before 2022-08-01 stored it at checkout",
-    )
     customer_at: float = setting(
         1.0, "virtual second its customer acts on the open Checkout page", min=0.0, max=MAX_SECONDS
     )
@@ -571,8 +580,12 @@ class Scenario:
     stripe_latency_s: float = setting(
         0.15, "typical Stripe API latency, seconds (mean of an exponential)", min=0.0, max=60.0
     )
-    stripe_max_network_retries: int = setting(
-        2, "retries the Stripe SDK makes on a network error or 5xx", min=0, max=10
+    stripe_max_network_retries: int | None = setting(
+        None,
+        "retries the Stripe SDK makes on a network error or 5xx; unset: the engine's own SDK "
+        "default (the seed: stripe-node's 1; others: stripe-python's 2)",
+        min=0,
+        max=10,
     )
     engine_config: EngineConfig = field(
         default_factory=lambda: EngineConfig(session_ttl=3600.0),

@@ -33,11 +33,17 @@ thresholds, and states only what differs from the defaults below. Three suites l
 
 - `ci/` — the CI suite: short runs that gate the build (`paysim suite scenarios/ci --junit ...`).
   Each must pass against the reference engine; `expect_fail = ["seed"]` marks those the seed's
-  design fails (the suite index shows those failures in grey, not red).
+  design fails (the suite index shows those failures in grey, not red). The seed fails every
+  CI scenario (it passes 1 of 40 runs, `crash-mid-handler` seed 2), and not only the one each
+  scenario is about: two purchases at the same moment compute the same order number and the
+  unique index refuses one, so most herds and double clicks also leak a seat and leave a
+  session no purchase references (docs/seed-design.md).
 - `load/` — longer runs for lock-wait measurements (`paysim run`, `paysim load`); their
   thresholds are the SLOs the report marks met or missed.
-- `findings/` — one minimal reproduction per bug paysim found, shrunk by `paysim explore`, each
-  with the seed (`seeds`) that shows it and the evidence it needs (`expect`).
+- `findings/` — one minimal reproduction per bug of the seed's code, each citing the upstream
+  lines that cause it, naming the invariants it violates, with the seed (`seeds`) that shows it;
+  `paysim suite scenarios/findings --engine seed` fails every one and `--engine reference`
+  passes every one, lock-wait thresholds included.
 
 A file is validated as it loads: an unknown key, a wrong type or an out-of-range value stops the
 run with one line naming the file and the key (exit code 2). Times are virtual seconds unless a

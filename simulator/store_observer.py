@@ -37,12 +37,18 @@ class StoreObserver:
         self._db = sync_db
         self._collections: dict[str, Any] = {}  # pymongo and mongomock build one per lookup
         self._before_call = before_call
+        #: ids a `delete_many` is about to delete: read after the last scheduling point before
+        #: the call, so no other task runs between the read and the delete
+        self._doomed: list[Any] = []
 
     async def before(
         self, collection: str, op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> None:
         await self._before_call(collection, op)
         await trio.lowlevel.checkpoint()
+        if op == "delete_many" and args:
+            found = self._collection(collection).find(args[0], {"_id": 1})
+            self._doomed = [doc["_id"] for doc in found]
 
     def after(
         self,
@@ -54,27 +60,46 @@ class StoreObserver:
     ) -> None:
         if op not in WRITE_OPS:
             return
-        doc_id = _written_id(op, args, result)
+        if op == "delete_many":
+            doomed, self._doomed = self._doomed, []
+            for doc_id in doomed:  # one line per deleted document, as a delete_one would write
+                self._write(collection, "delete_many", doc_id, modified=None)
+            return
+        self._write(collection, op, _written_id(op, args, result), modified=_modified(op, result))
+
+    def _collection(self, name: str) -> Any:
+        coll = self._collections.get(name)
+        if coll is None:
+            coll = self._collections[name] = self._db[name]
+        return coll
+
+    def _write(self, collection: str, op: str, doc_id: Any, *, modified: Any) -> None:
         entry: dict[str, Any] = {
             "coll": collection,
             "op": op,
             "instance": self._instance,
             "req": current_request.get(),
         }
-        if op in ("update_one", "update_many", "delete_one", "replace_one"):
-            entry["modified"] = result.modified_count if hasattr(result, "modified_count") else None
-        if op == "find_one_and_update":
-            entry["modified"] = result is not None
+        if op in _COUNTED:
+            entry["modified"] = modified
         if doc_id is not None:
             entry["id"] = doc_id
             fields = _TRACKED.get(collection)
             if fields:
-                coll = self._collections.get(collection)
-                if coll is None:
-                    coll = self._collections[collection] = self._db[collection]
-                doc = peek(coll, doc_id) or {}
+                doc = peek(self._collection(collection), doc_id) or {}
                 entry["doc"] = {f: doc.get(f) for f in fields}
         self._record("store.write", **entry)
+
+
+_COUNTED = frozenset(
+    {"update_one", "update_many", "delete_one", "delete_many", "replace_one", "find_one_and_update"}
+)
+
+
+def _modified(op: str, result: Any) -> Any:
+    if op == "find_one_and_update":
+        return result is not None
+    return result.modified_count if hasattr(result, "modified_count") else None
 
 
 def _written_id(op: str, args: tuple[Any, ...], result: Any) -> Any:

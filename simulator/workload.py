@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from reference_impl.errors import PurchaseError, UpstreamError
-from reference_impl.ports import Engine, PurchaseResult
+from reference_impl.ports import Engine, PendingPurchasesPage, PurchaseResult
 from simulator import tasks
 from simulator.clock import SimClock
 from simulator.fake_stripe.customer import ASYNC_FLOWS
@@ -125,8 +125,11 @@ class Clients:
         redirects: bool,
         clock: SimClock,
         timeline_rng: random.Random | None = None,
+        pending_page_rng: random.Random | None = None,
     ) -> None:
         self.clock = clock
+        #: its own stream, so switching the page on leaves every other draw as it was
+        self.pending_page_rng = pending_page_rng or random.Random(0)
         self.scenario = scenario
         self.cluster = cluster
         self.stripe = fake_stripe
@@ -169,6 +172,15 @@ class Clients:
         await self._customer(arrival, purchase)
 
     async def _customer(self, arrival: Arrival, purchase: PurchaseResult) -> None:
+        """Act on the Checkout page; then, maybe, come back to "my pending purchases"."""
+        await self._act(arrival, purchase)
+        mix = self.scenario.customers
+        if mix.pending_page > 0 and self.pending_page_rng.random() < mix.pending_page:
+            low, high = mix.pending_page_after_s
+            await trio.sleep(self.pending_page_rng.uniform(low, high))
+            await self.pending_page(arrival.user_id)
+
+    async def _act(self, arrival: Arrival, purchase: PurchaseResult) -> None:
         action = choose_action(self.scenario.customers, self.rng)
         await trio.sleep(self._think_time())
         self.record(
@@ -304,6 +316,11 @@ class Clients:
         )
         return result if isinstance(result, PurchaseResult) else None
 
+    async def pending_page(self, user_id: str) -> None:
+        await self.operation(
+            "pending_page", lambda e: _open_pending_page(e, user_id), user_id=user_id
+        )
+
     async def cancel(self, user_id: str, purchase_id: str) -> None:
         await self.operation(
             "cancel",
@@ -323,6 +340,13 @@ class Clients:
         self.counts[outcome] += 1
         self.record(f"op.{outcome}", op_id=op_id, op=op, **detail)
         return value
+
+
+async def _open_pending_page(engine: Engine, user_id: str) -> list[str] | None:
+    """The page runs the engine's cleanups where it has them; elsewhere it changes nothing."""
+    if isinstance(engine, PendingPurchasesPage):
+        return await engine.list_pending_purchases(user_id)
+    return None
 
 
 async def _perform(
@@ -350,4 +374,6 @@ async def _perform(
         detail.update(
             purchase_id=value.purchase_id, session_id=value.session_id, reused=value.reused
         )
+    elif isinstance(value, list):
+        detail["shown"] = value
     return "ok", detail, value

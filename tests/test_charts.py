@@ -51,15 +51,12 @@ def test_every_chart_is_a_real_png(demo_runs: dict[str, Path], engine: str) -> N
 
 
 def test_seats_show_the_seed_designs_leak(demo_runs: dict[str, Path]) -> None:
-    """The seed decrements the counter on cancel, then completes the same purchase when the
-    other tab pays: the counter says 2 while 3 seats are held. The reference stays in step."""
+    """The herd's creates collide on the order number (the unique index refuses all but one)
+    and nothing gives their reserved seats back: the counter says 3 while none is held at the
+    end. The reference stays in step."""
     seed = read_run(demo_runs["seed"]).seats["prog_1"]
     assert seed.limit == 3
-    # while the run lasts, 3 seats are held against a counter of 2
-    assert max(v for _, v in seed.held) == 3 and seed.final_counter == 2
-    # the line ends on what counter_consistent judges: the purchase left pending after its
-    # session expired holds no seat any more (no_stuck_purchase reports it)
-    assert seed.held[-1] == (read_run(demo_runs["seed"]).end_t, 2)
+    assert (seed.final_counter, seed.final_held) == (3, 0)
     reference = read_run(demo_runs["reference"]).seats["prog_1"]
     assert reference.final_counter == reference.final_held
 

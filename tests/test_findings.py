@@ -1,60 +1,104 @@
-"""The seed design's bugs, each found by the harness and kept as a minimal scenario in
-scenarios/findings/: the seed engine violates the stated invariant on the stated seed, and the
-reference engine passes the very same run."""
+"""The seed's bugs, each kept as a minimal scenario in scenarios/findings/, judged through the CLI
+as a user runs them: `paysim suite scenarios/findings --engine seed` fails every finding with the
+invariants its description names, and `--engine reference` exits 0 (invariants and lock-wait
+thresholds alike) on the very same runs."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from simulator.runner import run_scenario
+from simulator.cli import main
 from simulator.scenario_file import load_scenario
 from tests.suitehelpers import FINDINGS
 
+#: finding -> the invariants the seed violates on its seed (exactly these)
 EXPECTED = {
-    "duplicate-pending-three-clicks": {"single_pending_per_user", "counter_consistent"},
-    "seat-leak-stripe-failure": {"counter_consistent"},
-    "seat-leak-abandoned-session": {"counter_consistent"},
-    "pay-after-cancel-past-limit": {"no_limit_bypass", "counter_consistent"},
     "double-completion-concurrent-deliveries": {"no_double_completion"},
     "double-completion-rolling-deploy": {"no_double_completion"},
-    "limit-bypass-repeated-payment-failed": {"counter_consistent", "no_limit_bypass"},
+    "three-clicks-waiters-run-together": {
+        "counter_consistent",
+        "no_orphan_session",
+        "no_stuck_purchase",
+    },
+    "late-payment-failed-loses-payment": {"no_lost_payment", "counter_consistent"},
+    "order-number-collision": {"counter_consistent", "no_orphan_session"},
+    "pay-after-cancel-lost-payment": {"no_lost_payment", "no_orphan_session"},
+    "pending-page-deletes-without-seat": {"counter_consistent", "no_orphan_session"},
+    "retrieve-error-second-purchase": {
+        "single_pending_per_user",
+        "counter_consistent",
+        "no_stuck_purchase",
+    },
+    "seat-leak-abandoned-session": {"counter_consistent", "no_stuck_purchase"},
+    "seat-leak-stripe-failure": {"counter_consistent"},
 }
+#: where a finding's description cites the upstream code: `file.ts:L<from>[-<to>]`
+CITATION = re.compile(r"\.ts:\s*L\d+(-\d+)?|L\d+-\d+")
 
 
-def test_every_finding_file_is_covered() -> None:
+def _suite(engine: str, out: Path) -> tuple[int, dict[str, dict[str, object]]]:
+    result = CliRunner().invoke(
+        main,
+        ["suite", str(FINDINGS), "--engine", engine, "--out", str(out)],
+        catch_exceptions=False,
+    )
+    summaries = {
+        json.loads(p.read_text())["scenario"]: json.loads(p.read_text())
+        for p in out.rglob("summary.json")
+    }
+    return result.exit_code, summaries
+
+
+def test_every_finding_file_is_covered_and_cites_the_upstream_code() -> None:
     files = {p.stem for p in FINDINGS.glob("*.toml")}
-    assert files == set(EXPECTED) | {"lock-stats-count-hold-time"}
+    assert files == set(EXPECTED)
+    for name, invariants in EXPECTED.items():
+        scenario = load_scenario(FINDINGS / f"{name}.toml")
+        assert scenario.expect_fail == ("seed",), "the suite index greys out what a finding expects"
+        description = scenario.description
+        assert CITATION.search(description), f"{name} cites no upstream line"
+        assert "../shared" not in description and "SEED_FACTS" not in description
+        for invariant in invariants:
+            assert invariant in description, f"{name} does not name {invariant}"
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_seed_finding_reproduces_and_reference_survives(tmp_path: Path, name: str) -> None:
-    path = FINDINGS / f"{name}.toml"
-    scenario = load_scenario(path)
-    [seed] = scenario.seeds
-    seed_run = run_scenario(
-        scenario, seed, "seed", tmp_path / "seed", scenario_path=str(path)
-    ).summary
-    assert "seed" in scenario.expect_fail, "the suite index greys out what a finding expects"
-    violated = {v["invariant"] for v in seed_run["violations"]}
-    assert EXPECTED[name] <= violated, seed_run["violations"]
-    assert all(v["evidence"] for v in seed_run["violations"]), "every violation cites history lines"
-    assert seed_run["replay"] == f"paysim run {path} --seed {seed} --engine seed"
-    reference = run_scenario(
-        scenario, seed, "reference", tmp_path / "ref", scenario_path=str(path)
-    ).summary
-    assert reference["verdict"] == "pass", reference["violations"]
+@pytest.fixture(scope="module")
+def seed_suite(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, dict]]:
+    return _suite("seed", tmp_path_factory.mktemp("seed"))
 
 
-def test_seed_lock_statistics_count_hold_time_as_wait_time(tmp_path: Path) -> None:
-    path = FINDINGS / "lock-stats-count-hold-time.toml"
-    scenario = load_scenario(path)
-    summary = run_scenario(scenario, scenario.seeds[0], "seed", tmp_path).summary
-    [seed_view] = summary["seed_lock_stats"]["instances"]
-    honest_total_ms = seed_view["true_total_wait_time_ms"]
-    assert honest_total_ms > 0, "the second click really waited"
-    # what the seed reports includes every holder's run time on top of the real waits
-    assert seed_view["total_wait_time_ms"] > 2 * honest_total_ms
-    honest_mean = honest_total_ms / seed_view["total_locks_acquired"]
-    assert seed_view["average_wait_time_ms"] > 2 * honest_mean
+@pytest.fixture(scope="module")
+def reference_suite(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, dict]]:
+    return _suite("reference", tmp_path_factory.mktemp("reference"))
+
+
+def test_the_seed_fails_every_finding_with_the_invariants_it_names(
+    seed_suite: tuple[int, dict[str, dict]],
+) -> None:
+    exit_code, summaries = seed_suite
+    assert exit_code == 1
+    assert set(summaries) == set(EXPECTED)
+    for name, summary in summaries.items():
+        violated = {v["invariant"] for v in summary["violations"]}  # type: ignore[union-attr]
+        assert violated == EXPECTED[name], (name, summary["violations"])
+        assert summary["verdict"] == "fail"
+        assert all(v["evidence"] for v in summary["violations"]), "violations cite history lines"  # type: ignore[union-attr]
+        [seed] = load_scenario(FINDINGS / f"{name}.toml").seeds
+        assert summary["replay"] == f"paysim run {FINDINGS / name}.toml --seed {seed} --engine seed"
+
+
+def test_the_reference_passes_every_finding_thresholds_included(
+    reference_suite: tuple[int, dict[str, dict]],
+) -> None:
+    exit_code, summaries = reference_suite
+    assert set(summaries) == set(EXPECTED)
+    for name, summary in summaries.items():
+        assert summary["verdict"] == "pass", (name, summary["violations"])
+        assert not summary.get("vacuous"), (name, summary.get("vacuous"))
+        assert summary["thresholds"]["met"], (name, summary["thresholds"]["misses"])  # type: ignore[index]
+    assert exit_code == 0

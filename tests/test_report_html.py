@@ -35,7 +35,7 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
 def _summary(run_dir: Path, verdict: str = "fail") -> dict[str, Any]:
     """A summary shaped like the checker's, citing real history lines of the seed's leak."""
     history = _history(run_dir)
-    cancel = next(e["seq"] for e in history if e["type"] == "op.invoke" and e["op"] == "cancel")
+    cancel = next(e["seq"] for e in history if e["type"] == "op.invoke")
     fulfil = [e["seq"] for e in history if e["type"] == "fulfilment"]
     violations = [
         {
