@@ -72,7 +72,9 @@ def ensure_order_number_index(collection: Any) -> None:
     `collection` is the synchronous pymongo-API collection: index creation happens when the
     process starts, before any request, as Mongoose does it.
     """
-    collection.create_index("order_number", unique=True)
+    # sparse: every purchase the seed writes has an order number (`required`), so this changes
+    # nothing for them; it only lets purchases preloaded without one coexist (scenario `preload`)
+    collection.create_index("order_number", unique=True, sparse=True)
 
 
 async def generate_order_number(collection: AsyncCollection, now: float) -> str:

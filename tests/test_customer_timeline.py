@@ -111,7 +111,9 @@ def test_the_seed_creates_card_only_sessions_so_its_bank_debit_payers_are_turned
 ) -> None:
     report = run_scenario(scenario(async_success=1.0), 1, "seed", tmp_path)
     results = [e["result"] for e in history(tmp_path) if e["type"] == "stripe.customer"]
-    assert results == ["method_unavailable"] * 3
+    # the herd's creates collide on the seed's order number: every customer who got a checkout
+    # page (at least one) is turned away
+    assert results and set(results) == {"method_unavailable"}
     assert report.summary["counts"]["fulfilments"] == 0
 
 
