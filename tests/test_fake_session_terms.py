@@ -57,7 +57,7 @@ def test_a_bank_debit_only_session_refuses_a_card_and_takes_a_debit() -> None:
 def test_a_session_without_types_offers_the_accounts_methods() -> None:
     paid, fake, session_id, _ = _paid("async_failure")
     assert paid is True
-    assert fake.sessions[session_id].payment_method_types == ("card", "us_bank_account")
+    assert fake.sessions[session_id].payment_method_types == ["card", "us_bank_account"]
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ class CheckoutSession:
     cancel_url: str | None = None
     payment_intent_metadata: dict[str, str] = field(default_factory=dict)
     #: what Checkout offers the customer (the account's methods unless the session names some)
-    payment_method_types: tuple[str, ...] = ("card", "us_bank_account")
+    payment_method_types: list[str] = field(default_factory=lambda: ["card", "us_bank_account"])
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -123,7 +123,7 @@ class StripeState:
             payment_intent_metadata=payment_intent_metadata,
         )
         if payment_method_types:
-            session.payment_method_types = tuple(payment_method_types)
+            session.payment_method_types = list(payment_method_types)
         self.sessions[session_id] = session
         self._record_session(session, "created")
         self.on_open(session)
