@@ -1,5 +1,5 @@
 """The fake Stripe through the real stripe SDK: objects, errors, idempotency, faults, expiry,
-customer flows and signatures (SEED_FACTS.md §B)."""
+customer flows and signatures (Stripe behaviour as documented by Stripe)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fencing of the purchase slot (SEED_FACTS.md §C): a write under the purchase lock carries the
+"""Fencing of the purchase slot: a write under the purchase lock carries the
 lease's token, and the store refuses it once a newer token of the same lock has written.
 
 The lock here hands out a new lease to every caller at once, as a lease lock does to the next

@@ -1,5 +1,5 @@
 """The seed engine, path by path, against the fakes: it must work where the seed works and fail
-exactly where the seed fails (SEED_FACTS.md §A), or the harness would test a different system."""
+exactly where the seed fails (docs/seed-design.md), or the harness would test a different system."""
 
 from __future__ import annotations
 
