@@ -69,6 +69,10 @@ from reference_impl.webhook_signature import InvalidWebhook, verify_event
 REUSE_MARGIN_S = 60.0
 #: statuses a paid session can still be honoured from, by taking a seat again
 RELEASED = (CANCELLED, EXPIRED, FAILED)
+#: `receipt` of a completed purchase whose receipt is not sent yet: written by the completing
+#: transition, removed with the sending, so `reconcile` finds the few still owed by an index
+#: lookup instead of reading every completed purchase at each sweep
+RECEIPT_OWED = "owed"
 #: the purchase lock's lease held by the current request, for `_claim_slot`'s fence; a context
 #: variable so that the slot seam (overridden by mutants) keeps its signature
 _PURCHASE_LEASE: ContextVar[Lease | None] = ContextVar("purchase_lease", default=None)
@@ -662,7 +666,9 @@ class ReferenceEngine:
             )
         except EmailError:
             return
-        await self.purchases.update_one({"_id": purchase["_id"]}, {"$set": {"receipt_sent": True}})
+        await self.purchases.update_one(
+            {"_id": purchase["_id"]}, {"$set": {"receipt_sent": True}, "$unset": {"receipt": ""}}
+        )
 
     # ------------------------------------------------------------------ transitions
 
@@ -797,9 +803,7 @@ class ReferenceEngine:
                 await self.seats.release(program_id, holder["ref"])
 
     async def _retry_receipts(self) -> None:
-        owed = await self.purchases.find(
-            {"status": COMPLETED, "receipt_sent": {"$ne": True}}
-        ).to_list()
+        owed = await self.purchases.find({"receipt": RECEIPT_OWED, "status": COMPLETED}).to_list()
         for purchase in owed:
             await self._send_receipt(purchase)
 
@@ -851,9 +855,11 @@ def _purchase_id(session: dict[str, Any]) -> str | None:
 
 
 def _paid_fields(session: dict[str, Any]) -> dict[str, Any]:
+    """What the transition into `completed` writes (the receipt is owed from then on)."""
     return {
         "stripe_session_id": session["id"],
         "stripe_payment_intent_id": session.get("payment_intent"),
+        "receipt": RECEIPT_OWED,
     }
 
 

@@ -7,21 +7,17 @@ be JSON-serialisable and deterministic (no wall-clock times, no random ids).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import IO, Any
 
+from simulator import json_codec
 from simulator.clock import SimClock
-
-#: `json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str)`, with the encoder built
-#: once instead of at every call (the same bytes: ASCII only, keys sorted)
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
 
 
 class History:
     def __init__(self, path: Path | None, clock: SimClock) -> None:
         self._clock = clock
-        # binary: the lines are ASCII already, so they are encoded once, for the hash and the file
+        # binary: each line is encoded once, for the hash and the file
         self._file: IO[bytes] | None = path.open("wb") if path else None
         self._hash = hashlib.sha256()
         self.seq = 0
@@ -29,7 +25,7 @@ class History:
 
     def record(self, type: str, **fields: Any) -> dict[str, Any]:
         entry = {"seq": self.seq, "t": round(self._clock.elapsed(), 6), "type": type, **fields}
-        line = (_encode(entry) + "\n").encode()
+        line = json_codec.line(entry)
         self._hash.update(line)
         if self._file is not None:
             self._file.write(line)
@@ -46,5 +42,5 @@ class History:
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    with path.open("rb") as fh:
+        return [json_codec.loads(line) for line in fh if line.strip()]

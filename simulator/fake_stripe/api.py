@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from simulator.fake_stripe import errors, pretty_json
+from simulator import json_codec
+from simulator.fake_stripe import errors
 from simulator.fake_stripe.errors import ApiError, invalid_param
 from simulator.fake_stripe.objects import (
     CheckoutSession,
@@ -126,7 +127,7 @@ class ApiResponse:
             "Stripe-Version": API_VERSION,
             **self.headers,
         }
-        return Reply(self.status, pretty_json.dumps(self.body).encode(), headers)
+        return Reply(self.status, json_codec.pretty(self.body), headers)
 
 
 Handler = Callable[[ApiRequest, re.Match[str]], dict[str, Any]]

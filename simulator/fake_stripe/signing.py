@@ -10,7 +10,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from simulator.fake_stripe import pretty_json
+from simulator import json_codec
 
 
 def sign(payload: bytes, secret: str, timestamp: int) -> str:
@@ -21,4 +21,4 @@ def sign(payload: bytes, secret: str, timestamp: int) -> str:
 
 def event_payload(event: dict[str, Any]) -> bytes:
     """Deterministic bytes for an event (key order as built, Stripe's two-space indent)."""
-    return pretty_json.dumps(event, ensure_ascii=False).encode()
+    return json_codec.pretty(event)

@@ -9,7 +9,7 @@ in one SQLite file (stdlib sqlite3, no journal, no fsync: it is scratch space, u
 as it is open where the OS allows, so nothing is left behind) and reads them back on demand; the live, still-changing objects stay in memory.
 
 Nothing here changes what the fake answers or records: a spilled object reads back equal to what
-was written (JSON of plain values), in the same order. Only identity is lost (two reads give two
+was written (JSON of plain values, stored as UTF-8 bytes), in the same order. Only identity is lost (two reads give two
 equal objects), which is why only settled objects are spilled and why the fake uses this only
 when a run asks for it (`simulator.run`); tests that hold on to live objects get plain dicts.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
 import os
 import sqlite3
 import tempfile
@@ -27,31 +26,32 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
+from simulator import json_codec
 from simulator.fake_stripe.objects import CheckoutSession, PaymentIntent
 
 #: rows fetched per round trip when iterating a table
 _CHUNK = 512
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_decode = json.JSONDecoder().decode
+_encode = json_codec.compact
+_decode = json_codec.loads
 
 T = TypeVar("T", CheckoutSession, PaymentIntent)
 R = TypeVar("R")
 
 _SCHEMA = """
-CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, body BLOB NOT NULL);
 CREATE INDEX events_id ON events (id);
 CREATE TABLE objects (
-    kind TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, owner TEXT, body TEXT NOT NULL,
+    kind TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, owner TEXT, body BLOB NOT NULL,
     PRIMARY KEY (kind, id)
 );
 CREATE INDEX objects_seq ON objects (kind, seq);
-CREATE TABLE records (kind TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL,
+CREATE TABLE records (kind TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL,
     PRIMARY KEY (kind, seq));
 CREATE TABLE keys (kind TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (kind, key));
 CREATE TABLE idempotency (
     scope TEXT PRIMARY KEY, fingerprint BLOB NOT NULL, created REAL NOT NULL,
-    status INTEGER NOT NULL, body BLOB NOT NULL, headers TEXT NOT NULL
+    status INTEGER NOT NULL, body BLOB NOT NULL, headers BLOB NOT NULL
 );
 """
 
@@ -243,7 +243,7 @@ class ObjectTable(MutableMapping[str, T], Generic[T]):
 
     # -- helpers
 
-    def _body(self, obj: T) -> str:
+    def _body(self, obj: T) -> bytes:
         return _encode([getattr(obj, name) for name in self._fields])
 
     def _on_disk(self, key: str) -> bool:

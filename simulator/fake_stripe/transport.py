@@ -1,9 +1,11 @@
 """The wire between the SDK and the fake: uplink latency, arrival, downlink latency, and the
 faults on it. Called by the SDK's HTTP client (`http_client.SimHTTPClient`), in the client's task.
 
-An arrived request executes in a task of its own on the fake's task group: when the client is
-cancelled (the engine's timeout, a crash) the server side still completes, which is the
-"timed out after the request landed" case. Before arrival, a cancelled request never lands.
+An arrived request is processed at once, in the client's task, when Stripe takes no time over it
+(nothing in the processing suspends, so nothing can cancel it half-way); when the nemesis makes
+Stripe slow (`processing_s`), it executes in a task of its own on the fake's task group, so that
+when the client is cancelled (the engine's timeout, a crash) the server side still completes:
+the "timed out after the request landed" case. Before arrival, a cancelled request never lands.
 """
 
 from __future__ import annotations
@@ -99,6 +101,11 @@ class SimNetwork:
         return ApiResponse.of_error(errors.server_error()).to_reply("req_outage")
 
     async def _land(self, request: ApiRequest, lost: bool) -> Reply:
+        if self._faults().processing_s <= 0:
+            # Stripe answers at once: processing never suspends, so no cancellation can cut it
+            # short and the client's task may run it (a task of its own would change nothing
+            # but the cost)
+            return await self._server.process(request, lost=lost)
         landing = _Landing()
         self._task_group.start_soon(self._serve, request, lost, landing)
         await landing.done.wait()
