@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import anyio
 import trio
 
+from simulator import virtual_time
+
 #: 2026-01-01T00:00:00Z: simulated runs start here so histories do not depend on the wall clock
 SIM_EPOCH = 1_767_225_600.0
 
@@ -40,4 +42,4 @@ class SimClock:
         they run on trio."""
         delay = at - self.elapsed()
         if delay > 0:
-            await trio.sleep(delay)
+            await virtual_time.sleep(delay)

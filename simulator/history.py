@@ -1,7 +1,8 @@
 """Append-only JSONL history, streamed to disk so memory does not grow with run length.
 
-Every line is one entry: `{"seq", "t" (virtual seconds since start), "type", ...}`. Values must
-be JSON-serialisable and deterministic (no wall-clock times, no random ids).
+Every line is one entry: `{"seq", "t" (virtual seconds since start), "type", ...}`, keys sorted,
+UTF-8 (simulator/json_codec.py). Values must be JSON-serialisable and deterministic (no
+wall-clock times, no random ids); a float that is not finite is written as JSON's null.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 
 from reference_impl.store import WRITE_OPS
+from simulator import virtual_time
 from simulator.clock import SimClock
 from simulator.scenario import FaultSpec
 from simulator.topology import HOLDING, Cluster, Instance
@@ -164,7 +165,7 @@ class Nemesis:
             await self._lease_pause(instance)
         for spec in self.active:
             if spec.kind == "store_latency" and self.rng.random() < spec.probability:
-                await anyio.sleep(spec.value_s * self.rng.random())
+                await virtual_time.sleep(spec.value_s * self.rng.random())
             elif (
                 spec.kind == "slow_handler"
                 and spec.target in (instance.name, "any")
@@ -177,7 +178,7 @@ class Nemesis:
                     op=op,
                     delay_s=spec.value_s,
                 )
-                await anyio.sleep(spec.value_s)
+                await virtual_time.sleep(spec.value_s)
             elif (
                 spec.kind == "crash"
                 and spec.target in (instance.name, "any")
@@ -207,7 +208,7 @@ class Nemesis:
                 token=holding.lease.token,
                 delay_s=spec.value_s,
             )
-            await anyio.sleep(spec.value_s)
+            await virtual_time.sleep(spec.value_s)
 
     def _restart_later(self, instance: Instance) -> None:
         if self.task_group is not None:
@@ -215,7 +216,7 @@ class Nemesis:
 
     async def _restart(self, instance: Instance) -> None:
         """Bring a crashed instance back after RESTART_AFTER_S, like an orchestrator would."""
-        await anyio.sleep(RESTART_AFTER_S)
+        await virtual_time.sleep(RESTART_AFTER_S)
         if not instance.up and not instance.retired:
             instance.start()
 

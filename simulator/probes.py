@@ -15,8 +15,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-
+from simulator import virtual_time
 from simulator.requests import request_scope
 from simulator.topology import Cluster, InstanceCrashed, InstanceDown
 
@@ -114,7 +113,7 @@ async def post_webhook(
     an exception escaped the engine (no_engine_exception has it from the history)."""
     for attempt in range(UNREACHABLE_RETRIES):
         if attempt:
-            await anyio.sleep(UNREACHABLE_WAIT_S)
+            await virtual_time.sleep(UNREACHABLE_WAIT_S)
         with request_scope(request):
             try:
                 _, status = await cluster.call(lambda e: e.handle_webhook(payload, header))

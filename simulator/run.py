@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import trio.testing
 
 from reference_impl.lock_stats import LockStats
 from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult, StripeClientSettings
@@ -36,7 +35,7 @@ from reference_impl.schema import (
 from reference_impl.seats import hold_doc
 from reference_impl.seed_locks import SeedLockService
 from reference_impl.store import AsyncDatabase, open_database
-from simulator import tasks
+from simulator import tasks, virtual_time
 from simulator.adversary import Adversary
 from simulator.clock import SimClock
 from simulator.engine_errors import EngineErrors
@@ -132,7 +131,7 @@ def simulate(
     started = time.perf_counter()
     seed_scheduler(seed)
     options: dict[str, Any] = (
-        {} if wall_clock else {"clock": trio.testing.MockClock(autojump_threshold=0)}
+        {} if wall_clock else {"clock": virtual_time.virtual_clock()}
     )
     try:
         anyio.run(world.main, backend="trio", backend_options=options)
@@ -365,12 +364,12 @@ class _World:
         deploy = self.scenario.topology.rolling_deploy
         assert deploy is not None
         old, new = self.cluster.instances[0], self.cluster.instances[-1]
-        await anyio.sleep(deploy.at)
+        await virtual_time.sleep(deploy.at)
         new.start()
         self.history.record(
             "deploy.overlap", old=old.name, new=new.name, overlap_s=deploy.overlap_s
         )
-        await anyio.sleep(deploy.overlap_s)
+        await virtual_time.sleep(deploy.overlap_s)
         old.stop()
 
     def _adversary(self, clients: Clients) -> Adversary:
@@ -456,7 +455,7 @@ class _World:
 
     async def _reconcile_loop(self) -> None:
         while True:
-            await anyio.sleep(self.scenario.durations.reconcile_every_s)
+            await virtual_time.sleep(self.scenario.durations.reconcile_every_s)
             await self._reconcile_once()
 
     async def _reconcile_once(self) -> None:
@@ -493,7 +492,7 @@ class _World:
                 await self._reconcile_once()
                 self.quiescent = await self.delivery.wait_idle(step) and self._quiet()
             else:
-                await anyio.sleep(step)
+                await virtual_time.sleep(step)
         self.history.record(
             "liveness.end",
             quiescent=self.quiescent,

@@ -16,11 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import trio
-
 from reference_impl.errors import PurchaseError, UpstreamError
 from reference_impl.ports import Engine, PendingPurchasesPage, PurchaseResult
-from simulator import tasks
+from simulator import tasks, virtual_time
 from simulator.clock import SimClock
 from simulator.fake_stripe.customer import ASYNC_FLOWS
 from simulator.requests import request_scope
@@ -159,9 +157,12 @@ class Clients:
         async def click(i: int) -> None:
             results[i] = await self.create(arrival)
 
-        async with tasks.open_nursery() as tg:
-            for i in range(arrival.clicks):
-                tg.start_soon(click, i)
+        if arrival.clicks == 1:  # one click needs no task of its own
+            await click(0)
+        else:
+            async with tasks.open_nursery() as tg:
+                for i in range(arrival.clicks):
+                    tg.start_soon(click, i)
         shown = next((r for r in reversed(results) if r is not None), None)
         if shown is not None:
             await self._customer(arrival, shown)
@@ -177,12 +178,12 @@ class Clients:
         mix = self.scenario.customers
         if mix.pending_page > 0 and self.pending_page_rng.random() < mix.pending_page:
             low, high = mix.pending_page_after_s
-            await trio.sleep(self.pending_page_rng.uniform(low, high))
+            await virtual_time.sleep(self.pending_page_rng.uniform(low, high))
             await self.pending_page(arrival.user_id)
 
     async def _act(self, arrival: Arrival, purchase: PurchaseResult) -> None:
         action = choose_action(self.scenario.customers, self.rng)
-        await trio.sleep(self._think_time())
+        await virtual_time.sleep(self._think_time())
         self.record(
             "customer.action",
             user_id=arrival.user_id,
@@ -233,10 +234,10 @@ class Clients:
         elif action == "debit_then_buy_again":
             async with tasks.open_nursery() as tg:  # the debit settles while the customer is away
                 tg.start_soon(self._pay, purchase, "async_success")
-                await trio.sleep(away)
+                await virtual_time.sleep(away)
                 await self._buy_again(arrival, purchase, action, pay=True)
             return
-        await trio.sleep(away)
+        await virtual_time.sleep(away)
         if action == "cancel_then_old_tab":
             self.record("customer.return", user_id=arrival.user_id, action=action)
             await self._pay(purchase, "card")
@@ -270,7 +271,7 @@ class Clients:
         return again
 
     async def _after(self, delay: float, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        await trio.sleep(delay)
+        await virtual_time.sleep(delay)
         await fn(*args)
 
     async def _pay(self, purchase: PurchaseResult, flow: str) -> None:

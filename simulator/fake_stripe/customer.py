@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-import anyio
-
+from simulator import virtual_time
 from simulator.fake_stripe.objects import CheckoutSession
 from simulator.fake_stripe.state import StripeState
 
@@ -62,7 +61,7 @@ async def customer_pay(
         state.card_declined(session)
     elif flow == "decline_then_card":
         state.card_declined(session)
-        await anyio.sleep(retry_after_s)  # typing another card number
+        await virtual_time.sleep(retry_after_s)  # typing another card number
         if still_open(state, session):
             state.card_succeeded(session)
         else:
@@ -71,7 +70,7 @@ async def customer_pay(
         state.async_payment_started(session)
         if on_submitted is not None:
             on_submitted()
-        await anyio.sleep(settle_after_s)  # the bank debit clears, or bounces
+        await virtual_time.sleep(settle_after_s)  # the bank debit clears, or bounces
         state.async_payment_settled(session, succeeded=flow == "async_success")
     return True
 

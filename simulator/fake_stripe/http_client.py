@@ -35,6 +35,7 @@ import stripe._api_requestor
 import stripe._util
 import trio
 
+from simulator import virtual_time
 from simulator.fake_stripe.api import ApiRequest, Reply
 from simulator.fake_stripe.forms import parse_form
 from simulator.fake_stripe.transport import ConnectError, ReadError
@@ -62,7 +63,7 @@ class SimHTTPClient(stripe.HTTPClient):
         return None
 
     def sleep_async(self, secs: float) -> Awaitable[None]:
-        return trio.sleep(secs)
+        return virtual_time.sleep(secs)
 
     async def request_async(
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None

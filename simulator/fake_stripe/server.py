@@ -8,8 +8,9 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import anyio
+import trio
 
+from simulator import virtual_time
 from simulator.fake_stripe import errors
 from simulator.fake_stripe.api import ApiRequest, ApiResponse, Reply, StripeApi
 from simulator.fake_stripe.faults import StripeFaults, chance
@@ -42,7 +43,7 @@ class StripeServer:
         """Execute `request`; `lost` only marks the record (the network drops the answer)."""
         faults = self._faults()
         request_id = self._ids.new_id("req")
-        now = anyio.current_time()
+        now = trio.current_time()
         if not self._bucket.take(faults.rate_limit_per_s, now):
             return self._done(request, request_id, errors.rate_limited(), "rate_limited", lost)
         scope = None
@@ -64,7 +65,7 @@ class StripeServer:
                 )
         try:
             if faults.processing_s > 0:
-                await anyio.sleep(faults.processing_s)
+                await virtual_time.sleep(faults.processing_s)
         except BaseException:
             if scope is not None:
                 self._keys.finish(scope, None)

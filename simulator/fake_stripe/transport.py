@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from simulator import virtual_time
 from simulator.fake_stripe import errors
 from simulator.fake_stripe.api import ApiRequest, ApiResponse, Reply
 from simulator.fake_stripe.faults import StripeFaults, chance, draw_latency
@@ -129,4 +130,4 @@ class SimNetwork:
 
 async def _sleep(seconds: float) -> None:
     if seconds > 0:
-        await trio.sleep(seconds)
+        await virtual_time.sleep(seconds)

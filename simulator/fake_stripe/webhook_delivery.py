@@ -17,12 +17,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import anyio.abc
+import trio
 
+from simulator import virtual_time
 from simulator.fake_stripe.fake import FakeStripe
 from simulator.fake_stripe.faults import chance
 from simulator.fake_stripe.webhook_policy import WebhookPolicy
+from simulator.tasks import Spawner
 
 #: the transport port: deliver one attempt, answer the endpoint's status code (raise on failure)
 Endpoint = Callable[[bytes, str], Awaitable[int]]
@@ -63,7 +64,7 @@ class _Tracked:
 class _Attempt:
     number: int
     duplicate: str | None
-    answered: anyio.Event = field(default_factory=anyio.Event)
+    answered: trio.Event = field(default_factory=trio.Event)
     status: int | None = None
     error: str | None = None
     abandoned: bool = False
@@ -75,7 +76,7 @@ class WebhookDelivery:
         fake: FakeStripe,
         endpoint: Endpoint,
         rng: random.Random,
-        task_group: anyio.abc.TaskGroup,
+        task_group: Spawner,
         *,
         policy: WebhookPolicy | None = None,
         record: Callable[..., Any] | None = None,
@@ -89,15 +90,15 @@ class WebhookDelivery:
         self._record = record or fake.record
         self._outstanding = 0
         self._in_flight = 0  # running attempts plus scheduled late duplicates
-        self._changed = anyio.Event()
-        self._resumed = anyio.Event()
+        self._changed = trio.Event()
+        self._resumed = trio.Event()
         fake.subscribe(self.deliver)
 
     # ---- public
 
     def deliver(self, event: dict[str, Any]) -> None:
         """Start delivering `event` (called for every new event of the fake)."""
-        tracked = _Tracked(event, self._fake.session_id_of(event), anyio.current_time())
+        tracked = _Tracked(event, self._fake.session_id_of(event), trio.current_time())
         self._outstanding += 1
         self.stats.events += 1
         self._task_group.start_soon(self._run, tracked)
@@ -114,7 +115,7 @@ class WebhookDelivery:
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """True once nothing is outstanding or in flight (late duplicates included)."""
-        with anyio.move_on_after(timeout_s):
+        with trio.move_on_after(timeout_s):
             while not self.idle():
                 await self._changed.wait()
         return self.idle()
@@ -125,7 +126,7 @@ class WebhookDelivery:
     def resume(self) -> None:
         self.policy.paused = False
         self._resumed.set()
-        self._resumed = anyio.Event()
+        self._resumed = trio.Event()
 
     # ---- one event
 
@@ -135,7 +136,7 @@ class WebhookDelivery:
         if policy.reorder_jitter_s > 0:
             delay += self._rng.uniform(0, policy.reorder_jitter_s)
         if delay > 0:
-            await anyio.sleep(delay)
+            await virtual_time.sleep(delay)
         duplicate = None
         if chance(self._rng, self.policy.duplicate_probability):
             duplicate = self.policy.duplicate_kind(self._rng)
@@ -173,13 +174,13 @@ class WebhookDelivery:
                     session_id=tracked.session_id,
                 )
                 break
-            await anyio.sleep(retry_in)
+            await virtual_time.sleep(retry_in)
         tracked.done = True
         self._outstanding -= 1
         self._notify()
 
     async def _outcome(self, tracked: _Tracked, attempt: _Attempt) -> bool:
-        with anyio.move_on_after(self.policy.delivery_timeout_s):
+        with trio.move_on_after(self.policy.delivery_timeout_s):
             await attempt.answered.wait()
         if not attempt.answered.is_set():
             attempt.abandoned = True
@@ -200,14 +201,14 @@ class WebhookDelivery:
         if policy.max_attempts is not None and tracked.attempts >= policy.max_attempts:
             return None
         delay = policy.retry_delay(tracked.attempts, self._rng)
-        if anyio.current_time() + delay - tracked.created > policy.retry_window_s:
+        if trio.current_time() + delay - tracked.created > policy.retry_window_s:
             return None
         return delay
 
     async def _late_duplicate(self, tracked: _Tracked) -> None:
         low, high = self.policy.duplicate_late_s
         try:
-            await anyio.sleep(self._rng.uniform(low, high))
+            await virtual_time.sleep(self._rng.uniform(low, high))
             await self._wait_unpaused()
             self._start(tracked, tracked.attempts, "late")
         finally:
@@ -276,9 +277,9 @@ class WebhookDelivery:
 
     async def _wait_unpaused(self) -> None:
         while self.policy.paused:
-            with anyio.move_on_after(self.policy.pause_poll_s):
+            with trio.move_on_after(self.policy.pause_poll_s):
                 await self._resumed.wait()
 
     def _notify(self) -> None:
         self._changed.set()
-        self._changed = anyio.Event()
+        self._changed = trio.Event()

@@ -1,0 +1,102 @@
+"""Virtual time for simulated runs: trio's MockClock, read and advanced without the wall clock,
+and the harness's own sleeps kept on a timer heap of their own.
+
+Why: a purchase makes the harness sleep several times (a customer thinking, each way of every
+Stripe request, webhook delays and retries), and `trio.sleep` is a cancel scope with a deadline
+that wakes its task by cancelling it: about four times the CPU of parking the task on a heap
+and rescheduling it when the clock gets there. Likewise a MockClock that never runs (rate 0)
+still reads the wall clock on every `current_time()`, and its autojump builds trio's whole
+run statistics to find the next deadline.
+
+How: `virtual_clock()` is a `trio.testing.MockClock(rate=0, autojump_threshold=0)` (trio's own
+class, which its run loop insists on for autojumping) whose `current_time`, `deadline_to_sleep_time`
+and `_autojump` are replaced on the instance. When every task is blocked, the clock jumps to the
+earlier of trio's next deadline and the harness's next timer, and wakes the harness sleepers
+that are due; trio wakes its own at the next pass, as before. `sleep()` parks on that heap when
+the run's clock is a virtual clock and is `trio.sleep` otherwise (wall-clock runs, tests on a
+plain MockClock). Sleepers are woken in (deadline, arrival) order; trio then orders each batch
+by its seeded scheduler (simulator/scheduling.py), so runs stay reproducible.
+
+Private trio API (MockClock's `_virtual_base`, `_autojump`, the runner's deadline heap, the
+running clock): the trio version range is pinned and tests/test_virtual_time.py checks every
+property this relies on, so an upgrade that moves any of it fails there.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from typing import Any
+
+import trio
+import trio.testing
+
+_run: Any = trio._core._run  # noqa: SLF001 - see module docstring
+#: what MockClock answers for "how long may the loop block" when its rate is 0 and time is frozen
+_FOREVER = 999999999
+#: the attribute a virtual clock keeps its timer heap in
+_TIMERS = "_paysim_timers"
+
+
+#: a parked sleeper is `[deadline, arrival number, task, live]`: a list, so the heap compares
+#: (deadline, arrival) in C, and `live` can be cleared when the sleep is cancelled
+_AT, _TASK, _LIVE = 0, 2, 3
+Timer = list[Any]
+
+
+def virtual_clock() -> trio.testing.MockClock:
+    """A clock for `trio.run(..., clock=)`: virtual time that jumps whenever every task waits."""
+    clock = trio.testing.MockClock(rate=0.0, autojump_threshold=0.0)
+    timers: list[Timer] = []
+    counter = itertools.count()
+
+    def current_time() -> float:
+        return clock._virtual_base  # rate 0: time moves only when it jumps
+
+    def deadline_to_sleep_time(deadline: float) -> float:
+        return 0 if deadline <= clock._virtual_base else _FOREVER
+
+    def autojump() -> None:
+        while timers and not timers[0][_LIVE]:
+            heapq.heappop(timers)
+        target = _run.GLOBAL_RUN_CONTEXT.runner.deadlines.next_deadline()
+        if timers and timers[0][_AT] < target:
+            target = timers[0][_AT]
+        if clock._virtual_base < target < math.inf:
+            clock._virtual_base = target
+        now = clock._virtual_base
+        while timers and timers[0][_AT] <= now:
+            timer = heapq.heappop(timers)
+            if timer[_LIVE]:
+                timer[_LIVE] = False
+                trio.lowlevel.reschedule(timer[_TASK])
+
+    clock.current_time = current_time  # type: ignore[method-assign]
+    clock.deadline_to_sleep_time = deadline_to_sleep_time  # type: ignore[method-assign]
+    clock._autojump = autojump  # type: ignore[method-assign]
+    setattr(clock, _TIMERS, (timers, counter))
+    return clock
+
+
+async def sleep(seconds: float) -> None:
+    """`trio.sleep(seconds)`: the same checkpoint, cancellation and wake-up time, cheaper on a
+    virtual clock."""
+    kept = getattr(_run.GLOBAL_RUN_CONTEXT.runner.clock, _TIMERS, None)
+    if kept is None or seconds <= 0 or seconds == math.inf:
+        await trio.sleep(seconds)
+        return
+    timers, counter = kept
+    timer = [trio.current_time() + seconds, next(counter), trio.lowlevel.current_task(), True]
+    heapq.heappush(timers, timer)
+
+    def abort(_: Any) -> trio.lowlevel.Abort:
+        timer[_LIVE] = False  # cancelled: left on the heap, skipped when it comes up
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+async def sleep_until(deadline: float) -> None:
+    """`trio.sleep_until(deadline)` (the run clock's time), cheaper on a virtual clock."""
+    await sleep(deadline - trio.current_time())
