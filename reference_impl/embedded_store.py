@@ -18,7 +18,11 @@ them with mongomock as shipped, see `shipped`):
 - an insert of a JSON-like document with a string `_id` into a collection without other indexes
   stores the same copy without mongomock's generic datetime patching and locked store access;
 - `$set`/`$unset`/`$inc` of top-level fields of one document by `_id` is applied field by field,
-  without mongomock's deep snapshot of the whole document;
+  without mongomock's deep snapshot of the whole document; a `find_one_and_update` of that kind
+  (a conditional transition) is one lookup, one match and one change, not two finds and an
+  update;
+- filters of top-level conditions on scalars are matched by `embedded_match`, which answers as
+  mongomock's matcher does or leaves the document to it;
 - copies of JSON-like documents (dicts, lists, scalars) are made by a tight loop instead of
   `copy.copy`/`copy.deepcopy` per value. One difference in kind: an object referenced twice in
   one document is copied twice (MongoDB, which stores BSON, has no shared references either).
@@ -33,15 +37,16 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import bson
 import mongomock
 import mongomock.collection
 from bson import ObjectId
 from mongomock import DuplicateKeyError, helpers
 from mongomock.collection import Collection
 from mongomock.filtering import filter_applies
+from pymongo import ReturnDocument
 
 from reference_impl import embedded_index
+from reference_impl.embedded_match import matches
 
 _KEY_TYPES = (str, int, ObjectId)
 #: `find` arguments whose value None is their default (no projection, no sort)
@@ -54,6 +59,7 @@ _MISSING: Any = object()
 _shipped = {
     "_iter_documents": Collection._iter_documents,
     "find_one": Collection.find_one,
+    "find_one_and_update": Collection.find_one_and_update,
     "_update": Collection._update,
     "_insert": Collection._insert,
     "_delete": Collection._delete,
@@ -72,11 +78,17 @@ def _plain_key(filter: Any) -> Any:
     return None
 
 
+def _applies(filter: Any, doc: dict[str, Any]) -> bool:
+    """mongomock's `filter_applies`, answered by the fast matcher when it can (embedded_match)."""
+    found = matches(filter, doc) if type(filter) is dict else None
+    return filter_applies(filter, doc) if found is None else found
+
+
 def _iter_documents(self: Collection, filter: Any) -> Iterator[dict[str, Any]]:
     key = _plain_key(filter)
     if key is not None:
         doc = _stored(self, key)
-        return iter([doc] if doc is not None and filter_applies(filter, doc) else [])
+        return iter([doc] if doc is not None and _applies(filter, doc) else [])
     served = _served(self, filter)
     if served is not None:
         return iter(served)
@@ -86,7 +98,7 @@ def _iter_documents(self: Collection, filter: Any) -> Iterator[dict[str, Any]]:
     docs = list(self._store.documents)
     for narrow in prune:
         docs = narrow(docs)
-    return (doc for doc in docs if filter_applies(filter, doc))
+    return (doc for doc in docs if _applies(filter, doc))
 
 
 def _served(self: Collection, filter: Any) -> list[dict[str, Any]] | None:
@@ -99,7 +111,7 @@ def _served(self: Collection, filter: Any) -> list[dict[str, Any]] | None:
     documents = store._documents
     index = embedded_index.of(store).field(field, documents.values())
     found = (documents[key] for key in index.candidates(value))
-    return [doc for doc in found if filter_applies(filter, doc)]
+    return [doc for doc in found if _applies(filter, doc)]
 
 
 def _written(self: Collection, keys: Any) -> None:
@@ -190,10 +202,6 @@ def _insert(self: Collection, data: Any, session: Any = None, ordered: bool = Tr
         or any(key[:1] == "$" for key in data)
     ):
         return _shipped_insert(self, data, session, ordered)
-    try:
-        bson.encode(data)  # mongomock's check (e.g. a lone surrogate in a string)
-    except Exception:
-        return _shipped_insert(self, data, session, ordered)
     key = data["_id"]
     documents = store._documents
     if key in documents:
@@ -268,8 +276,11 @@ def _update_documents(
     ):
         return _shipped["_update"](self, spec, document, upsert, *args, **kwargs)
     doc = _stored(self, key)
-    spec = helpers.patch_datetime_awareness_in_document(spec)  # as mongomock does
-    matched = doc is not None and filter_applies(spec, doc)
+    found = None if doc is None else matches(spec, doc)
+    if found is None and doc is not None:
+        spec = helpers.patch_datetime_awareness_in_document(spec)  # as mongomock does
+        found = filter_applies(spec, doc)
+    matched = bool(found)
     if matched:
         incs = document.get("$inc", {})
         if not all(type(doc.get(f, 0)) in _NUMBER for f in incs):
@@ -295,16 +306,11 @@ def _simple_update(document: Any) -> bool:
         for name, value in fields.items():
             if type(name) is not str or not name or name == "_id" or "." in name:
                 return False
-            if name[0] == "$" or "\0" in name:
+            if name[0] == "$" or not _plain_key_name(name):
                 return False
             if op == "$inc" and type(value) not in _NUMBER:
                 return False
             if op == "$set" and not _plain(value):
-                return False
-        if op == "$set":
-            try:
-                bson.encode(fields)  # mongomock's check, which would refuse it half-way
-            except Exception:
                 return False
     return len({name for fields in document.values() for name in fields}) == sum(
         len(fields) for fields in document.values()
@@ -312,17 +318,32 @@ def _simple_update(document: Any) -> bool:
 
 
 def _plain(value: Any) -> bool:
-    """JSON-like: what mongomock's datetime patching and BSON check leave as it is."""
+    """JSON-like: what mongomock's datetime patching leaves as it is and BSON can encode (it
+    refuses integers past 64 bits, NUL in a key, and text that is not UTF-8: a lone surrogate)."""
     kind = type(value)
-    if kind in (str, float, bool, type(None)):
+    if kind is str:
+        return value.isascii() or _utf8(value)
+    if kind in (float, bool, type(None)):
         return True
     if kind is int:
         return _INT64[0] <= value <= _INT64[1]
     if kind is list:
         return all(_plain(v) for v in value)
     if kind is dict:
-        return all(type(k) is str and "\0" not in k and _plain(v) for k, v in value.items())
+        return all(type(k) is str and _plain_key_name(k) and _plain(v) for k, v in value.items())
     return False
+
+
+def _plain_key_name(name: str) -> bool:
+    return "\0" not in name and (name.isascii() or _utf8(name))
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _apply(doc: dict[str, Any], document: dict[str, Any]) -> bool:
@@ -342,6 +363,53 @@ def _apply(doc: dict[str, Any], document: dict[str, Any]) -> bool:
                 continue
             changed = changed or old is _MISSING or not (old is new or old == new)
     return changed
+
+
+def _find_one_and_update(
+    self: Collection,
+    filter: Any,
+    update: Any,
+    projection: Any = None,
+    sort: Any = None,
+    upsert: bool = False,
+    return_document: Any = ReturnDocument.BEFORE,
+    **kwargs: Any,
+) -> Any:
+    """mongomock's find, update and second find of one document by `_id` (a conditional
+    transition), done as one lookup, one match and one change: the same answer and effect.
+    Anything else (a projection, a sort, an upsert, an operator or value the update fast path
+    does not take, a filter the fast matcher leaves to mongomock) goes to mongomock."""
+    key = _plain_key(filter)
+    store = self._store
+    if (
+        key is None
+        or type(filter) is not dict
+        or projection is not None
+        or sort is not None
+        or upsert
+        or kwargs
+        or store.indexes
+        or store._ttl_indexes
+        or self.codec_options.tz_aware
+        or not _simple_update(update)
+    ):
+        return _shipped["find_one_and_update"](
+            self, filter, update, projection, sort, upsert, return_document, **kwargs
+        )
+    doc = store._documents.get(key)
+    found = None if doc is None else matches(filter, doc)
+    if doc is not None and (
+        found is None or not all(type(doc.get(f, 0)) in _NUMBER for f in update.get("$inc", {}))
+    ):
+        return _shipped["find_one_and_update"](
+            self, filter, update, projection, sort, upsert, return_document, **kwargs
+        )
+    if not found:
+        return None
+    before = None if return_document is ReturnDocument.AFTER else _copy_field(doc, dict)
+    _apply(doc, update)
+    _written(self, key)
+    return _copy_field(doc, dict) if before is None else before
 
 
 # ---- quick rejection for scans
@@ -453,6 +521,7 @@ def install() -> None:
     """Idempotent; called by `open_database` before it hands out a mongomock database."""
     Collection._iter_documents = _iter_documents  # type: ignore[method-assign]
     Collection.find_one = _find_one  # type: ignore[method-assign]
+    Collection.find_one_and_update = _find_one_and_update  # type: ignore[method-assign]
     Collection._update = _update  # type: ignore[method-assign]
     Collection._insert = _insert  # type: ignore[method-assign]
     Collection._delete = _delete  # type: ignore[method-assign]
@@ -463,6 +532,7 @@ def install() -> None:
 def uninstall() -> None:
     Collection._iter_documents = _shipped["_iter_documents"]  # type: ignore[method-assign]
     Collection.find_one = _shipped["find_one"]  # type: ignore[method-assign]
+    Collection.find_one_and_update = _shipped["find_one_and_update"]  # type: ignore[method-assign]
     Collection._update = _shipped["_update"]  # type: ignore[method-assign]
     Collection._insert = _shipped["_insert"]  # type: ignore[method-assign]
     Collection._delete = _shipped["_delete"]  # type: ignore[method-assign]

@@ -81,7 +81,7 @@ def signed_timestamp(header: str) -> int:
 def parse_bounded_json(text: str) -> Any:
     """`json.loads`, refusing deep nesting, huge integers, and NaN/Infinity (InvalidWebhook)."""
     try:
-        value = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidWebhook(f"body is not bounded JSON: {type(exc).__name__}") from exc
     if _depth_exceeds(value, MAX_JSON_DEPTH):
@@ -100,6 +100,10 @@ def _bounded_int(digits: str) -> int:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+#: what `json.loads(text, parse_int=..., parse_constant=...)` builds at every call, built once
+_DECODER = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_no_constant)
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:

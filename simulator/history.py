@@ -14,6 +14,9 @@ from typing import IO, Any
 from simulator import json_codec
 from simulator.clock import SimClock
 
+#: lines hashed and written together: one hash update and one write per batch, not per line
+BATCH_LINES = 256
+
 
 class History:
     def __init__(self, path: Path | None, clock: SimClock) -> None:
@@ -21,22 +24,34 @@ class History:
         # binary: each line is encoded once, for the hash and the file
         self._file: IO[bytes] | None = path.open("wb") if path else None
         self._hash = hashlib.sha256()
+        self._pending: list[bytes] = []
         self.seq = 0
         self.path = path
 
     def record(self, type: str, **fields: Any) -> dict[str, Any]:
         entry = {"seq": self.seq, "t": round(self._clock.elapsed(), 6), "type": type, **fields}
-        line = json_codec.line(entry)
-        self._hash.update(line)
-        if self._file is not None:
-            self._file.write(line)
+        pending = self._pending
+        pending.append(json_codec.line(entry))
+        if len(pending) >= BATCH_LINES:
+            self.flush()
         self.seq += 1
         return entry
 
+    def flush(self) -> None:
+        """Hash and write the lines recorded since the last flush."""
+        if self._pending:
+            chunk = b"".join(self._pending)
+            self._pending.clear()
+            self._hash.update(chunk)
+            if self._file is not None:
+                self._file.write(chunk)
+
     def sha256(self) -> str:
+        self.flush()
         return self._hash.hexdigest()
 
     def close(self) -> None:
+        self.flush()
         if self._file is not None:
             self._file.close()
             self._file = None

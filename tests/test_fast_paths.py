@@ -23,8 +23,10 @@ import stripe._encode
 import stripe._util
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mongomock.filtering import filter_applies
 from pymongo import ReturnDocument
 
+from reference_impl.embedded_match import matches
 from reference_impl.embedded_store import client, peek, shipped
 from simulator.fake_stripe import forms, pretty_json
 from simulator.fake_stripe.http_client import quiet_sdk_logging
@@ -136,7 +138,9 @@ def test_fast_reads_and_writes_match_mongomock_step_by_step() -> None:
         key = f"p{rng.randrange(70)}"
         status = rng.choice(["pending", "completed", "failed"])
         kind = rng.randrange(10)
-        value = rng.choice([0, 1, 2.5, float("nan"), True, "s", None, [1, {"a": [2]}], {"b": 1}])
+        value = rng.choice(
+            [0, 1, 2.5, float("nan"), True, "s", None, [1, {"a": [2]}], {"b": 1}, "\ud800", 2**64]
+        )
         if kind == 0:
             both("find_one", {"_id": key})
         elif kind == 1:
@@ -184,6 +188,57 @@ def test_fast_reads_and_writes_match_mongomock_step_by_step() -> None:
         else:
             both("update_one", {"_id": key}, {"$unset": {"w": 1, "missing": 1}})
     assert _same(list(fast.find({})), list(plain.find({})))
+
+
+_SCALAR_VALUES = st.sampled_from(
+    ["pending", "completed", "", None, True, False, 0, 1, -1, 2.5, 0.0, -0.0, 2**53, math.nan]
+)
+_STORED = st.one_of(
+    _SCALAR_VALUES,
+    st.lists(_SCALAR_VALUES, max_size=3),
+    st.dictionaries(st.sampled_from(["a", "b"]), _SCALAR_VALUES, max_size=2),
+)
+_FIELDS = st.sampled_from(["_id", "status", "n", "v", "missing", "v.a", "$or"])
+_CONDITIONS = st.one_of(
+    _SCALAR_VALUES,
+    st.lists(_SCALAR_VALUES, max_size=2),
+    st.dictionaries(
+        st.sampled_from(["$ne", "$exists", "$in", "$lt", "$lte", "$gt", "$gte", "$nin", "$size"]),
+        st.one_of(_SCALAR_VALUES, st.lists(_SCALAR_VALUES, max_size=3)),
+        min_size=1,
+        max_size=2,
+    ),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["status", "n", "v"]), _STORED, max_size=3),
+    st.dictionaries(_FIELDS, _CONDITIONS, max_size=3),
+)
+def test_the_fast_matcher_answers_as_mongomock_or_not_at_all(
+    fields: dict[str, Any], flt: dict[str, Any]
+) -> None:
+    doc = {"_id": "d1", **fields}
+    found = matches(flt, doc)
+    if found is None:
+        return  # mongomock decides
+    with shipped():
+        try:
+            expected = filter_applies(flt, doc)
+        except Exception:  # mongomock refuses the filter: the fast matcher must not have decided
+            pytest.fail(f"decided {found} where mongomock raises: {flt} on {doc}")
+    assert found == expected, (flt, doc)
+
+
+def test_the_fast_matcher_decides_the_engines_filters() -> None:
+    doc = {"_id": "p1", "status": "pending", "stripe_session_id": None, "n": 2}
+    assert matches({"_id": "p1", "status": "pending", "stripe_session_id": None}, doc) is True
+    assert matches({"_id": "p1", "status": "completed"}, doc) is False
+    assert matches({"n": {"$lt": 3}, "seat_ref": {"$ne": "r1"}}, doc) is True
+    assert matches({"status": {"$in": ["completed", "pending"]}}, doc) is True
+    assert matches({"seats.ref": "x"}, doc) is None  # dotted: mongomock's
+    assert matches({"status": ["pending"]}, doc) is None  # an array: mongomock's
 
 
 _INSERTS: list[Any] = [

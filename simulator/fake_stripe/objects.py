@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def _copied(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A copy the caller may change: Stripe's metadata is strings, so a shallow copy suffices."""
+    if all(type(v) is str for v in metadata.values()):
+        return dict(metadata)
+    return copy.deepcopy(metadata)
+
+
 @dataclass(slots=True)
 class CheckoutSession:
     id: str
@@ -40,7 +47,7 @@ class CheckoutSession:
             "currency": self.currency,
             "expires_at": self.expires_at,
             "livemode": self.livemode,
-            "metadata": copy.deepcopy(self.metadata),
+            "metadata": _copied(self.metadata),
             "mode": self.mode,
             "payment_intent": self.payment_intent,
             "payment_method_types": list(self.payment_method_types),
@@ -77,7 +84,7 @@ class PaymentIntent:
             "currency": self.currency,
             "last_payment_error": copy.deepcopy(self.last_payment_error),
             "livemode": self.livemode,
-            "metadata": copy.deepcopy(self.metadata),
+            "metadata": _copied(self.metadata),
             "status": self.status,
         }
 
@@ -134,7 +141,7 @@ class Refund:
             "amount": self.amount,
             "created": self.created,
             "currency": self.currency,
-            "metadata": copy.deepcopy(self.metadata),
+            "metadata": _copied(self.metadata),
             "payment_intent": self.payment_intent,
             "status": self.status,
         }
