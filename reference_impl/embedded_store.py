@@ -7,7 +7,8 @@ not recognise goes to mongomock unchanged (tests/test_store.py and tests/test_be
 them with mongomock as shipped, see `shipped`):
 
 - primary key: a filter with a plain `_id` value reads that one document and applies the rest of
-  the filter to it, as MongoDB's primary index does;
+  the filter to it, as MongoDB's primary index does; a `find` of listed keys sorted by `_id`
+  reads just those;
 - `find_one` by primary key skips the cursor machinery (one document, no sort, no projection or
   one that only leaves out top-level fields, such as a long list the caller does not need);
 - a filter whose first condition is string equality on a field (`{"stripe_session_id": s}`)
@@ -58,6 +59,7 @@ _MISSING: Any = object()
 
 _shipped = {
     "_iter_documents": Collection._iter_documents,
+    "_get_dataset": Collection._get_dataset,
     "find_one": Collection.find_one,
     "find_one_and_update": Collection.find_one_and_update,
     "_update": Collection._update,
@@ -99,6 +101,45 @@ def _iter_documents(self: Collection, filter: Any) -> Iterator[dict[str, Any]]:
     for narrow in prune:
         docs = narrow(docs)
     return (doc for doc in docs if _applies(filter, doc))
+
+
+def _get_dataset(self: Collection, spec: Any, sort: Any, fields: Any, as_class: Any) -> Any:
+    """A `find` of listed primary keys sorted by `_id` (`{"_id": {"$in": [...]}}`, `sort=[("_id",
+    1)]`) reads those documents, not the collection: with `_id` first, the keys alone decide
+    the order, so the answer is the scan's."""
+    keys = _listed_keys(spec)
+    direction = _id_order(sort)
+    if keys is None or direction is None or self._store._ttl_indexes:
+        return _shipped["_get_dataset"](self, spec, sort, fields, as_class)
+    documents = self._store._documents
+    found = [
+        doc
+        for key in sorted(set(keys), reverse=direction < 0)
+        if (doc := documents.get(key)) is not None and _applies(spec, doc)
+    ]
+    return (self._copy_only_fields(doc, fields, as_class) for doc in found)
+
+
+def _listed_keys(spec: Any) -> list[str] | None:
+    """The string keys of `{"_id": {"$in": [...]}, ...}`, or None."""
+    if type(spec) is not dict:
+        return None
+    cond = spec.get("_id")
+    if type(cond) is not dict or len(cond) != 1 or type(cond.get("$in")) is not list:
+        return None
+    keys = cond["$in"]
+    return keys if all(type(k) is str for k in keys) else None
+
+
+def _id_order(sort: Any) -> int | None:
+    """1 or -1 when a sort's first key is `_id` (unique: it decides the order alone)."""
+    if type(sort) not in (list, tuple) or not sort:
+        return None
+    first = sort[0]
+    if type(first) not in (list, tuple) or len(first) != 2 or first[0] != "_id":
+        return None
+    direction = first[1]
+    return direction if direction in (1, -1) and type(direction) is int else None
 
 
 def _served(self: Collection, filter: Any) -> list[dict[str, Any]] | None:
@@ -520,6 +561,7 @@ _copy_module = types.SimpleNamespace(copy=copy.copy, deepcopy=_deepcopy)
 def install() -> None:
     """Idempotent; called by `open_database` before it hands out a mongomock database."""
     Collection._iter_documents = _iter_documents  # type: ignore[method-assign]
+    Collection._get_dataset = _get_dataset  # type: ignore[method-assign]
     Collection.find_one = _find_one  # type: ignore[method-assign]
     Collection.find_one_and_update = _find_one_and_update  # type: ignore[method-assign]
     Collection._update = _update  # type: ignore[method-assign]
@@ -531,6 +573,7 @@ def install() -> None:
 
 def uninstall() -> None:
     Collection._iter_documents = _shipped["_iter_documents"]  # type: ignore[method-assign]
+    Collection._get_dataset = _shipped["_get_dataset"]  # type: ignore[method-assign]
     Collection.find_one = _shipped["find_one"]  # type: ignore[method-assign]
     Collection.find_one_and_update = _shipped["find_one_and_update"]  # type: ignore[method-assign]
     Collection._update = _shipped["_update"]  # type: ignore[method-assign]

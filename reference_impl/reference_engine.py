@@ -771,25 +771,34 @@ class ReferenceEngine:
         """Finish seat moves left half-done, then release reservations no purchase holds (a
         crash between two writes), after a grace."""
         await self.seats.finish_stale_moves(horizon)
-        for program_id, holder in await self.seats.holders():
-            if holder["at"] >= horizon:
-                continue
-            purchase = await self.purchases.find_one({"_id": holder["purchase_id"]})
+        stale = await self.seats.holders(before=horizon)
+        if not stale:
+            return
+        # one read for all of them (each is re-checked by a conditional write below)
+        owners = {
+            p["_id"]: p
+            for p in await self.purchases.find(
+                {"_id": {"$in": sorted({h["purchase_id"] for _, h in stale})}},
+                sort=[("_id", 1)],
+            ).to_list()
+        }
+        for program_id, holder in stale:
+            purchase = owners.get(holder["purchase_id"])
             if purchase is None:
                 # tombstone first: a late insert by a stalled request now fails on the duplicate id
+                tombstone = {
+                    "_id": holder["purchase_id"],
+                    "status": FAILED,
+                    "class_rep": True,
+                    "program_id": program_id,
+                    "user_id": None,
+                    "reason": "orphan seat",
+                }
                 try:
-                    await self.purchases.insert_one(
-                        {
-                            "_id": holder["purchase_id"],
-                            "status": FAILED,
-                            "class_rep": True,
-                            "program_id": program_id,
-                            "user_id": None,
-                            "reason": "orphan seat",
-                        }
-                    )
+                    await self.purchases.insert_one(dict(tombstone))
                 except DuplicateKeyError:
                     continue
+                owners[tombstone["_id"]] = tombstone  # its other seats are burned below
                 await self.seats.release(program_id, holder["ref"])
                 continue
             if purchase.get("seat_ref") == holder["ref"] and purchase["status"] in SEAT_HOLDING:

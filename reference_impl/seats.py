@@ -97,9 +97,13 @@ class SeatLedger:
         await self._close_release(program_id, key, mine)
         return won.modified_count == 1
 
-    async def holders(self) -> list[tuple[str, dict[str, Any]]]:
-        """(program id, reservation {ref, purchase_id, at}) for every seat currently held."""
-        holds = await self._holds.find({"state": HOLD_HELD}).to_list()
+    async def holders(self, before: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """(program id, reservation {ref, purchase_id, at}) for every seat currently held (only
+        those reserved before `before`, if given)."""
+        query: dict[str, Any] = {"state": HOLD_HELD}
+        if before is not None:
+            query["at"] = {"$lt": before}
+        holds = await self._holds.find(query).to_list()
         return [
             (h["program_id"], {"ref": h["_id"], "purchase_id": h["purchase_id"], "at": h["at"]})
             for h in holds

@@ -113,6 +113,27 @@ def test_fast_scans_find_what_mongomock_finds() -> None:
         assert _same(got, expected), flt
 
 
+def test_finds_of_listed_keys_sorted_by_id_match_mongomock() -> None:
+    rng = random.Random(5)
+    docs = _docs(rng, 200)
+    fast = client()["t"].k
+    fast.insert_many([dict(d) for d in docs])
+    with shipped():
+        plain = mongomock.MongoClient()["t"].k
+        plain.insert_many([dict(d) for d in docs])
+    for _ in range(60):
+        keys = [f"d{rng.randrange(260)}" for _ in range(rng.randrange(12))]
+        flt: dict[str, Any] = {"_id": {"$in": keys}}
+        if rng.random() < 0.5:
+            flt["status"] = rng.choice(["pending", None, {"$ne": "completed"}])
+        sort = rng.choice([[("_id", 1)], [("_id", -1)], [("_id", 1), ("status", -1)], None])
+        projection = rng.choice([None, {"status": 1}, {"n": 0}])
+        got = list(fast.find(flt, projection, sort=sort))
+        with shipped():
+            expected = list(plain.find(flt, projection, sort=sort))
+        assert _same(got, expected), (flt, sort, projection)
+
+
 def test_fast_reads_and_writes_match_mongomock_step_by_step() -> None:
     rng = random.Random(11)
     fast = client()["t"].p
