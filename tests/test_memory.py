@@ -218,3 +218,73 @@ def test_spilled_harness_ledgers_read_back_as_lists() -> None:
         spill.close()
 
     run(main)
+
+
+def test_spill_tables_answer_as_plain_containers_across_their_write_batches() -> None:
+    """Appends, settles and saves wait in memory and are written `_BATCH` at a time: every read
+    (by index, by key, in order, counts, owners, deletes, prunes) must answer as a list or a dict
+    would, whether the item is still waiting or already on disk."""
+    import random
+
+    from simulator.fake_stripe.objects import CheckoutSession
+    from simulator.fake_stripe.spill import _BATCH, EventLog, IdempotencyTable
+
+    rng = random.Random(3)
+    n = _BATCH * 2 + 37
+    spill = Spill()
+    events: EventLog = spill.events
+    model_events: list[dict[str, Any]] = []
+    sessions: ObjectTable[CheckoutSession] = ObjectTable(spill.db, CheckoutSession)
+    model_sessions: dict[str, CheckoutSession] = {}
+    owners: dict[str, str] = {}
+    keys: IdempotencyTable = spill.idempotency
+    model_keys: dict[str, tuple[Any, ...]] = {}
+    for i in range(n):
+        event = {"id": f"evt_{i}", "n": i, "data": {"object": {"k": [i, None]}}}
+        events.append(event)
+        model_events.append(event)
+        sid = f"cs_{i}"
+        session = CheckoutSession(
+            sid, "open", "unpaid", None, None, {"m": str(i)}, 9, 100, "usd", "u", 1
+        )
+        sessions[sid] = session
+        model_sessions[sid] = session
+        if rng.random() < 0.8:
+            session.status = "complete"
+            owners[sid] = f"pi_{i}"
+            sessions.settle(sid, owner=owners[sid])
+        if i and rng.random() < 0.3:  # change a settled one, waiting or written
+            old = f"cs_{rng.randrange(i)}"
+            if old in owners and old in model_sessions:
+                changed = sessions[old]
+                changed.payment_status = "paid"
+                sessions.save(changed)
+                model_sessions[old] = changed
+        if i and rng.random() < 0.1:
+            gone = f"cs_{rng.randrange(i)}"
+            if gone in model_sessions:
+                del sessions[gone]
+                del model_sessions[gone]
+        scope = f"key_{i % (n // 2)}"  # reused keys replace their outcome
+        row = (f"fp{i}".encode(), float(i), 200, b"{}", {"Request-Id": f"req_{i}"})
+        keys.put(scope, *row)
+        model_keys[scope] = row
+        if rng.random() < 0.05:
+            dropped = f"key_{rng.randrange(n // 2)}"
+            keys.delete(dropped)
+            model_keys.pop(dropped, None)
+        probe = rng.randrange(len(model_events))
+        assert events[probe] == model_events[probe] and events[-1] == model_events[-1]
+    assert len(events) == n and list(events) == model_events
+    assert events.find("evt_5") == model_events[5] and events.find("evt_x") is None
+    assert list(sessions) == list(model_sessions) and len(sessions) == len(model_sessions)
+    for sid, session in model_sessions.items():
+        assert sessions[sid] == session and sid in sessions
+        assert sessions.owner(sid) == (owners.get(sid) if sid in owners else None)
+    assert [s.id for s in sessions.values()] == list(model_sessions)
+    for scope, (fingerprint, created, status, body, headers) in model_keys.items():
+        assert keys.get(scope) == (fingerprint, created, status, body, headers)
+    assert keys.get("key_missing") is None and len(keys) == len(model_keys)
+    keys.prune(float(n // 2))
+    assert len(keys) == sum(1 for row in model_keys.values() if row[1] > n // 2)
+    spill.close()

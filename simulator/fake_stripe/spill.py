@@ -31,6 +31,8 @@ from simulator.fake_stripe.objects import CheckoutSession, PaymentIntent
 
 #: rows fetched per round trip when iterating a table
 _CHUNK = 512
+#: rows written per round trip: appends wait in memory until this many (reads see them there)
+_BATCH = 256
 
 _encode = json_codec.compact
 _decode = json_codec.loads
@@ -90,18 +92,24 @@ class Spill:
 
 
 class EventLog(Sequence[dict[str, Any]]):
-    """Every event the fake emitted, in order, as a list of dicts reads (each read decodes)."""
+    """Every event the fake emitted, in order, as a list of dicts reads (each read decodes).
+    The newest events wait in memory and are written `_BATCH` at a time."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._len = 0
+        self._pending: list[tuple[int, str, bytes]] = []
 
     def append(self, event: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO events (seq, id, body) VALUES (?, ?, ?)",
-            (self._len, event["id"], _encode(event)),
-        )
+        self._pending.append((self._len, event["id"], _encode(event)))
         self._len += 1
+        if len(self._pending) >= _BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._db.executemany("INSERT INTO events (seq, id, body) VALUES (?, ?, ?)", self._pending)
+            self._pending.clear()
 
     def __len__(self) -> int:
         return self._len
@@ -114,14 +122,19 @@ class EventLog(Sequence[dict[str, Any]]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self._len))]
         seq = _position(index, self._len, "event")
+        written = self._len - len(self._pending)
+        if seq >= written:
+            return _decode(self._pending[seq - written][2])
         row = self._db.execute("SELECT body FROM events WHERE seq = ?", (seq,)).fetchone()
         return _decode(row[0])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        self._flush()
         for (body,) in _chunks(self._db, "SELECT body FROM events ORDER BY seq", ()):
             yield _decode(body)
 
     def find(self, event_id: str) -> dict[str, Any] | None:
+        self._flush()
         row = self._db.execute(
             "SELECT body FROM events WHERE id = ? ORDER BY seq LIMIT 1", (event_id,)
         ).fetchone()
@@ -134,8 +147,10 @@ class EventLog(Sequence[dict[str, Any]]):
 class ObjectTable(MutableMapping[str, T], Generic[T]):
     """A dict of live objects in memory, plus settled ones on disk, iterated in insertion order.
 
-    `settle(id)` moves an object to disk; reading it later gives an equal copy. A settled object
-    must not be changed in place afterwards without `save` (StripeState does this for refunds)."""
+    `settle(id)` moves an object to disk (through a small write-behind buffer: the most recently
+    settled wait in memory and are written `_BATCH` at a time); reading it later gives an equal
+    copy. A settled object must not be changed in place afterwards without `save` (StripeState
+    does this for refunds)."""
 
     def __init__(self, db: sqlite3.Connection, cls: type[T]) -> None:
         self._db = db
@@ -146,6 +161,8 @@ class ObjectTable(MutableMapping[str, T], Generic[T]):
         self._seq: dict[str, int] = {}  # live objects' insertion numbers
         self._next = 0
         self._settled = 0
+        #: settled, not yet written: id -> (seq, owner, body)
+        self._pending: dict[str, tuple[int, str | None, bytes]] = {}
 
     # -- the dict interface
 
@@ -153,6 +170,9 @@ class ObjectTable(MutableMapping[str, T], Generic[T]):
         obj = self._live.get(key)
         if obj is not None:
             return obj
+        pending = self._pending.get(key)
+        if pending is not None:
+            return self._cls(*_decode(pending[2]))
         row = self._db.execute(
             "SELECT body FROM objects WHERE kind = ? AND id = ?", (self._kind, key)
         ).fetchone()
@@ -175,9 +195,12 @@ class ObjectTable(MutableMapping[str, T], Generic[T]):
             del self._live[key]
             del self._seq[key]
             return
-        cur = self._db.execute("DELETE FROM objects WHERE kind = ? AND id = ?", (self._kind, key))
-        if cur.rowcount == 0:
-            raise KeyError(key)
+        if self._pending.pop(key, None) is None:
+            cur = self._db.execute(
+                "DELETE FROM objects WHERE kind = ? AND id = ?", (self._kind, key)
+            )
+            if cur.rowcount == 0:
+                raise KeyError(key)
         self._settled -= 1
 
     def __contains__(self, key: object) -> bool:
@@ -217,17 +240,19 @@ class ObjectTable(MutableMapping[str, T], Generic[T]):
         obj = self._live.pop(key, None)
         if obj is None:
             return
-        seq = self._seq.pop(key)
-        self._db.execute(
-            "INSERT INTO objects (kind, id, seq, owner, body) VALUES (?, ?, ?, ?, ?)",
-            (self._kind, key, seq, owner, self._body(obj)),
-        )
+        self._pending[key] = (self._seq.pop(key), owner, self._body(obj))
         self._settled += 1
+        if len(self._pending) >= _BATCH:
+            self._flush()
 
     def save(self, obj: T) -> None:
         """Write back a settled object changed in place (no-op for a live one)."""
         key = obj.id
         if key in self._live:
+            return
+        pending = self._pending.get(key)
+        if pending is not None:
+            self._pending[key] = (pending[0], pending[1], self._body(obj))
             return
         self._db.execute(
             "UPDATE objects SET body = ? WHERE kind = ? AND id = ?",
@@ -236,6 +261,9 @@ class ObjectTable(MutableMapping[str, T], Generic[T]):
 
     def owner(self, key: str) -> str | None:
         """The `owner` stored with a settled object (a payment intent's session)."""
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending[1]
         row = self._db.execute(
             "SELECT owner FROM objects WHERE kind = ? AND id = ?", (self._kind, key)
         ).fetchone()
@@ -243,19 +271,30 @@ class ObjectTable(MutableMapping[str, T], Generic[T]):
 
     # -- helpers
 
+    def _flush(self) -> None:
+        if self._pending:
+            self._db.executemany(
+                "INSERT INTO objects (kind, id, seq, owner, body) VALUES (?, ?, ?, ?, ?)",
+                [(self._kind, key, *row) for key, row in self._pending.items()],
+            )
+            self._pending.clear()
+
     def _body(self, obj: T) -> bytes:
         return _encode([getattr(obj, name) for name in self._fields])
 
     def _on_disk(self, key: str) -> bool:
         if not self._settled:
             return False
+        if key in self._pending:
+            return True
         row = self._db.execute(
             "SELECT 1 FROM objects WHERE kind = ? AND id = ?", (self._kind, key)
         ).fetchone()
         return row is not None
 
-    def _ordered(self) -> Iterator[tuple[int, str, str | None]]:
+    def _ordered(self) -> Iterator[tuple[int, str, bytes | None]]:
         """(seq, id, body or None for a live object), in insertion order."""
+        self._flush()
         live = [(seq, key, None) for key, seq in list(self._seq.items())]
         disk = _chunks(
             self._db,
@@ -269,7 +308,8 @@ class ObjectTable(MutableMapping[str, T], Generic[T]):
 
 
 class RecordLog(Sequence[R], Generic[R]):
-    """An append-only list of dataclass records, on disk; each read decodes a fresh one."""
+    """An append-only list of dataclass records, on disk (the newest `_BATCH` wait in memory);
+    each read decodes a fresh one."""
 
     def __init__(self, db: sqlite3.Connection, kind: str, cls: type[R]) -> None:
         self._db = db
@@ -277,11 +317,19 @@ class RecordLog(Sequence[R], Generic[R]):
         self._cls = cls
         self._fields = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
         self._len = 0
+        self._pending: list[tuple[str, int, bytes]] = []
 
     def append(self, record: R) -> None:
         body = _encode([getattr(record, name) for name in self._fields])
-        self._db.execute("INSERT INTO records VALUES (?, ?, ?)", (self._kind, self._len, body))
+        self._pending.append((self._kind, self._len, body))
         self._len += 1
+        if len(self._pending) >= _BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._db.executemany("INSERT INTO records VALUES (?, ?, ?)", self._pending)
+            self._pending.clear()
 
     def __len__(self) -> int:
         return self._len
@@ -294,12 +342,16 @@ class RecordLog(Sequence[R], Generic[R]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self._len))]
         seq = _position(index, self._len, "record")
+        written = self._len - len(self._pending)
+        if seq >= written:
+            return self._cls(*_decode(self._pending[seq - written][2]))
         row = self._db.execute(
             "SELECT body FROM records WHERE kind = ? AND seq = ?", (self._kind, seq)
         ).fetchone()
         return self._cls(*_decode(row[0]))
 
     def __iter__(self) -> Iterator[R]:
+        self._flush()
         sql = "SELECT body FROM records WHERE kind = ? ORDER BY seq"
         for (body,) in _chunks(self._db, sql, (self._kind,)):
             yield self._cls(*_decode(body))
@@ -338,10 +390,12 @@ class KeySet:
 
 
 class IdempotencyTable:
-    """Saved outcomes of idempotent requests, by scope: what `IdempotencyStore` keeps on disk."""
+    """Saved outcomes of idempotent requests, by scope: what `IdempotencyStore` keeps on disk
+    (the newest `_BATCH` wait in memory)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._pending: dict[str, tuple[bytes, float, int, bytes, bytes]] = {}
 
     def put(
         self,
@@ -352,29 +406,42 @@ class IdempotencyTable:
         body: bytes,
         headers: dict[str, str],
     ) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
-            (scope, fingerprint, created, status, body, _encode(headers)),
-        )
+        self._pending[scope] = (fingerprint, created, status, body, _encode(headers))
+        if len(self._pending) >= _BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
+                [(scope, *row) for scope, row in self._pending.items()],
+            )
+            self._pending.clear()
 
     def get(self, scope: str) -> tuple[bytes, float, int, bytes, dict[str, str]] | None:
-        row = self._db.execute(
-            "SELECT fingerprint, created, status, body, headers FROM idempotency WHERE scope = ?",
-            (scope,),
-        ).fetchone()
+        row = self._pending.get(scope)
+        if row is None:
+            row = self._db.execute(
+                "SELECT fingerprint, created, status, body, headers FROM idempotency "
+                "WHERE scope = ?",
+                (scope,),
+            ).fetchone()
         if row is None:
             return None
         fingerprint, created, status, body, headers = row
         return bytes(fingerprint), created, status, bytes(body), _decode(headers)
 
     def delete(self, scope: str) -> None:
+        self._pending.pop(scope, None)
         self._db.execute("DELETE FROM idempotency WHERE scope = ?", (scope,))
 
     def prune(self, before: float) -> None:
         """Forget outcomes created at or before `before`."""
+        self._flush()
         self._db.execute("DELETE FROM idempotency WHERE created <= ?", (before,))
 
     def __len__(self) -> int:
+        self._flush()
         return int(self._db.execute("SELECT COUNT(*) FROM idempotency").fetchone()[0])
 
 
