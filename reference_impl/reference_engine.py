@@ -769,9 +769,10 @@ class ReferenceEngine:
 
     async def _repair_seat_ledger(self, horizon: float) -> None:
         """Finish seat moves left half-done, then release reservations no purchase holds (a
-        crash between two writes), after a grace."""
+        crash between two writes), after a grace. A seat found owned by a completed purchase is
+        vouched for (completed is final here), so each sweep reads only the seats in doubt."""
         await self.seats.finish_stale_moves(horizon)
-        stale = await self.seats.holders(before=horizon)
+        stale = await self.seats.in_doubt(before=horizon)
         if not stale:
             return
         # one read for all of them (each is re-checked by a conditional write below)
@@ -802,6 +803,8 @@ class ReferenceEngine:
                 await self.seats.release(program_id, holder["ref"])
                 continue
             if purchase.get("seat_ref") == holder["ref"] and purchase["status"] in SEAT_HOLDING:
+                if purchase["status"] == COMPLETED:  # final: the seat is sold for good
+                    await self.seats.vouch(holder["ref"])
                 continue
             # burn the ref so a stalled re-seat cannot adopt it, then release it
             burned = await self.purchases.update_one(

@@ -21,6 +21,10 @@ writer that wakes after reconcile finished its move changes nothing:
                      otherwise: unset m
 
 Released holds stay as tombstones, so a stalled reserve's step 2 cannot bring a hold back.
+
+Reconcile audits held seats against their purchases. A hold is `audit: due` from its insert
+until reconcile has seen it owned by a completed purchase (`vouch`) or it is released: an index
+lookup of `due` holds then finds only the seats still in doubt, however many are sold.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from reference_impl.store import AsyncDatabase
 
 HOLD_HELD = "held"
 HOLD_RELEASED = "released"
+#: `audit` of a hold reconcile has not yet seen owned by a completed purchase
+AUDIT_DUE = "due"
 MOVES = "seat_moves"
 
 #: a projection for reading a program without its moves in flight (the limit and price suffice)
@@ -50,6 +56,7 @@ def hold_doc(ref: str, *, program_id: str, purchase_id: str, at: float) -> dict[
         "purchase_id": purchase_id,
         "at": at,
         "state": HOLD_HELD,
+        "audit": AUDIT_DUE,
     }
 
 
@@ -91,23 +98,25 @@ class SeatLedger:
         move = {"ref": ref, "d": -1, "at": self._clock.now()}
         await self._programs.update_one({"_id": program_id}, {"$set": {f"{MOVES}.{key}": move}})
         won = await self._holds.update_one(
-            {"_id": ref, "state": HOLD_HELD}, {"$set": {"state": HOLD_RELEASED, "by": key}}
+            {"_id": ref, "state": HOLD_HELD},
+            {"$set": {"state": HOLD_RELEASED, "by": key}, "$unset": {"audit": ""}},
         )
         mine = won.modified_count == 1 or await self._released_by(ref, key)
         await self._close_release(program_id, key, mine)
         return won.modified_count == 1
 
-    async def holders(self, before: float | None = None) -> list[tuple[str, dict[str, Any]]]:
-        """(program id, reservation {ref, purchase_id, at}) for every seat currently held (only
-        those reserved before `before`, if given)."""
-        query: dict[str, Any] = {"state": HOLD_HELD}
-        if before is not None:
-            query["at"] = {"$lt": before}
-        holds = await self._holds.find(query).to_list()
-        return [
-            (h["program_id"], {"ref": h["_id"], "purchase_id": h["purchase_id"], "at": h["at"]})
-            for h in holds
-        ]
+    async def holders(self) -> list[tuple[str, dict[str, Any]]]:
+        """(program id, reservation {ref, purchase_id, at}) for every seat currently held."""
+        return _reservations(await self._holds.find({"state": HOLD_HELD}).to_list())
+
+    async def in_doubt(self, before: float) -> list[tuple[str, dict[str, Any]]]:
+        """`holders()` reserved before `before` and not vouched for."""
+        query = {"audit": AUDIT_DUE, "state": HOLD_HELD, "at": {"$lt": before}}
+        return _reservations(await self._holds.find(query).to_list())
+
+    async def vouch(self, ref: str) -> None:
+        """The seat of `ref` is owned for good (its purchase completed): audit it no more."""
+        await self._holds.update_one({"_id": ref, "state": HOLD_HELD}, {"$unset": {"audit": ""}})
 
     async def finish_stale_moves(self, horizon: float) -> None:
         """Finish the moves begun before `horizon` that their writers left (crash or stall)."""
@@ -131,7 +140,7 @@ class SeatLedger:
                     continue
                 await self._holds.update_one(
                     {"_id": move["ref"], "state": HOLD_HELD},
-                    {"$set": {"state": HOLD_RELEASED, "by": key}},
+                    {"$set": {"state": HOLD_RELEASED, "by": key}, "$unset": {"audit": ""}},
                 )
                 await self._close_release(
                     program["_id"], key, await self._released_by(move["ref"], key)
@@ -155,3 +164,10 @@ class SeatLedger:
             )
         else:
             await self._programs.update_one({"_id": program_id}, {"$unset": {path: ""}})
+
+
+def _reservations(holds: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (h["program_id"], {"ref": h["_id"], "purchase_id": h["purchase_id"], "at": h["at"]})
+        for h in holds
+    ]

@@ -439,3 +439,33 @@ def test_reconcile_ends_pending_purchases_whose_expiry_event_was_lost() -> None:
             assert (await w.purchases())[0]["status"] == "expired" and await _count(w) == 0
 
     run_virtual(main)
+
+
+def test_reconcile_vouches_for_sold_seats_and_still_releases_a_seat_in_doubt() -> None:
+    """A seat owned by a completed purchase is vouched for at the first sweep after the grace
+    and never audited again; a seat whose purchase left a seat-holding status without giving it
+    back (a crash between the two writes) is still released."""
+    config = EngineConfig(reconcile_grace=600.0)
+
+    async def main() -> None:
+        programs = (program_doc(PROG, class_rep_limit=2),)
+        async with world(ReferenceEngine, config=config, programs=programs) as w:
+            sold = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await _pay_and_deliver(w, sold.session_id)
+            lost = await w.engine.create_purchase("user_2", PROG, class_rep=True)
+            # the transition out of pending landed; the release that follows it did not
+            await w.env.store.purchases.update_one(
+                {"_id": lost.purchase_id}, {"$set": {"status": "failed"}}
+            )
+            assert await _count(w) == 2
+            await anyio.sleep(601)
+            await w.engine.reconcile()
+            holds = {h["_id"]: h for h in await w.env.store.seat_holds.find({}).to_list()}
+            [done] = await w.purchases(_id=sold.purchase_id)
+            assert "audit" not in holds[done["seat_ref"]]  # vouched: sold for good
+            ledger = SeatLedger(w.env.store, w.env.ids, w.env.clock)
+            assert await ledger.in_doubt(before=w.env.clock.now()) == []
+            assert await _count(w) == 1  # the seat in doubt was given back
+            assert [h["ref"] for _, h in await ledger.holders()] == [done["seat_ref"]]
+
+    run_virtual(main)

@@ -127,6 +127,29 @@ def test_the_program_document_does_not_grow_with_the_seats_held() -> None:
     run_virtual(main)
 
 
+def test_only_seats_in_doubt_are_audited_and_a_vouched_seat_is_still_a_seat() -> None:
+    """Reconcile reads `in_doubt` holds each sweep: reserved before the horizon, held, and not
+    vouched for. Vouching changes nothing else: the seat is held, counted and releasable."""
+
+    async def main() -> None:
+        db, ledger, _, program = await _setup(limit=5)
+        for i, at in enumerate((1.0, 2.0, 3.0, 9.0)):
+            assert await ledger.reserve(program, purchase_id=f"p{i}", ref=f"r{i}", at=at)
+        assert [h["ref"] for _, h in await ledger.in_doubt(before=5.0)] == ["r0", "r1", "r2"]
+        await ledger.vouch("r1")
+        assert await ledger.release(PROG, "r2")
+        assert [h["ref"] for _, h in await ledger.in_doubt(before=5.0)] == ["r0"]
+        assert [h["ref"] for _, h in await ledger.in_doubt(before=10.0)] == ["r0", "r3"]
+        assert [h["ref"] for _, h in await ledger.holders()] == ["r0", "r1", "r3"]
+        assert await _state(db) == (3, 3, {})
+        assert await ledger.release(PROG, "r1")  # vouched, still a seat: released once
+        assert await _state(db) == (2, 2, {})
+        await ledger.vouch("r1")  # a released seat stays released
+        assert [h["ref"] for _, h in await ledger.holders()] == ["r0", "r3"]
+
+    run_virtual(main)
+
+
 @pytest.mark.parametrize("crash_at", range(1, RESERVE_CALLS + 1))
 def test_a_reserve_cut_short_anywhere_is_finished_by_reconcile(crash_at: int) -> None:
     async def main() -> None:
