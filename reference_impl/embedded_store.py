@@ -9,8 +9,8 @@ them with mongomock as shipped, see `shipped`):
 - primary key: a filter with a plain `_id` value reads that one document and applies the rest of
   the filter to it, as MongoDB's primary index does; a `find` of listed keys sorted by `_id`
   reads just those;
-- `find_one` by primary key skips the cursor machinery (one document, no sort, no projection or
-  one that only leaves out top-level fields, such as a long list the caller does not need);
+- `find_one` skips the cursor machinery (the first document the filter's fast path finds, as the
+  cursor would; no sort, no projection or one that only leaves out top-level fields);
 - a filter whose first condition is string equality on a field (`{"stripe_session_id": s}`)
   takes its candidates from an equality index (`embedded_index`), kept up to date by the writes;
 - scans first drop, by plain dict lookups, documents that a leading run of simple conditions
@@ -171,11 +171,9 @@ def _forget_indexes(self: Collection) -> None:
 
 def _find_one(self: Collection, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
     excluded = _excluded_fields(args, kwargs)
-    if excluded is None or type(filter) is not dict or _plain_key(filter) is None:
+    if excluded is None or type(filter) is not dict or self.codec_options.tz_aware:
         return _shipped["find_one"](self, filter, *args, **kwargs)
-    if self.codec_options.tz_aware:
-        return _shipped["find_one"](self, filter, *args, **kwargs)
-    if len(filter) == 1:
+    if len(filter) == 1 and _plain_key(filter) is not None:
         doc = _stored(self, filter["_id"])  # the stored `_id` is the key: it matches
     else:
         spec = helpers.patch_datetime_awareness_in_document(filter)  # as the cursor does

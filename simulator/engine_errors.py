@@ -62,8 +62,18 @@ class EngineError:
 
 def method_of(fn: Callable[..., Any]) -> str:
     """The engine method a call such as `lambda e: e.create_purchase(...)` makes."""
-    names = getattr(getattr(fn, "__code__", None), "co_names", ())
-    return next((m for m in ENGINE_METHODS if m in names), "engine")
+    code = getattr(fn, "__code__", None)
+    method = _METHOD_OF_CODE.get(code) if code is not None else None
+    if method is None:
+        names = getattr(code, "co_names", ())
+        method = next((m for m in ENGINE_METHODS if m in names), "engine")
+        if code is not None:
+            _METHOD_OF_CODE[code] = method
+    return method
+
+
+#: a call site's lambda has one code object, whatever it captures: its method is found once
+_METHOD_OF_CODE: dict[Any, str] = {}
 
 
 def check_return(method: str, value: Any) -> None:

@@ -7,17 +7,23 @@ history. Checkers use it as evidence ("this forged webhook wrote that document")
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
+from typing import Any
 
 current_request: ContextVar[str | None] = ContextVar("paysim_request", default=None)
 
 
-@contextmanager
-def request_scope(request_id: str) -> Iterator[None]:
-    token = current_request.set(request_id)
-    try:
-        yield
-    finally:
-        current_request.reset(token)
+class request_scope:  # noqa: N801 - used as a function: `with request_scope("op7"):`
+    """`current_request` is `request_id` inside the block (a class, not a generator-based
+    context manager: one is entered for every request)."""
+
+    __slots__ = ("_id", "_token")
+
+    def __init__(self, request_id: str) -> None:
+        self._id = request_id
+
+    def __enter__(self) -> None:
+        self._token: Token[str | None] = current_request.set(self._id)
+
+    def __exit__(self, *exc: Any) -> None:
+        current_request.reset(self._token)

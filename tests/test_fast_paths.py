@@ -104,13 +104,19 @@ def test_fast_scans_find_what_mongomock_finds() -> None:
     docs = _docs(rng, 400)
     fast = client()["t"].c
     fast.insert_many([dict(d) for d in docs])
+    with shipped():
+        plain = mongomock.MongoClient()["t"].c
+        plain.insert_many([dict(d) for d in docs])
     for flt in FILTERS:
         got = list(fast.find(flt))
         with shipped():
-            plain = mongomock.MongoClient()["t"].c
-            plain.insert_many([dict(d) for d in docs])
             expected = list(plain.find(flt))
         assert _same(got, expected), flt
+        for projection in PROJECTIONS:  # find_one: the first the fast path finds, as the cursor
+            mine = _outcome(lambda: fast.find_one(flt, projection))  # noqa: B023
+            with shipped():
+                theirs = _outcome(lambda: plain.find_one(flt, projection))  # noqa: B023
+            assert _same(mine, theirs), (flt, projection)
 
 
 def test_finds_of_listed_keys_sorted_by_id_match_mongomock() -> None:
