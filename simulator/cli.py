@@ -501,6 +501,15 @@ def run(
 @workers_option
 @cluster_option
 @coverage_option
+@click.option(
+    "--charts",
+    type=click.Choice(["failing", "all", "none"]),
+    default="failing",
+    show_default=True,
+    help="which runs' reports get PNG charts: those that did not pass (what a CI reader opens; "
+    "drawing a run's charts costs far more than running it), every run, or none; "
+    "`paysim report RUN_DIR` draws one run's later",
+)
 @json_option
 @click.pass_context
 def suite(
@@ -513,6 +522,7 @@ def suite(
     workers: int,
     cluster: str | None,
     with_coverage: bool,
+    charts: str,
     as_json: bool,
 ) -> None:
     """Run every scenario file in DIR (and its subfolders) under its seeds; gate CI on the exit code."""
@@ -542,6 +552,7 @@ def suite(
             on_result=lambda r: bar.update(1, run_line(r)),
             executor=pool,
             coverage_dir=data,
+            charts=charts,
         )
     if data is not None:
         coverage_report(engine, data, out / "coverage.json", say)

@@ -71,12 +71,21 @@ table.matrix td { min-width: 170px; } a.bad { color: #a3160f; } a.ok { color: #1
 """
 
 
-def write_report(run_dir: Path, summary: Mapping[str, Any], scenario_toml: str | None) -> Path:
-    """Write run_dir/report.html from the checker's summary and the run's stored files."""
+def write_report(
+    run_dir: Path,
+    summary: Mapping[str, Any],
+    scenario_toml: str | None,
+    *,
+    charts: bool = True,
+    policy: str = "all",
+) -> Path:
+    """Write run_dir/report.html from the checker's summary and the run's stored files; with
+    `charts` false, without charts, saying why (the suite's `--charts` `policy`) and how to draw
+    them."""
     history = run_dir / "history.jsonl"
-    charts = [run_dir / "charts" / name for name in CHART_FILES]
-    if not all(p.exists() for p in charts) and history.exists():
-        charts = make_charts(run_dir)
+    drawn = [run_dir / "charts" / name for name in CHART_FILES] if charts else []
+    if charts and not all(p.exists() for p in drawn) and history.exists():
+        drawn = make_charts(run_dir)
     violations = list(summary.get("violations") or [])
     wanted = {int(s) for v in _shown(violations) for s in (v.get("evidence") or [])[:MAX_EVIDENCE]}
     lines = read_lines_by_seq(history, wanted) if history.exists() else {}
@@ -91,7 +100,7 @@ def write_report(run_dir: Path, summary: Mapping[str, Any], scenario_toml: str |
         _invariants(summary, violations),
         _violations(violations, lines),
         _slo(summary),
-        _charts([p for p in charts if p.exists()]),
+        _charts([p for p in drawn if p.exists()]) if charts else _charts_not_drawn(policy),
         _counts(summary),
         tested_section(summary),
         coverage_section(run_dir / "coverage.json"),
@@ -317,6 +326,20 @@ def _charts(paths: list[Path]) -> str:
             f"<figcaption>{escape(caption)}</figcaption></figure>"
         )
     return "<h2>Charts</h2>" + "".join(figures)
+
+
+def _charts_not_drawn(policy: str) -> str:
+    why = (
+        "the suite was run with <code>--charts none</code>"
+        if policy == "none"
+        else "this run passed, and a suite draws charts for the runs that did not "
+        "(<code>--charts failing</code>, the default; <code>--charts all</code> draws every "
+        "run's)"
+    )
+    return (
+        f'<h2>Charts</h2><p class="meta">Not drawn: {why}. To draw this run\'s now: '
+        "<code>paysim report RUN_DIR</code>, RUN_DIR being the folder of this page.</p>"
+    )
 
 
 def _engine_errors(errors: list[dict[str, Any]]) -> str:

@@ -181,6 +181,15 @@ def worst(codes: Iterable[int]) -> int:
     return next((c for c in (2, 1, 4, 3) if c in codes), 0)
 
 
+#: which runs get PNG charts in their report: every run, only those that did not pass (the ones
+#: a CI reader opens: drawing charts costs thirty times a CI run's simulation), or none
+CHARTS = ("all", "failing", "none")
+
+
+def wants_charts(policy: str, summary: dict[str, Any]) -> bool:
+    return policy == "all" or (policy == "failing" and exit_code_of(summary) != 0)
+
+
 def run_case(
     scenario: Scenario,
     seed: int,
@@ -189,10 +198,12 @@ def run_case(
     *,
     scenario_path: str | None = None,
     report: bool = True,
+    charts: str = "all",
     wall_clock: bool = False,
     coverage_dir: Path | None = None,
 ) -> RunReport:
-    """Run into `run_dir` with scenario.toml always, charts and report.html when `report`.
+    """Run into `run_dir` with scenario.toml always, report.html when `report`, with charts as
+    the `charts` policy says (CHARTS).
 
     Without a `scenario_path` the replay command names the run's own scenario.toml. The run is
     written to a fresh folder moved in place at the end (`run_folder.staged`): an earlier run's
@@ -212,18 +223,24 @@ def run_case(
             coverage_dir=coverage_dir,
         )
         if report:
-            render(stage, result.summary, toml)
+            render(stage, result.summary, toml, charts=charts)
     result.out_dir = result.run.out_dir = run_dir
     return result
 
 
-def render(run_dir: Path, summary: dict[str, Any], scenario_toml: str | None) -> Path:
-    """Charts first (write_report would keep stale ones from an earlier run), then the page."""
-    from simulator.charts import make_charts  # matplotlib: only where a report is drawn
+def render(
+    run_dir: Path, summary: dict[str, Any], scenario_toml: str | None, *, charts: str = "all"
+) -> Path:
+    """Charts first (write_report would keep stale ones from an earlier run), then the page;
+    `charts`: the policy (CHARTS) that says whether this run gets them."""
     from simulator.report_html import write_report
 
-    make_charts(run_dir)
-    return write_report(run_dir, summary, scenario_toml)
+    drawn = wants_charts(charts, summary)
+    if drawn:
+        from simulator.charts import make_charts  # matplotlib: only where charts are drawn
+
+        make_charts(run_dir)
+    return write_report(run_dir, summary, scenario_toml, charts=drawn, policy=charts)
 
 
 @dataclass(frozen=True)
@@ -232,6 +249,7 @@ class Job:
     engine: str | EngineFactory
     run_dir: str | None  # None: a throwaway run (summary only)
     coverage_dir: str | None = None  # measure the engine's code: a data file in this folder
+    charts: str = "all"  # which runs' reports get charts (CHARTS)
 
 
 def expects_failure(scenario: Scenario, engine: str | EngineFactory) -> bool:
@@ -260,7 +278,13 @@ def run_job(job: Job) -> CaseResult:
         )
     run_dir = Path(job.run_dir)
     report = run_case(
-        case.scenario, case.seed, job.engine, run_dir, scenario_path=case.path, coverage_dir=cov
+        case.scenario,
+        case.seed,
+        job.engine,
+        run_dir,
+        scenario_path=case.path,
+        charts=job.charts,
+        coverage_dir=cov,
     )
     return CaseResult(report.summary, run_dir, case.path, expected, time.perf_counter() - started)
 
@@ -325,13 +349,17 @@ def run_suite(
     on_result: Callable[[CaseResult], None] | None = None,
     executor: Any = None,
     coverage_dir: Path | None = None,
+    charts: str = "all",
 ) -> list[CaseResult]:
     """Every case into its own run folder under `out_dir/<engine>/<scenario>/seed-<n>`.
 
     `executor`: where to run them instead of local processes (`Workers`' `pool`);
-    `coverage_dir`: measure the engine's code, a data file per run in that folder."""
+    `coverage_dir`: measure the engine's code, a data file per run in that folder;
+    `charts`: which runs' reports get charts (CHARTS)."""
     cov = str(coverage_dir) if coverage_dir else None
-    jobs = [Job(case, engine, str(run_dir_for(out_dir, engine, case)), cov) for case in cases]
+    jobs = [
+        Job(case, engine, str(run_dir_for(out_dir, engine, case)), cov, charts) for case in cases
+    ]
     with Workers(workers, executor) as pool:
         return pool.run(jobs, on_result)
 

@@ -25,10 +25,16 @@ def paysim(*args: str | Path) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def assert_run_folder(run_dir: Path) -> None:
+def assert_run_folder(run_dir: Path, *, charts: bool = True) -> None:
     for name in RUN_FILES:
         assert (run_dir / name).is_file(), name
-    assert len(list((run_dir / "charts").glob("*.png"))) >= 4
+    if charts:
+        assert len(list((run_dir / "charts").glob("*.png"))) >= 4
+        assert "data:image/png;base64," in (run_dir / "report.html").read_text()
+    else:
+        assert not (run_dir / "charts").exists()
+        page = (run_dir / "report.html").read_text()
+        assert "Not drawn: this run passed" in page and "data:image/png" not in page
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +187,31 @@ def test_suite_writes_junit_an_index_and_exits_with_the_worst_code(tmp_path: Pat
     index = (out / "index.html").read_text()
     for summary in summaries:
         run_dir = Path(summary["run_dir"])
-        assert_run_folder(run_dir)
+        # charts for the runs that did not pass (thresholds missed), not for those that did
+        assert_run_folder(run_dir, charts=summary["scenario"] == "slo-miss")
         assert run_dir.relative_to(out).as_posix() + "/report.html" in index
+
+
+@pytest.mark.parametrize("charts", ["all", "none"])
+def test_suite_charts_every_run_or_none_when_asked(tmp_path: Path, charts: str) -> None:
+    out = tmp_path / "suite"
+    args = ("suite", SUITE, "--seeds", "1", "--out", out, "--workers", "1", "--json")
+    result = paysim(*args, "--charts", charts)
+    assert result.exit_code == 3, result.output
+    summaries = json.loads(result.stdout)
+    assert {s["scenario"] for s in summaries} == {"duplicates", "slo-miss"}
+    for summary in summaries:
+        run_dir = Path(summary["run_dir"])
+        if charts == "all":
+            assert_run_folder(run_dir)
+        else:
+            assert not (run_dir / "charts").exists()
+            page = (run_dir / "report.html").read_text()
+            assert "data:image/png" not in page and "<code>--charts none</code>" in page
+            assert "this run passed" not in page
+    passing = next(Path(s["run_dir"]) for s in summaries if s["scenario"] == "duplicates")
+    assert paysim("report", passing).exit_code == 0  # draws a run's charts later
+    assert_run_folder(passing)
 
 
 def test_junit_carries_each_violated_invariant_and_the_replay_command(tmp_path: Path) -> None:
