@@ -306,7 +306,7 @@ class ReferenceEngine:
         """Await a Stripe call within the configured timeout; map "may have landed" to OutcomeUnknown."""
         try:
             with anyio.fail_after(self.config.stripe_timeout):
-                return (await call).to_dict()  # plain JSON: stripe>=16 objects are not dicts
+                return stripe_json(await call)
         except TimeoutError as exc:
             raise OutcomeUnknown(f"no answer within {self.config.stripe_timeout:g}s") from exc
         except stripe.APIConnectionError as exc:
@@ -855,6 +855,15 @@ def _replayed(exc: stripe.StripeError) -> bool:
     """Stripe marks a response replayed from an idempotency key's first execution."""
     headers = exc.headers or {}
     return any(k.lower() == "idempotent-replayed" and v == "true" for k, v in headers.items())
+
+
+def stripe_json(obj: Any) -> dict[str, Any]:
+    """A Stripe answer as plain JSON (stripe>=16 objects are not dicts): the body the SDK parsed
+    (`last_response.data`, its documented raw response) rather than `to_dict()`, which walks
+    the object tree it built from that very body."""
+    response = getattr(obj, "last_response", None)
+    data = getattr(response, "data", None)
+    return data if type(data) is dict else obj.to_dict()
 
 
 def _slot_id(user_id: str, program_id: str) -> str:

@@ -2,9 +2,9 @@
 
 The throughput target asks for the full SDK path. What that path costs on its own (building and
 encoding the request, the retry wrapper, parsing the answer into `StripeObject`s, the engine's
-`to_dict()`, and the SDK's HMAC check of each webhook) is measured against an HTTP client that
-answers at once with a body the fake rendered, and multiplied by the calls per purchase of a real
-run. Likewise trio: a task spawned, a sleep, a cancel scope and a task switch each cost something
+plain JSON of the answer, and the SDK's HMAC check of each webhook) is measured against an HTTP
+client that answers at once with a body the fake rendered, and multiplied by the calls per
+purchase of a real run. Likewise trio: a task spawned, a sleep, a cancel scope and a task switch each cost something
 measured here on an empty scheduler, times how many of each a purchase needs (counted exactly by
 the profiled run). Together they are CPU a purchase needs before the fake, the store, the engine or
 the history do anything: `1 / floor` bounds purchases/s however fast the rest becomes.
@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import stripe
 import trio
 
+from reference_impl.reference_engine import stripe_json
 from reference_impl.webhook_signature import verify_event
 from simulator.fake_stripe import signing
 from simulator.fake_stripe.http_client import SimHTTPClient
@@ -120,11 +121,11 @@ def measure_sdk(calls: int, rounds: int = 3) -> SdkCosts:
     payload = signing.event_payload(event)
     header = signing.sign(payload, "whsec_bench", 1_767_225_600)
 
-    async def create() -> None:
-        (await sessions.create_async(CREATE_PARAMS, options)).to_dict()
+    async def create() -> None:  # and the answer as plain JSON, as the engine takes it
+        stripe_json(await sessions.create_async(CREATE_PARAMS, options))
 
     async def retrieve() -> None:
-        (await sessions.retrieve_async("cs_sim_000001")).to_dict()
+        stripe_json(await sessions.retrieve_async("cs_sim_000001"))
 
     clock = _FixedClock(1_767_225_600)
 
