@@ -17,8 +17,11 @@ the run's clock is a virtual clock and is `trio.sleep` otherwise (wall-clock run
 plain MockClock). Sleepers are woken in (deadline, arrival) order; trio then orders each batch
 by its seeded scheduler (simulator/scheduling.py), so runs stay reproducible.
 
+Under a virtual clock the run loop also asks the OS for I/O at only one pass in POLL_EVERY that
+would not block (`_install_lazy_poll`).
+
 Private trio API (MockClock's `_virtual_base`, `_autojump`, the runner's deadline heap, the
-running clock): the trio version range is pinned and tests/test_virtual_time.py checks every
+running clock, the I/O manager's `get_events`): the trio version range is pinned and tests/test_virtual_time.py checks every
 property this relies on, so an upgrade that moves any of it fails there.
 """
 
@@ -43,6 +46,34 @@ _TIMERS = "_paysim_timers"
 #: (deadline, arrival) in C, and `live` can be cleared when the sleep is cancelled
 _AT, _TASK, _LIVE = 0, 2, 3
 Timer = list[Any]
+
+
+#: a virtual run's event loop asks the OS for I/O without waiting (timeout 0) at every pass,
+#: though nothing in it does I/O but trio's own wake-up socket (Ctrl-C, a thread's callback):
+#: one real poll in this many is enough to hear those within microseconds
+POLL_EVERY = 32
+
+
+def _install_lazy_poll() -> None:
+    """Idempotent: under a virtual clock, the OS is asked for I/O at one zero-timeout pass in
+    POLL_EVERY (and whenever trio would block); under any other clock, at every pass."""
+    manager = getattr(_run, "TheIOManager", None)  # epoll, kqueue or IOCP: this platform's
+    if manager is None or getattr(manager.get_events, "_paysim_lazy", False):
+        return
+    poll = manager.get_events
+    passes = itertools.count()
+
+    def get_events(self: Any, timeout: float) -> Any:
+        if (
+            timeout == 0
+            and next(passes) % POLL_EVERY
+            and hasattr(_run.GLOBAL_RUN_CONTEXT.runner.clock, _TIMERS)
+        ):
+            return []  # "the timeout expired with no I/O", as a poll would mostly say
+        return poll(self, timeout)
+
+    get_events._paysim_lazy = True  # type: ignore[attr-defined]
+    manager.get_events = get_events
 
 
 def virtual_clock() -> trio.testing.MockClock:
@@ -76,6 +107,7 @@ def virtual_clock() -> trio.testing.MockClock:
     clock.deadline_to_sleep_time = deadline_to_sleep_time  # type: ignore[method-assign]
     clock._autojump = autojump  # type: ignore[method-assign]
     setattr(clock, _TIMERS, (timers, counter))
+    _install_lazy_poll()
     return clock
 
 

@@ -150,3 +150,24 @@ def test_a_cancelled_timer_due_with_a_live_one_wakes_nobody() -> None:
 
     _run(main)
     assert woke == [("b", 10.0), ("a", 25.0)]
+
+
+def test_a_virtual_run_still_hears_other_threads_though_it_polls_lazily() -> None:
+    """The loop asks the OS for I/O at one pass in POLL_EVERY: a callback another thread hands
+    in (as Ctrl-C's delivery does) still arrives. No deadline is pending, so virtual time
+    cannot jump: only the callback can end the wait (the run is in a thread, to bound it)."""
+    import threading
+
+    done: list[bool] = []
+
+    async def main() -> None:
+        token = trio.lowlevel.current_trio_token()
+        woke = trio.Event()
+        threading.Timer(0.05, lambda: token.run_sync_soon(woke.set)).start()
+        await woke.wait()
+        done.append(True)
+
+    runner = threading.Thread(target=_run, args=(main,), daemon=True)
+    runner.start()
+    runner.join(timeout=10)
+    assert done == [True], "the callback from another thread never arrived"
