@@ -59,6 +59,7 @@ from simulator.scenario import Scenario
 from simulator.scheduling import seed_scheduler
 from simulator.services import FakeEmail, RecordingFulfilment
 from simulator.store_observer import StoreObserver
+from simulator.tested import offers_success_page
 from simulator.topology import (
     Cluster,
     Instance,
@@ -86,6 +87,8 @@ class RunResult:
     seed_lock_stats: dict[str, Any] | None
     engine_errors: list[dict[str, Any]]  # simulator/engine_errors.py
     out_dir: Path | None
+    #: the built engine offers the success page, so customers' redirects raced the webhook
+    success_page: bool = False
     #: kept in memory only for a run without an out dir; otherwise read from the run's files on
     #: first use (a long run's final state is as large as its store)
     _final_state: dict[str, Any] | None = field(repr=False, default=None)
@@ -160,6 +163,7 @@ class _World:
         self.wall_clock = wall_clock
         self.streams = RandomStreams(seed)
         self.quiescent = False
+        self.success_page = False
         self._deliveries = 0
         self._reconciles = 0
         self.final_state: dict[str, Any] | None = None
@@ -253,6 +257,8 @@ class _World:
                 record=record,
             )
             self._build_instances(tg)
+            # asked of the engine the factory built: a `module:factory` function has no methods
+            self.success_page = offers_success_page(self.cluster.instances[0].engine)
             self.probe = SignatureProbe(
                 self.fake,
                 self.cluster,
@@ -269,7 +275,7 @@ class _World:
                 self.fake,
                 record,
                 self.streams.stream("customers"),
-                redirects=hasattr(self.factory, "handle_success_redirect"),
+                redirects=self.success_page,
                 clock=self.clock,
                 timeline_rng=self.streams.stream("customer_timeline"),
                 pending_page_rng=self.streams.stream("pending_page"),
@@ -570,6 +576,7 @@ class _World:
             seed_lock_stats={"instances": seed_stats} if seed_stats else None,
             engine_errors=self.engine_errors.as_list(),
             out_dir=self.out_dir,
+            success_page=self.success_page,
             _final_state=self.final_state,
             _ledgers=self.ledgers,
         )

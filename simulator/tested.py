@@ -21,6 +21,14 @@ class Behaviour:
     why: str
 
 
+def offers_success_page(engine: object) -> bool:
+    """Does this engine implement the optional success page (`ports.SuccessRedirect`)?
+
+    Asked of the engine a factory built, never of the factory: a `module:factory` function has
+    no such attribute even when the engine it returns has the method."""
+    return callable(getattr(engine, "handle_success_redirect", None))
+
+
 def _weight(scenario: Scenario, *names: str) -> float:
     return sum(getattr(scenario.customers, n) for n in names)
 
