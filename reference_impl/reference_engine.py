@@ -215,7 +215,11 @@ class ReferenceEngine:
                 return False
             return True
         unchanged: dict[str, Any] = {"_id": slot_id, "purchase_id": seen["purchase_id"]}
-        if lease is not None:  # unless a newer holder (same token sequence) has written since
+        # unless a newer holder (same token sequence) has written since. Never without a lease
+        # from outside: `_claim_slot` runs only under create_purchase's lock, and every
+        # LockService grants a Lease (reference_impl/locks.py); the guard is for a subclass
+        # that calls it elsewhere.
+        if lease is not None:  # pragma: no branch
             newer = {"fence_scope": self.fence_scope, "fence": {"$gte": lease.token}}
             unchanged["$nor"] = [newer]
         moved = await self.slots.update_one(
@@ -296,7 +300,8 @@ class ReferenceEngine:
                         ) from exc
                     raise
             await anyio.sleep(0.5 * 2**attempt)
-        raise AssertionError("unreachable")
+        # the last attempt returns or raises on every path above: the loop never runs out
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _stripe(self, call: Any) -> Any:
         """Await a Stripe call within the configured timeout; map "may have landed" to OutcomeUnknown."""
@@ -334,8 +339,9 @@ class ReferenceEngine:
                 raise UpstreamError(str(exc), outcome_known=False) from exc
             except stripe.StripeError as exc:
                 raise UpstreamError(f"Stripe failed: {exc.user_message or exc}") from exc
-            if not await self._end_pending(purchase_id, CANCELLED):
-                raise NotCancellable(f"purchase {purchase_id} changed meanwhile")
+            cancelled = await self._end_pending(purchase_id, CANCELLED)
+        if not cancelled:  # the expiry event or a sweep ended it first
+            raise NotCancellable(f"purchase {purchase_id} changed meanwhile")
 
     async def _cancel_session(self, session_id: str) -> bool:
         """Cancel's step at Stripe: the session must be unpayable before the seat is given back."""
@@ -599,15 +605,16 @@ class ReferenceEngine:
         )
         return moved.modified_count == 1
 
-    async def _refund(self, session: dict[str, Any], purchase: dict[str, Any] | None) -> None:
+    async def _refund(self, session: dict[str, Any], purchase: dict[str, Any]) -> None:
+        """Give a late payment of `purchase` back (a session with no purchase of ours is never
+        refunded: see `_dead_letter`)."""
         await self._stripe(
             self.env.stripe.v1.refunds.create_async(
                 {"payment_intent": session["payment_intent"]},
                 {"idempotency_key": f"refund:{session['id']}"},
             )
         )
-        if purchase is not None:
-            await self._transition(purchase["_id"], purchase["status"], REFUNDED, {})
+        await self._transition(purchase["_id"], purchase["status"], REFUNDED, {})
 
     async def _on_session_payment_failed(self, session: dict[str, Any]) -> None:
         if session.get("payment_status") == "paid":
@@ -694,14 +701,11 @@ class ReferenceEngine:
         """Stripe definitely refused the Checkout Session: give the seat back, exactly once."""
         return await self._end_pending(purchase["_id"], FAILED)
 
-    async def _end_pending(
-        self, purchase_id: str, new: str, session: dict[str, Any] | None = None
-    ) -> bool:
-        """`pending -> new`. A session Stripe tells us about is recorded if we never heard of it
-        (the create's answer was lost), so no session is left belonging to nobody."""
+    async def _end_pending(self, purchase_id: str, new: str) -> bool:
+        """`pending -> new`; True for the one caller that made it. (A purchase whose create's
+        answer was lost learns its session from the replayed create, never from an event that
+        merely names it: `_foreign_session`, `_resolve_intents`.)"""
         fields: dict[str, Any] = {"ended_at": self.env.clock.now()}
-        if session is not None:
-            fields["stripe_session_id"] = session["id"]
         return await self._transition(purchase_id, PENDING, new, fields) is not None
 
     # ------------------------------------------------------------------ reconcile
@@ -756,10 +760,16 @@ class ReferenceEngine:
         except (OutcomeUnknown, stripe.StripeError):
             return
         async with self._lock(f"webhook:session:{session_id}", self.config.webhook_lock_timeout):
-            if session["status"] == "expired":
-                await self._end_pending(purchase_id, EXPIRED)
-            elif session["status"] == "complete":
-                await self._on_session_paid_or_pending(checkout_session(session))
+            await self._settle_as_stripe_says(purchase_id, session)
+
+    async def _settle_as_stripe_says(self, purchase_id: str, session: dict[str, Any]) -> None:
+        """Expired: the purchase ends. Complete: honoured (or kept, if it is not ours). Still
+        open: Stripe has not run its expiry yet (it may lag `expires_at`); the next sweep asks
+        again."""
+        if session["status"] == "expired":
+            await self._end_pending(purchase_id, EXPIRED)
+        elif session["status"] == "complete":
+            await self._on_session_paid_or_pending(checkout_session(session))
 
     async def _repair_seat_ledger(self, horizon: float) -> None:
         """Finish seat moves left half-done, then release reservations no purchase holds (a
