@@ -339,8 +339,13 @@ class ReferenceEngine:
                 raise UpstreamError(str(exc), outcome_known=False) from exc
             except stripe.StripeError as exc:
                 raise UpstreamError(f"Stripe failed: {exc.user_message or exc}") from exc
-            cancelled = await self._end_pending(purchase_id, CANCELLED)
-        if not cancelled:  # the expiry event or a sweep ended it first
+            # the `checkout.session.expired` event our own expiry caused (or a sweep) may have
+            # ended it first, as expired: the session is unpayable and the seat back, which is
+            # what the customer asked for, so that is this cancel, recorded as such
+            cancelled = await self._end_pending(purchase_id, CANCELLED) or (
+                await self._transition(purchase_id, EXPIRED, CANCELLED, {}) is not None
+            )
+        if not cancelled:  # another cancel, on another instance, won
             raise NotCancellable(f"purchase {purchase_id} changed meanwhile")
 
     async def _cancel_session(self, session_id: str) -> bool:

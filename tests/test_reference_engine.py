@@ -229,6 +229,33 @@ def test_a_paid_session_cannot_be_cancelled() -> None:
     run_virtual(main)
 
 
+def test_a_cancel_succeeds_when_its_own_expiry_event_lands_first() -> None:
+    """Regression: the `checkout.session.expired` event a cancel's own expiry causes is often
+    delivered before the cancel writes `cancelled` (it did in every CI cancel); the reference
+    then answered "not cancellable: changed meanwhile" and kept the purchase as `expired`."""
+
+    class ExpiryDeliveredFirst(ReferenceEngine):
+        async def _cancel_session(self, session_id: str) -> bool:
+            closed = await super()._cancel_session(session_id)
+            [expired] = w.events("checkout.session.expired")
+            assert await w.deliver(expired) == 200  # it ends the purchase as expired
+            assert (await w.purchases())[0]["status"] == "expired"
+            return closed
+
+    async def main() -> None:
+        nonlocal w
+        async with world(ExpiryDeliveredFirst) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.engine.cancel_purchase(USER, result.purchase_id)  # no NotCancellable
+            [purchase] = await w.purchases()
+            assert purchase["status"] == "cancelled"
+            assert await _count(w) == 0  # the seat came back once
+            assert not await w.fake.customer_pay(result.session_id, flow="card")
+
+    w: Any = None
+    run_virtual(main)
+
+
 async def _paid_but_released(w: World) -> tuple[Any, dict[str, Any]]:
     """A purchase whose seat was given back (expired in our store) although the customer paid."""
     result = await w.engine.create_purchase(USER, PROG, class_rep=True)
