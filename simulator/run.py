@@ -195,12 +195,12 @@ class _World:
             scenario=sc.name,
             seed=self.seed,
             engine=self.engine_name,
-            programs=[{"id": p.id, "class_rep_limit": p.class_rep_limit} for p in sc.programs],
+            programs=[{"id": p.id, "class_rep_limit": p.class_rep_limit} for p in sc.on_sale()],
             # only wall-clock runs say so: a virtual-time history keeps its bytes
             **({"clock": "wall"} if self.wall_clock else {}),
         )
         self.db: AsyncDatabase = open_database(f"paysim_{self.seed}")
-        for p in sc.programs:
+        for p in sc.on_sale():  # a withdrawn program is only linked to
             self.db.sync[PROGRAMS].insert_one(
                 program_doc(p.id, class_rep_limit=p.class_rep_limit, price_cents=p.price_cents)
             )
