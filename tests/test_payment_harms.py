@@ -69,6 +69,43 @@ def test_two_paid_sessions_kept_for_one_program_are_a_double_charge() -> None:
     assert check("no_double_charge", entries, facts(apart.purchases, quiescent=False))[0] == UNKNOWN
 
 
+# ---- only_owner_cancels
+
+
+def cancel_invoked(op_id: int, user: str, pid: str) -> dict[str, Any]:
+    return {"type": "op.invoke", "op": "cancel", "op_id": op_id, "user_id": user,
+            "purchase_id": pid}  # fmt: skip
+
+
+def test_a_purchase_cancelled_by_another_users_cancel_is_caught() -> None:
+    guessed = history(
+        write("p1", "pending", user="victim"),
+        cancel_invoked(7, "attacker", "p1"),
+        {**write("p1", "cancelled", user="victim"), "req": "op7"},
+    )
+    status, found = check("only_owner_cancels", guessed)
+    assert status == VIOLATED and "p1 of victim" in found[0].detail and "attacker" in found[0].detail
+    assert found[0].evidence == (1, 2)
+    # the owner's own cancel, and an expiry that is no cancel's doing, are fine
+    own = history(
+        write("p1", "pending", user="victim"),
+        cancel_invoked(7, "victim", "p1"),
+        {**write("p1", "cancelled", user="victim"), "req": "op7"},
+        write("p2", "pending", user="victim"),
+        cancel_invoked(8, "attacker", "p2"),  # refused: the engine wrote nothing
+        {**write("p2", "expired", user="victim"), "req": "webhook-1"},
+    )
+    assert check("only_owner_cancels", own)[0] == HELD
+    # a foreign cancel's request that writes an already cancelled purchase changes nothing
+    again = history(
+        cancel_invoked(7, "victim", "p1"),
+        {**write("p1", "cancelled", user="victim"), "req": "op7"},
+        cancel_invoked(9, "attacker", "p1"),
+        {**write("p1", "cancelled", user="victim"), "req": "op9"},
+    )
+    assert check("only_owner_cancels", again)[0] == HELD
+
+
 # ---- refund_justified
 
 

@@ -10,6 +10,7 @@ from simulator.checkers.engine_exception import NoEngineException
 from simulator.checkers.limit_bypass import NoLimitBypass
 from simulator.checkers.lost_payment import NoLostPayment
 from simulator.checkers.orphan_session import NoOrphanSession
+from simulator.checkers.owner_cancels import OnlyOwnerCancels
 from simulator.checkers.payment_match import PaymentMatchesPurchase
 from simulator.checkers.refund_justified import RefundJustified
 from simulator.checkers.signature import SignatureEnforced
@@ -33,6 +34,7 @@ CHECKERS: tuple[type, ...] = (
     NoDoubleCharge,
     RefundJustified,
     NoStuckPurchase,
+    OnlyOwnerCancels,
 )
 INVARIANTS: tuple[str, ...] = tuple(c.name for c in CHECKERS)
 
