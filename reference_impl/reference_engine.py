@@ -97,9 +97,7 @@ class ReferenceEngine:
     async def create_purchase(
         self, user_id: str, program_id: str, class_rep: bool
     ) -> PurchaseResult:
-        program = await self.programs.find_one({"_id": program_id}, WITHOUT_SEAT_MOVES)
-        if program is None:
-            raise NotFound(f"program {program_id} not found")
+        program = await self._program(program_id)
         try:
             async with self._lock(
                 f"purchase:create:{user_id}:{program_id}", self.config.purchase_lock_timeout
@@ -114,6 +112,13 @@ class ReferenceEngine:
         except stripe.StripeError as exc:
             raise UpstreamError(f"Stripe failed: {exc.user_message or exc}") from exc
 
+    async def _program(self, program_id: str) -> dict[str, Any]:
+        """The program on sale; a link to one that is not (withdrawn, mistyped) is NotFound."""
+        program = await self.programs.find_one({"_id": program_id}, WITHOUT_SEAT_MOVES)
+        if program is None:
+            raise NotFound(f"program {program_id} not found")
+        return program
+
     async def _create_locked(
         self, user_id: str, program: dict[str, Any], class_rep: bool
     ) -> PurchaseResult:
@@ -121,15 +126,24 @@ class ReferenceEngine:
         slot = await self.slots.find_one({"_id": slot_id})
         if slot is not None:
             current = await self.purchases.find_one({"_id": slot["purchase_id"]})
-            if current is None and slot["at"] > self.env.clock.now() - self.config.reconcile_grace:
+            if current is None and self._being_created(slot):
                 raise Busy("a concurrent purchase is being created")
-            if current is not None and current["status"] == COMPLETED:
+            if current is not None and self._owned(current):
                 raise AlreadyPurchased(f"{user_id} already owns {program['_id']}")
             if current is not None and current["status"] == PENDING:
                 reused = await self._reuse_pending(current)
                 if reused is not None:
                     return reused
         return await self._start_purchase(user_id, program, class_rep, slot)
+
+    def _being_created(self, slot: dict[str, Any]) -> bool:
+        """A slot naming no purchase yet: another request claimed it and is writing its intent
+        (or died doing so: after the grace, reconcile tombstones it and the slot is free)."""
+        return bool(slot["at"] > self.env.clock.now() - self.config.reconcile_grace)
+
+    def _owned(self, purchase: dict[str, Any]) -> bool:
+        """The user's purchase of the program in the slot is paid for: Buy again is refused."""
+        return bool(purchase["status"] == COMPLETED)
 
     async def _reuse_pending(self, purchase: dict[str, Any]) -> PurchaseResult | None:
         """An open pending purchase is returned as is (idempotent create); a stale one is ended."""
@@ -320,8 +334,8 @@ class ReferenceEngine:
     # ------------------------------------------------------------------ cancel
 
     async def cancel_purchase(self, user_id: str, purchase_id: str) -> None:
-        purchase = await self.purchases.find_one({"_id": purchase_id, "user_id": user_id})
-        if purchase is None:
+        purchase = await self._users_purchase(user_id, purchase_id)
+        if purchase is None:  # ids are guessable: someone else's purchase is not found either
             raise NotFound(f"purchase {purchase_id} not found")
         key = f"purchase:create:{user_id}:{purchase['program_id']}"
         async with self._lock(key, self.config.purchase_lock_timeout):
@@ -347,6 +361,9 @@ class ReferenceEngine:
             )
         if not cancelled:  # another cancel, on another instance, won
             raise NotCancellable(f"purchase {purchase_id} changed meanwhile")
+
+    async def _users_purchase(self, user_id: str, purchase_id: str) -> dict[str, Any] | None:
+        return await self.purchases.find_one({"_id": purchase_id, "user_id": user_id})
 
     async def _cancel_session(self, session_id: str) -> bool:
         """Cancel's step at Stripe: the session must be unpayable before the seat is given back."""
@@ -604,9 +621,13 @@ class ReferenceEngine:
         other = await self.purchases.find_one({"_id": slot["purchase_id"]})
         if other is not None and other["status"] in SEAT_HOLDING:
             return False
+        # the purchase the site knows the user by is this one now: Buy again sees it
+        return await self._move_slot(slot_id, slot["purchase_id"], purchase["_id"])
+
+    async def _move_slot(self, slot_id: str, from_id: str, to_id: str) -> bool:
         moved = await self.slots.update_one(
-            {"_id": slot_id, "purchase_id": slot["purchase_id"]},
-            {"$set": {"purchase_id": purchase["_id"], "at": self.env.clock.now()}},
+            {"_id": slot_id, "purchase_id": from_id},
+            {"$set": {"purchase_id": to_id, "at": self.env.clock.now()}},
         )
         return moved.modified_count == 1
 
@@ -785,31 +806,40 @@ class ReferenceEngine:
                 continue
             purchase = await self.purchases.find_one({"_id": holder["purchase_id"]})
             if purchase is None:
-                # tombstone first: a late insert by a stalled request now fails on the duplicate id
-                try:
-                    await self.purchases.insert_one(
-                        {
-                            "_id": holder["purchase_id"],
-                            "status": FAILED,
-                            "class_rep": True,
-                            "program_id": program_id,
-                            "user_id": None,
-                            "reason": "orphan seat",
-                        }
-                    )
-                except DuplicateKeyError:
-                    continue
-                await self.seats.release(program_id, holder["ref"])
-                continue
-            if purchase.get("seat_ref") == holder["ref"] and purchase["status"] in SEAT_HOLDING:
-                continue
-            # burn the ref so a stalled re-seat cannot adopt it, then release it
-            burned = await self.purchases.update_one(
-                {"_id": purchase["_id"], "seat_ref": {"$ne": holder["ref"]}},
-                {"$addToSet": {"burned_seat_refs": holder["ref"]}},
+                await self._release_orphan_seat(program_id, holder)
+            elif purchase.get("seat_ref") != holder["ref"] or purchase["status"] not in SEAT_HOLDING:
+                await self._release_unheld_seat(program_id, holder, purchase)
+
+    async def _release_orphan_seat(self, program_id: str, holder: dict[str, Any]) -> None:
+        """A seat reserved for a purchase never written (its request died or stalled)."""
+        # tombstone first: a late insert by a stalled request now fails on the duplicate id
+        try:
+            await self.purchases.insert_one(
+                {
+                    "_id": holder["purchase_id"],
+                    "status": FAILED,
+                    "class_rep": True,
+                    "program_id": program_id,
+                    "user_id": None,
+                    "reason": "orphan seat",
+                }
             )
-            if burned.matched_count or purchase["status"] not in SEAT_HOLDING:
-                await self.seats.release(program_id, holder["ref"])
+        except DuplicateKeyError:
+            return
+        await self.seats.release(program_id, holder["ref"])
+
+    async def _release_unheld_seat(
+        self, program_id: str, holder: dict[str, Any], purchase: dict[str, Any]
+    ) -> None:
+        """A seat its purchase does not hold: the purchase ended but its release never ran (a
+        crash between the two writes), or a re-seat lost its race and died before giving it
+        back. Burn the ref so a stalled re-seat cannot adopt it, then release it."""
+        burned = await self.purchases.update_one(
+            {"_id": purchase["_id"], "seat_ref": {"$ne": holder["ref"]}},
+            {"$addToSet": {"burned_seat_refs": holder["ref"]}},
+        )
+        if burned.matched_count or purchase["status"] not in SEAT_HOLDING:
+            await self.seats.release(program_id, holder["ref"])
 
     async def _retry_receipts(self) -> None:
         owed = await self.purchases.find(
