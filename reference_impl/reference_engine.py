@@ -576,6 +576,9 @@ class ReferenceEngine:
         if purchase["status"] == COMPLETED:
             await self._send_receipt(purchase)  # a duplicate: only a receipt still owed is sent
             return
+        if purchase["status"] == REFUNDED and purchase.get("refund_owed") == session["id"]:
+            await self._pay_back(session, purchase["_id"])  # decided, not yet made at Stripe
+            return
         if purchase["status"] in RELEASED:
             await self._reseat_or_refund(purchase, session)
 
@@ -633,14 +636,33 @@ class ReferenceEngine:
 
     async def _refund(self, session: dict[str, Any], purchase: dict[str, Any]) -> None:
         """Give a late payment of `purchase` back (a session with no purchase of ours is never
-        refunded: see `_dead_letter`)."""
+        refunded: see `_dead_letter`).
+
+        Decided by the same conditional transition out of the released status that a re-seat
+        of the payment needs, before any money moves: of two notices racing (two instances,
+        the success page), one re-seats or one refunds, never both (the customer would keep the
+        program and the money). The refund stays owed until Stripe made it: a retry of the
+        event, whose handler answered 500, makes it then."""
+        won = await self._transition(
+            purchase["_id"], purchase["status"], REFUNDED, {"refund_owed": session["id"]}
+        )
+        if won is not None:
+            await self._pay_back(session, purchase["_id"])
+            return
+        latest = await self.purchases.find_one({"_id": purchase["_id"]})
+        if latest is not None and latest["status"] != purchase["status"]:
+            await self._honour_payment(latest, session)  # the other notice decided first
+
+    async def _pay_back(self, session: dict[str, Any], purchase_id: str) -> None:
         await self._stripe(
             self.env.stripe.v1.refunds.create_async(
                 {"payment_intent": session["payment_intent"]},
                 {"idempotency_key": f"refund:{session['id']}"},
             )
         )
-        await self._transition(purchase["_id"], purchase["status"], REFUNDED, {})
+        await self.purchases.update_one(
+            {"_id": purchase_id, "refund_owed": session["id"]}, {"$unset": {"refund_owed": ""}}
+        )
 
     async def _on_session_payment_failed(self, session: dict[str, Any]) -> None:
         if session.get("payment_status") == "paid":

@@ -175,6 +175,31 @@ def invariants(stem: str, seed: int, engine: str, tmp_path: Path) -> dict[str, s
     ]
 
 
+def test_a_refund_of_the_session_that_completed_the_purchase_is_unjustified() -> None:
+    """Two notices of one late payment: one re-seated it (completed), one refunded it."""
+    entries = history(
+        write("p1", "cancelled", stripe_session_id="cs_a"),
+        paid("cs_a", "pi_a"),
+        write("p1", "completed", stripe_session_id="cs_a"),
+        refund("cs_a", "pi_a"),
+    )
+    both = facts([purchase("p1", "completed", "cs_a")])
+    status, found = check("refund_justified", entries, both)
+    assert status == VIOLATED and "keeps both the program and the money" in found[0].detail
+    # refunded and left refunded: the late payment given back, as it should be
+    given_back = facts([purchase("p1", "refunded", "cs_a")])
+    assert check("refund_justified", entries, given_back)[0] == HELD
+    # a second tab's payment refunded while the first tab's session completed the purchase
+    second = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        paid("cs_a", "pi_a"),
+        write("p1", "completed", stripe_session_id="cs_a"),
+        paid("cs_b", "pi_b"),
+        refund("cs_b", "pi_b"),
+    )
+    assert check("refund_justified", second, facts([purchase("p1", "completed", "cs_a")]))[0] == HELD
+
+
 def test_second_tab_catches_a_new_purchase_on_buy_again(tmp_path: Path) -> None:
     assert (
         invariants("second-tab", 1, "mutant:new-purchase-on-buy-again", tmp_path)[

@@ -256,6 +256,32 @@ def test_a_cancel_succeeds_when_its_own_expiry_event_lands_first() -> None:
     run_virtual(main)
 
 
+def test_a_late_payment_noticed_twice_at_once_is_reseated_or_refunded_never_both() -> None:
+    """Regression (found by scenarios/ci/late-payment-noticed-twice): two notices of one late
+    payment on two instances, the last seat free. One re-seated and fulfilled it; the other,
+    finding that seat taken, refunded the same payment: program and money both kept."""
+    from tests.test_mutants import _Interpose, _observed, _second_instance
+
+    engine = _observed(ReferenceEngine, _Interpose("none", "none", anyio.sleep))
+
+    async def main() -> None:
+        async with world(engine) as w:  # one seat, given back by the released purchase
+            result, event = await _paid_but_released(w)
+            other = await _second_instance(w, engine)
+            payload = w.fake.event_payload(event)
+            async with anyio.create_task_group() as tg:  # interleaved store call by store call
+                for instance in (w.engine, other):
+                    tg.start_soon(instance.handle_webhook, payload, w.fake.sign(payload))
+            [purchase] = await w.purchases()
+            refunded = list(w.fake.refunds)
+            assert purchase["status"] in ("completed", "refunded")
+            assert bool(refunded) == (purchase["status"] == "refunded"), purchase
+            assert len(w.fulfilment.grants) == (purchase["status"] == "completed")
+            assert await _count(w) == (purchase["status"] == "completed")
+
+    run_virtual(main)
+
+
 async def _paid_but_released(w: World) -> tuple[Any, dict[str, Any]]:
     """A purchase whose seat was given back (expired in our store) although the customer paid."""
     result = await w.engine.create_purchase(USER, PROG, class_rep=True)
