@@ -344,6 +344,10 @@ class ReferenceEngine:
                 raise NotCancellable(f"purchase {purchase_id} is not pending")
             session_id = purchase.get("stripe_session_id")
             try:
+                # an intent whose create's answer was lost: the replayed create names its
+                # session, so that it is expired too. (No CI scenario reaches it: the reference
+                # hands out a purchase id only with its session; an account page listing
+                # pending purchases, or an earlier release, would.)
                 if session_id is None:
                     session_id = (await self._create_checkout_session(purchase))["id"]
                 # expire first, so nobody can pay in an open tab after the cancel
@@ -515,6 +519,9 @@ class ReferenceEngine:
         A session that answer does not name is someone else's, whatever it claims.
         """
         stored = purchase.get("stripe_session_id")
+        # (a paid session naming an intent: no customer holds the URL of a session whose create
+        # answer was lost, so only someone else's session that guessed the id gets here; the CI
+        # attacker names its own purchases, which all have their sessions)
         if stored is None and purchase["status"] == PENDING:
             try:
                 issued = await self._create_checkout_session(purchase, patient=True)
@@ -611,6 +618,8 @@ class ReferenceEngine:
             return
         if seat_ref:  # lost the race: our reservation is ours alone to give back
             await self.seats.release(purchase["program_id"], seat_ref)
+        # still released only if the guard refused it: reconcile burned our seat ref while this
+        # re-seat stalled past the grace (no CI scenario stalls a re-seat that long)
         latest = await self.purchases.find_one({"_id": purchase["_id"]})
         if latest is not None and latest["status"] != purchase["status"]:
             await self._honour_payment(latest, session)
@@ -649,9 +658,11 @@ class ReferenceEngine:
         if won is not None:
             await self._pay_back(session, purchase["_id"])
             return
+        # the transition has no guard: losing it means the other notice moved the purchase on
+        # (re-seated it, or decided the refund); None only for a purchase deleted by hand
         latest = await self.purchases.find_one({"_id": purchase["_id"]})
-        if latest is not None and latest["status"] != purchase["status"]:
-            await self._honour_payment(latest, session)  # the other notice decided first
+        if latest is not None:
+            await self._honour_payment(latest, session)
 
     async def _pay_back(self, session: dict[str, Any], purchase_id: str) -> None:
         await self._stripe(
@@ -860,6 +871,7 @@ class ReferenceEngine:
             {"_id": purchase["_id"], "seat_ref": {"$ne": holder["ref"]}},
             {"$addToSet": {"burned_seat_refs": holder["ref"]}},
         )
+        # neither only if a stalled re-seat adopted the ref between the read and the burn
         if burned.matched_count or purchase["status"] not in SEAT_HOLDING:
             await self.seats.release(program_id, holder["ref"])
 
