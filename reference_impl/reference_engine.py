@@ -357,14 +357,17 @@ class ReferenceEngine:
                 raise UpstreamError(str(exc), outcome_known=False) from exc
             except stripe.StripeError as exc:
                 raise UpstreamError(f"Stripe failed: {exc.user_message or exc}") from exc
-            # the `checkout.session.expired` event our own expiry caused (or a sweep) may have
-            # ended it first, as expired: the session is unpayable and the seat back, which is
-            # what the customer asked for, so that is this cancel, recorded as such
-            cancelled = await self._end_pending(purchase_id, CANCELLED) or (
-                await self._transition(purchase_id, EXPIRED, CANCELLED, {}) is not None
-            )
+            cancelled = await self._end_cancelled(purchase_id)
         if not cancelled:  # another cancel, on another instance, won
             raise NotCancellable(f"purchase {purchase_id} changed meanwhile")
+
+    async def _end_cancelled(self, purchase_id: str) -> bool:
+        """`pending -> cancelled`, once its session is unpayable. The `checkout.session.expired`
+        event our own expiry caused (or a sweep) may have ended it first, as expired: the seat
+        is back, which is what the customer asked for, so that is this cancel, recorded so."""
+        return await self._end_pending(purchase_id, CANCELLED) or (
+            await self._transition(purchase_id, EXPIRED, CANCELLED, {}) is not None
+        )
 
     async def _users_purchase(self, user_id: str, purchase_id: str) -> dict[str, Any] | None:
         return await self.purchases.find_one({"_id": purchase_id, "user_id": user_id})

@@ -580,6 +580,29 @@ class KeyInUseIsARefusal(ReferenceEngine):
             raise
 
 
+class RefusesItsOwnCancel(ReferenceEngine):
+    """Ends a cancelled purchase only from pending (the reference before issue 12): the expiry
+    event its own expire call causes usually ends it first, as expired, and the customer is
+    told "not cancellable" about a checkout that is closed.
+
+    Reached by every CI scenario whose customers cancel. Violates cancel_answered_truly."""
+
+    async def _end_cancelled(self, purchase_id: str) -> bool:
+        return await self._end_pending(purchase_id, "cancelled")
+
+
+class ForgetsOwedRefunds(ReferenceEngine):
+    """Does not pay back a refund it decided but Stripe did not make (an outage): the event's
+    retry finds the purchase refunded and changes nothing, so the money is kept.
+
+    Reached by late-payment-noticed-twice. Violates no_lost_payment."""
+
+    async def _honour_payment(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
+        if purchase["status"] == REFUNDED:
+            return None
+        await super()._honour_payment(purchase, session)
+
+
 class CancelsAnyonesPurchase(ReferenceEngine):
     """Looks the purchase to cancel up by its id alone: anyone who guesses an id (they are
     sequential) cancels another customer's checkout.
@@ -805,6 +828,8 @@ MUTANTS: dict[str, Mutant] = {
         ),
         _mutant("key-in-use-is-a-refusal", KeyInUseIsARefusal, "no_orphan_session"),
         _mutant("cancels-anyones-purchase", CancelsAnyonesPurchase, "only_owner_cancels"),
+        _mutant("refuses-its-own-cancel", RefusesItsOwnCancel, "cancel_answered_truly"),
+        _mutant("forgets-owed-refunds", ForgetsOwedRefunds, "no_lost_payment"),
         _mutant(
             "reseat-takes-a-seat-for-everyone", ReseatTakesASeatForEveryone, "counter_consistent"
         ),

@@ -193,6 +193,29 @@ def test_cancels_anyones_purchase_lets_a_guessed_id_cancel_a_checkout() -> None:
     both("cancels-anyones-purchase", scenario)
 
 
+def test_refuses_its_own_cancel_says_no_to_a_cancel_that_happened() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        class ExpiryDeliveredFirst(factory):  # type: ignore[misc,valid-type]
+            async def _cancel_session(self, session_id: str) -> bool:
+                closed: bool = await super()._cancel_session(session_id)
+                [expired] = w.events("checkout.session.expired")
+                assert await w.deliver(expired) == 200  # the purchase is expired now
+                return closed
+
+        async with world(ExpiryDeliveredFirst, programs=SEATS) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            if bug:
+                with pytest.raises(errors.NotCancellable):
+                    await w.engine.cancel_purchase(USER, result.purchase_id)
+            else:
+                await w.engine.cancel_purchase(USER, result.purchase_id)
+            [purchase] = await w.purchases()
+            assert purchase["status"] == ("expired" if bug else "cancelled")
+            assert w.fake.sessions[result.session_id].status == "expired"  # closed either way
+
+    both("refuses-its-own-cancel", scenario)
+
+
 # ---------------------------------------------------------------- late payments
 
 
@@ -248,6 +271,27 @@ def test_refunds_before_deciding_refunds_a_late_payment_it_also_reseated() -> No
             assert len(w.fulfilment.grants) == int(completed)
 
     both("refunds-before-deciding", scenario)
+
+
+def test_forgets_owed_refunds_keeps_a_payment_stripe_could_not_refund_at_first() -> None:
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory, programs=SEATS, max_network_retries=0) as w:
+            _, event = await _released_and_paid(w)
+            w.env.store.sync[SLOTS].update_one(
+                {"_id": f"{USER}:{PROG}"}, {"$set": {"purchase_id": "pur_newer"}}
+            )  # the user bought again since: the late payment is refunded
+            w.env.store.sync["purchases"].insert_one(
+                {"_id": "pur_newer", "user_id": USER, "program_id": PROG, "status": "pending"}
+            )
+            w.fake.faults.outage = True
+            assert await w.deliver(event) == 500  # refund decided, Stripe down
+            w.fake.faults.outage = False
+            assert await w.deliver(event) == 200  # Stripe's retry
+            [purchase] = await w.purchases(_id=event["data"]["object"]["client_reference_id"])
+            assert purchase["status"] == "refunded"
+            assert len(w.fake.refunds) == (0 if bug else 1)
+
+    both("forgets-owed-refunds", scenario)
 
 
 def test_reclaims_without_the_slot_sells_the_program_again_later() -> None:

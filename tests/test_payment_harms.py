@@ -106,6 +106,48 @@ def test_a_purchase_cancelled_by_another_users_cancel_is_caught() -> None:
     assert check("only_owner_cancels", again)[0] == HELD
 
 
+# ---- cancel_answered_truly
+
+
+def cancel_answered(op_id: int, ok: bool, seq_status: str = "not_cancellable") -> dict[str, Any]:
+    if ok:
+        return {"type": "op.ok", "op": "cancel", "op_id": op_id}
+    return {"type": "op.fail", "op": "cancel", "op_id": op_id, "error": seq_status,
+            "message": "changed meanwhile"}  # fmt: skip
+
+
+def test_a_refused_cancel_that_did_end_the_purchase_is_caught() -> None:
+    lied = history(
+        write("p1", "pending"),
+        cancel_invoked(1, "u1", "p1"),
+        write("p1", "expired"),  # its own expiry's event, delivered first
+        cancel_answered(1, ok=False),
+    )
+    status, found = check("cancel_answered_truly", lied)
+    assert status == VIOLATED and "pending to expired" in found[0].detail
+    assert found[0].evidence == (1, 3)
+    # a double click: the other cancel of the purchase succeeded
+    double = history(
+        write("p1", "pending"),
+        cancel_invoked(1, "u1", "p1"),
+        cancel_invoked(2, "u1", "p1"),
+        write("p1", "cancelled"),
+        cancel_answered(2, ok=True),
+        cancel_answered(1, ok=False),
+    )
+    assert check("cancel_answered_truly", double)[0] == HELD
+    # refused because it was paid meanwhile, or not pending to begin with
+    paid_first = history(
+        write("p1", "pending"),
+        cancel_invoked(1, "u1", "p1"),
+        write("p1", "completed"),
+        cancel_answered(1, ok=False),
+        cancel_invoked(2, "u1", "p1"),
+        cancel_answered(2, ok=False),
+    )
+    assert check("cancel_answered_truly", paid_first)[0] == HELD
+
+
 # ---- refund_justified
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from simulator.checkers.base import HELD, UNKNOWN, VIOLATED, Checker, FinalFacts, Outcome, Violation
+from simulator.checkers.cancel_answer import CancelAnsweredTruly
 from simulator.checkers.counter import CounterConsistent
 from simulator.checkers.double_charge import NoDoubleCharge
 from simulator.checkers.double_completion import NoDoubleCompletion
@@ -35,6 +36,7 @@ CHECKERS: tuple[type, ...] = (
     RefundJustified,
     NoStuckPurchase,
     OnlyOwnerCancels,
+    CancelAnsweredTruly,
 )
 INVARIANTS: tuple[str, ...] = tuple(c.name for c in CHECKERS)
 
