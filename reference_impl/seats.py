@@ -138,13 +138,16 @@ class SeatLedger:
                         {"_id": program["_id"]}, {"$unset": {f"{MOVES}.{key}": ""}}
                     )
                     continue
-                await self._holds.update_one(
-                    {"_id": move["ref"], "state": HOLD_HELD},
-                    {"$set": {"state": HOLD_RELEASED, "by": key}, "$unset": {"audit": ""}},
-                )
-                await self._close_release(
-                    program["_id"], key, await self._released_by(move["ref"], key)
-                )
+                await self._finish_release(program["_id"], key, move)
+
+    async def _finish_release(self, program_id: str, key: str, move: dict[str, Any]) -> None:
+        """Steps 2 and 3 of a release its writer left: the hold (if still held), then the
+        counter, moved down only if this release is the one that released the hold."""
+        await self._holds.update_one(
+            {"_id": move["ref"], "state": HOLD_HELD},
+            {"$set": {"state": HOLD_RELEASED, "by": key}, "$unset": {"audit": ""}},
+        )
+        await self._close_release(program_id, key, await self._released_by(move["ref"], key))
 
     async def _insert_hold(self, doc: dict[str, Any]) -> None:
         with suppress(DuplicateKeyError):  # inserted already, by the reserver or by reconcile

@@ -11,7 +11,12 @@ reshuffles the workload or the faults), is one of:
 - a foreign session: a real Checkout Session created at Stripe outside the engine, naming a
   purchase in `client_reference_id` or metadata, then paid (underpaid, other currency, other
   mode, full price). Its events are genuine and signed; `adversary.foreign_session` tells the
-  checkers it must never complete a purchase and must be refunded or kept for a human.
+  checkers it must never complete a purchase and must be refunded or kept for a human;
+- a success-page probe: the page the customer's browser lands on, opened with a `session_id`
+  that is no Checkout Session's, under an `adversary.attack` request (nothing may change,
+  nothing may raise);
+- a foreign cancel: the attacker, as its own customer, cancels a purchase id guessed from its
+  own (ids are sequential), an ordinary `cancel` operation (`only_owner_cancels`).
 At the end of its window the attacker pays its own open sessions for real: a legitimate payment
 must still work after every hostile input.
 """
@@ -19,12 +24,14 @@ must still work after every hostile input.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.attacks import (
     ATTACK_REQUEST,
+    NOT_HONOURED,
     PROBE_REQUEST,
     REFUSE,
     Forger,
@@ -32,10 +39,21 @@ from simulator.attacks import (
 )
 from simulator.clock import SimClock
 from simulator.probes import post_webhook
+from simulator.requests import request_scope
 from simulator.scenario import ATTACKS, AdversarySettings
-from simulator.topology import Cluster
+from simulator.topology import Cluster, InstanceCrashed, InstanceDown
 
 FOREIGN_VARIANTS = ("underpaid", "other_currency", "other_mode", "full_price")
+#: session ids a success page may be opened with that are no Checkout Session's
+SUCCESS_PAGE_IDS: dict[str, Callable[[int], str]] = {
+    "empty": lambda n: "",
+    "unexpanded_template": lambda n: "{CHECKOUT_SESSION_ID}",
+    "payment_intent_id": lambda n: f"pi_adv_{n}",
+    "path": lambda n: f"cs_adv_{n}/../../v1/refunds",
+    "huge": lambda n: "cs_" + "x" * 5000,
+    "unknown_session": lambda n: f"cs_adv_unknown_{n}",
+}
+_TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
 
 
 @dataclass
@@ -43,6 +61,7 @@ class _Target:
     purchase_id: str
     session_id: str
     amount: int
+    user_id: str = ""
 
 
 @dataclass
@@ -77,6 +96,10 @@ class Adversary:
             self._n += 1
             if family == "foreign_sessions":
                 await self._foreign_session()
+            elif family == "success_page_probes":
+                await self._success_page_probe()
+            elif family == "foreign_cancels":
+                await self._foreign_cancel()
             else:
                 await self._forge(family)
         await self._pay_own_sessions()
@@ -96,7 +119,9 @@ class Adversary:
                 class_rep=False,
             )
             if result is not None:
-                self.targets.append(_Target(result.purchase_id, result.session_id, self.price))
+                self.targets.append(
+                    _Target(result.purchase_id, result.session_id, self.price, user)
+                )
         return self.rng.choice(self.targets) if self.targets else None
 
     async def _pay_own_sessions(self) -> None:
@@ -174,6 +199,71 @@ class Adversary:
             mode=mode,
         )
         await self.fake.customer_pay(session.id, flow="card")
+
+
+    # ---- the customer-facing pages
+
+    async def _success_page_probe(self) -> None:
+        variant = self.rng.choice(sorted(SUCCESS_PAGE_IDS))
+        session_id = SUCCESS_PAGE_IDS[variant](self._n)
+        request = f"{ATTACK_REQUEST}{self._n}"
+        with request_scope(request):
+            try:
+                await self.cluster.call(lambda e: _open_success_page(e, session_id))
+                status: int | str = 200
+            except (InstanceDown, InstanceCrashed):
+                status = "unreachable"
+            except Exception as exc:  # escaped the engine: no_engine_exception has it
+                status = f"error: {type(exc).__name__}"
+        self.record(
+            "adversary.attack",
+            request=request,
+            family="success_page_probes",
+            variant=variant,
+            expect=NOT_HONOURED,
+            purchase_id=None,
+            session_id=None,
+            status=status,
+        )
+
+    async def _foreign_cancel(self) -> None:
+        """Cancel a purchase id guessed from one of the attacker's own: most are someone
+        else's, some exist nobody."""
+        target = await self._target()
+        if target is None:
+            return
+        user = target.user_id
+        own = {t.purchase_id for t in self.targets}
+        guess = _neighbour(target.purchase_id, self.rng.choice((-3, -2, -1, 1, 2, 3)))
+        if guess is None or guess in own:
+            return
+        self.record(
+            "adversary.attack",
+            request=None,
+            family="foreign_cancels",
+            variant="guessed_id",
+            expect=NOT_HONOURED,
+            purchase_id=guess,
+            session_id=None,
+            status="sent",
+        )
+        await self.clients.cancel(user, guess)
+
+
+async def _open_success_page(engine: Any, session_id: str) -> None:
+    handler = getattr(engine, "handle_success_redirect", None)
+    if handler is not None:  # an engine without the page has nothing to probe
+        await handler(session_id)
+
+
+def _neighbour(purchase_id: str, offset: int) -> str | None:
+    """`pur_i0g1x000007`, 2 -> `pur_i0g1x000009` (the same width); None below zero."""
+    match = _TRAILING_NUMBER.match(purchase_id)
+    if match is None:
+        return None
+    head, digits = match.groups()
+    number = int(digits) + offset
+    return f"{head}{number:0{len(digits)}d}" if number >= 0 else None
 
 
 def _made_up_session(n: int, amount: int, currency: str) -> dict[str, Any]:

@@ -180,6 +180,28 @@ class Forger:
             obj.update(status="expired", payment_status="unpaid", payment_intent=None)
         return self._signed("unknown_objects", variant, body, ACK, session_id=obj["id"])
 
+    def _contradictions(self, base: dict[str, Any], n: int) -> Forgery:
+        """An expiry or payment failure the engine must not act on: its object says otherwise
+        (the session is still open, or paid), or it is not the purchase's own session."""
+        variant = self.rng.choice(
+            ("expired_but_open", "expired_but_paid", "failed_but_paid", "failed_not_its_session")
+        )
+        body = copy.deepcopy(base)
+        obj = body["data"]["object"]
+        if variant.startswith("expired"):
+            body["type"] = "checkout.session.expired"
+        else:
+            body["type"] = "checkout.session.async_payment_failed"
+        if variant == "expired_but_open":
+            obj.update(status="open", payment_status="unpaid", payment_intent=None)
+        elif variant == "expired_but_paid":
+            obj.update(status="expired", payment_status="paid")
+        elif variant == "failed_but_paid":
+            obj.update(status="complete", payment_status="paid")
+        else:  # names the purchase (client_reference_id, metadata) from a session never issued
+            obj.update(id=f"cs_adv_other_{n}", status="complete", payment_status="unpaid")
+        return self._signed("contradictions", variant, body, NOT_HONOURED, session_id=obj["id"])
+
     def _signed_mismatch(self, base: dict[str, Any], n: int) -> Forgery:
         variant = self.rng.choice(("underpaid", "other_currency", "other_mode", "no_intent"))
         changes = {

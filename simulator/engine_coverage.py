@@ -5,8 +5,10 @@ modules of the engine class and of its base classes (a mutant is measured on its
 on the reference's), plus the reference's helper modules that are engine logic (`ENGINE_HELPERS`).
 
 Each measured run writes one data file (`.coverage.<host>.<pid>.<random>`) into a folder: runs in
-worker processes, on other machines' workers with the same checkout, or one after another all
-add files, and `combine` merges them. Lines that run when the module is imported (`def`, class
+worker processes, or one after another, all add files, and `combine` merges them. A cluster's
+worker shares no folder with the client and may hold the checkout at another path: it measures
+into a folder of its own and sends the arcs back keyed by module name (`portable_arcs`), which
+the client writes as a data file of its own files (`land_arcs`). Lines that run when the module is imported (`def`, class
 bodies) run before any measurement starts in a process that has already imported the engine, so
 `combine` adds one measurement of a bare import, taken in a fresh interpreter.
 """
@@ -209,6 +211,43 @@ def reached_arcs(data_dir: Path) -> set[tuple[str, int, int]]:
     return {
         (f, a, b) for f in combined.measured_files() for a, b in combined.arcs(f) or () if a > 0
     }
+
+
+#: arcs by engine module name: what a remote worker sends back (paths differ between machines)
+PortableArcs = dict[str, list[tuple[int, int]]]
+
+
+def portable_arcs(data_dir: Path) -> PortableArcs:
+    """Worker side: every arc the data files in `data_dir` hold, keyed by module name."""
+    by_file = {
+        str(Path(module.__file__).resolve()): name
+        for name, module in list(sys.modules.items())
+        if getattr(module, "__file__", None)
+    }
+    out: PortableArcs = {}
+    for path in sorted(data_dir.glob(DATA_PREFIX + ".*")):
+        part = coverage.CoverageData(basename=str(path))
+        part.read()
+        for measured in part.measured_files():
+            name = by_file.get(str(Path(measured).resolve()))
+            if name is not None:
+                out.setdefault(name, []).extend(part.arcs(measured) or ())
+    return {name: sorted(set(arcs)) for name, arcs in out.items()}
+
+
+def land_arcs(data_dir: Path, arcs: PortableArcs) -> None:
+    """Client side: `arcs` (from `portable_arcs`) as one more data file in `data_dir`, under
+    this machine's paths of the same modules."""
+    if not arcs:
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    local = {}
+    for name, pairs in arcs.items():
+        module = sys.modules.get(name) or importlib.import_module(name)
+        local[str(Path(module.__file__ or name).resolve())] = pairs
+    data = coverage.CoverageData(basename=str(data_dir / DATA_PREFIX), suffix=True)
+    data.add_arcs(local)
+    data.write()
 
 
 def summary_line(report: dict[str, Any]) -> str:

@@ -19,16 +19,18 @@ from contextlib import (
     nullcontext,
     suppress,
 )
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import stripe
 from pymongo.errors import DuplicateKeyError
 
 from reference_impl.errors import Busy, UpstreamError
 from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult
-from reference_impl.reference_engine import ReferenceEngine, _paid_fields
-from reference_impl.schema import COMPLETED, FAILED, PENDING, SEAT_HOLDS
-from reference_impl.seats import HOLD_RELEASED, MOVES, SeatLedger
+from reference_impl.reference_engine import OutcomeUnknown, ReferenceEngine, _paid_fields
+from reference_impl.schema import COMPLETED, FAILED, PENDING, REFUNDED, SEAT_HOLDS
+from reference_impl.seats import HOLD_RELEASED, MOVES, WITHOUT_SEAT_MOVES, SeatLedger
 from reference_impl.webhook_signature import InvalidWebhook, verify_event
 from simulator.engines import EXTRA, EXTRA_DESCRIPTIONS
 
@@ -481,6 +483,281 @@ class ExpireIgnoringPayment(ReferenceEngine):
         return True
 
 
+# ---------------------------------------------------------------- paths issue 12 reached
+#: set while a mutant's step runs, for an override further down to know it (as the reference
+#: passes its purchase lease to `_claim_slot`)
+_SEATLESS: ContextVar[bool] = ContextVar("mutant_seatless", default=False)
+_RESEATING: ContextVar[bool] = ContextVar("mutant_reseating", default=False)
+
+
+class NoProgramCheck(ReferenceEngine):
+    """Reads the program and goes on without checking that it exists: a customer following an
+    old link to a program withdrawn since gets a TypeError (an HTTP 500), not "not found".
+
+    Reached by come-back-after-buying. Violates no_engine_exception."""
+
+    async def _program(self, program_id: str) -> dict[str, Any]:
+        program: dict[str, Any] = await self.programs.find_one(
+            {"_id": program_id}, WITHOUT_SEAT_MOVES
+        )
+        return program
+
+
+class TakesOverAFreshSlot(ReferenceEngine):
+    """Takes a slot that names no purchase yet for abandoned at once, instead of answering busy
+    while it is fresh: a click landing between another click's slot claim and its intent record
+    starts a second purchase for the user.
+
+    Reached by impatient-clicks-slow-stripe. Violates single_pending_per_user."""
+
+    def _being_created(self, slot: dict[str, Any]) -> bool:
+        return False
+
+
+class SellsWhatTheyOwn(ReferenceEngine):
+    """Does not look whether the user already owns the program: a customer who paid, forgot and
+    clicks Buy again is sold it a second time.
+
+    Reached by come-back-after-buying. Violates no_double_charge."""
+
+    def _owned(self, purchase: dict[str, Any]) -> bool:
+        return False
+
+
+class NewPurchaseOnRetry(ReferenceEngine):
+    """A second click that finds the first click's intent (no Checkout Session yet) starts a
+    purchase of its own instead of resuming that one with its idempotency key: two pending
+    purchases for one user, two sessions.
+
+    Reached by impatient-clicks-slow-stripe. Violates single_pending_per_user."""
+
+    async def _reuse_pending(self, purchase: dict[str, Any]) -> PurchaseResult | None:
+        if purchase.get("stripe_session_id") is None:
+            return None
+        return await super()._reuse_pending(purchase)
+
+
+class SlotGuardOnlyForClassRep(ReferenceEngine):
+    """Takes the per-user slot as a guard of seats only: a purchase without a class-rep seat
+    that loses the slot to another click goes ahead anyway.
+
+    Reached by impatient-clicks-slow-stripe (two clicks at once, no seat). Violates
+    single_pending_per_user."""
+
+    async def _start_purchase(
+        self,
+        user_id: str,
+        program: dict[str, Any],
+        class_rep: bool,
+        slot: dict[str, Any] | None,
+    ) -> PurchaseResult:
+        seatless = _SEATLESS.set(not class_rep)
+        try:
+            return await super()._start_purchase(user_id, program, class_rep, slot)
+        finally:
+            _SEATLESS.reset(seatless)
+
+    async def _claim_slot(
+        self, slot_id: str, seen: dict[str, Any] | None, purchase_id: str, now: float
+    ) -> bool:
+        return await super()._claim_slot(slot_id, seen, purchase_id, now) or _SEATLESS.get()
+
+
+class KeyInUseIsARefusal(ReferenceEngine):
+    """Takes Stripe's 409 `idempotency_key_in_use` for a refusal: a second click resuming the
+    first click's intent while Stripe still executes its create fails the purchase and gives
+    the seat back, and the session Stripe then makes belongs to nobody.
+
+    Reached by impatient-clicks-slow-stripe. Violates no_orphan_session."""
+
+    async def _stripe(self, call: Any) -> Any:
+        try:
+            return await super()._stripe(call)
+        except OutcomeUnknown as exc:
+            cause = exc.__cause__
+            if isinstance(cause, stripe.APIError) and cause.http_status == 409:
+                raise cause from None
+            raise
+
+
+class RefusesItsOwnCancel(ReferenceEngine):
+    """Ends a cancelled purchase only from pending (the reference before issue 12): the expiry
+    event its own expire call causes usually ends it first, as expired, and the customer is
+    told "not cancellable" about a checkout that is closed.
+
+    Reached by every CI scenario whose customers cancel. Violates cancel_answered_truly."""
+
+    async def _end_cancelled(self, purchase_id: str) -> bool:
+        return await self._end_pending(purchase_id, "cancelled")
+
+
+class ForgetsOwedRefunds(ReferenceEngine):
+    """Does not pay back a refund it decided but Stripe did not make (an outage): the event's
+    retry finds the purchase refunded and changes nothing, so the money is kept.
+
+    Reached by late-payment-noticed-twice. Violates no_lost_payment."""
+
+    async def _honour_payment(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
+        if purchase["status"] == REFUNDED:
+            return None
+        await super()._honour_payment(purchase, session)
+
+
+class CancelsAnyonesPurchase(ReferenceEngine):
+    """Looks the purchase to cancel up by its id alone: anyone who guesses an id (they are
+    sequential) cancels another customer's checkout.
+
+    Reached by misaddressed-events (the attacker's foreign cancels). Violates
+    only_owner_cancels."""
+
+    async def _users_purchase(self, user_id: str, purchase_id: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self.purchases.find_one({"_id": purchase_id})
+        return found
+
+
+class ReseatTakesASeatForEveryone(ReferenceEngine):
+    """Takes a class-rep seat again for every late payment it re-seats, also for a purchase
+    that never held one: the counter counts a seat nobody holds.
+
+    Reached by late-payment-noticed-twice. Violates counter_consistent."""
+
+    async def _reseat_or_refund(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
+        await super()._reseat_or_refund({**purchase, "class_rep": True}, session)
+
+
+class ReseatIgnoresItsTransition(ReferenceEngine):
+    """Does not look at what the re-seat's transition answered: the notice that lost the race
+    to re-seat a late payment fulfils it again.
+
+    Reached by late-payment-noticed-twice. Violates no_double_completion."""
+
+    async def _reseat_or_refund(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
+        reseating = _RESEATING.set(True)
+        try:
+            await super()._reseat_or_refund(purchase, session)
+        finally:
+            _RESEATING.reset(reseating)
+
+    async def _transition(
+        self,
+        purchase_id: str,
+        old: str,
+        new: str,
+        fields: dict[str, Any],
+        guard: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        won = await super()._transition(purchase_id, old, new, fields, guard)
+        if won is None and new == COMPLETED and _RESEATING.get():
+            latest = await self.purchases.find_one({"_id": purchase_id})
+            return None if latest is None else {**latest, **fields}  # taken as won
+        return won
+
+
+class RefundsBeforeDeciding(ReferenceEngine):
+    """Refunds a late payment first and only then tries to take the purchase to refunded (the
+    reference before late-payment-noticed-twice found it): of two notices racing, one
+    re-seats the payment while the other, finding the last seat taken, refunds it.
+
+    Reached by late-payment-noticed-twice. Violates refund_justified (the customer keeps the
+    program and the money)."""
+
+    async def _refund(self, session: dict[str, Any], purchase: dict[str, Any]) -> None:
+        await self._pay_back(session, purchase["_id"])
+        await self._transition(purchase["_id"], purchase["status"], REFUNDED, {})
+
+
+class ReclaimsWithoutTheSlot(ReferenceEngine):
+    """Re-seats a late payment without pointing the user's slot at it: the slot still names
+    the purchase the user bought and cancelled meanwhile, so when they come back and click Buy
+    again they are sold the program a second time.
+
+    Reached by come-back-after-buying. Violates no_double_charge."""
+
+    async def _move_slot(self, slot_id: str, from_id: str, to_id: str) -> bool:
+        return True
+
+
+class FailsOnTheEventsWord(ReferenceEngine):
+    """Ends a purchase on `checkout.session.async_payment_failed` whatever its object says,
+    also when it has the session as paid.
+
+    Reached by misaddressed-events. Violates payment_matches_purchase (an event that must not
+    be honoured changed a purchase)."""
+
+    async def _on_session_payment_failed(self, session: dict[str, Any]) -> None:
+        await super()._on_session_payment_failed({**session, "payment_status": "unpaid"})
+
+
+class ExpiresOnTheEventsWord(ReferenceEngine):
+    """Ends a purchase on `checkout.session.expired` whatever its object says, also when the
+    session is still open (its customer can still pay) or paid.
+
+    Reached by misaddressed-events. Violates payment_matches_purchase."""
+
+    async def _on_session_expired(self, session: dict[str, Any]) -> None:
+        await super()._on_session_expired(
+            {**session, "status": "expired", "payment_status": "unpaid"}
+        )
+
+
+class FailsTheNamedPurchase(ReferenceEngine):
+    """Ends the purchase a failed session names (`client_reference_id`, metadata) when it is
+    not that purchase's own session: a failure of a session made elsewhere ends someone's
+    checkout.
+
+    Reached by misaddressed-events. Violates payment_matches_purchase."""
+
+    async def _on_session_payment_failed(self, session: dict[str, Any]) -> None:
+        purchase = await self._purchase_for(session)  # its own, else the one it names
+        if session.get("payment_status") != "paid" and purchase is not None:
+            await self._end_pending(purchase["_id"], FAILED)
+
+
+class RepairKeepsEndedPurchasesSeats(ReferenceEngine):
+    """Reconcile gives back only the seats of purchases that were never written: a purchase
+    that ended but whose seat release never ran (a crash between the two writes) keeps its
+    seat for ever.
+
+    Reached by crash-mid-release. Violates counter_consistent."""
+
+    async def _release_unheld_seat(
+        self, program_id: str, holder: dict[str, Any], purchase: dict[str, Any]
+    ) -> None:
+        return None
+
+
+class _DropsStaleReleases(SeatLedger):
+    async def _finish_release(self, program_id: str, key: str, move: dict[str, Any]) -> None:
+        await self._programs.update_one({"_id": program_id}, {"$unset": {f"{MOVES}.{key}": ""}})
+
+
+class StaleReleasesDropped(ReferenceEngine):
+    """Reconcile finishes the seat moves a crash left half-done only when they were reserves; a
+    release cut short is dropped: a hold released before the crash never moves the counter.
+
+    Reached by crash-mid-release. Violates counter_consistent."""
+
+    def __init__(self, env: EngineEnv) -> None:
+        super().__init__(env)
+        self.seats = _DropsStaleReleases(env.store, env.ids, env.clock)
+
+
+class _AlwaysCloses(SeatLedger):
+    async def _close_release(self, program_id: str, key: str, mine: bool) -> None:
+        await super()._close_release(program_id, key, True)
+
+
+class ReleaseCloseAlwaysDecrements(ReferenceEngine):
+    """Moves the counter down at the end of every release, also of one whose hold another
+    release had already given back: a seat given back twice.
+
+    Reached by crash-mid-release. Violates counter_consistent."""
+
+    def __init__(self, env: EngineEnv) -> None:
+        super().__init__(env)
+        self.seats = _AlwaysCloses(env.store, env.ids, env.clock)
+
+
 @dataclass(frozen=True)
 class Mutant:
     name: str
@@ -542,6 +819,37 @@ MUTANTS: dict[str, Mutant] = {
             "reseat-past-the-limit", ReseatPastTheLimit, "no_limit_bypass", "counter_consistent"
         ),
         _mutant("expire-ignoring-payment", ExpireIgnoringPayment, "refund_justified"),
+        _mutant("no-program-check", NoProgramCheck, "no_engine_exception"),
+        _mutant("takes-over-a-fresh-slot", TakesOverAFreshSlot, "single_pending_per_user"),
+        _mutant("sells-what-they-own", SellsWhatTheyOwn, "no_double_charge"),
+        _mutant("new-purchase-on-retry", NewPurchaseOnRetry, "single_pending_per_user"),
+        _mutant(
+            "slot-guard-only-for-class-rep", SlotGuardOnlyForClassRep, "single_pending_per_user"
+        ),
+        _mutant("key-in-use-is-a-refusal", KeyInUseIsARefusal, "no_orphan_session"),
+        _mutant("cancels-anyones-purchase", CancelsAnyonesPurchase, "only_owner_cancels"),
+        _mutant("refuses-its-own-cancel", RefusesItsOwnCancel, "cancel_answered_truly"),
+        _mutant("forgets-owed-refunds", ForgetsOwedRefunds, "no_lost_payment"),
+        _mutant(
+            "reseat-takes-a-seat-for-everyone", ReseatTakesASeatForEveryone, "counter_consistent"
+        ),
+        _mutant(
+            "reseat-ignores-its-transition", ReseatIgnoresItsTransition, "no_double_completion"
+        ),
+        _mutant("refunds-before-deciding", RefundsBeforeDeciding, "refund_justified"),
+        _mutant("reclaims-without-the-slot", ReclaimsWithoutTheSlot, "no_double_charge"),
+        _mutant("fails-on-the-events-word", FailsOnTheEventsWord, "payment_matches_purchase"),
+        _mutant("expires-on-the-events-word", ExpiresOnTheEventsWord, "payment_matches_purchase"),
+        _mutant("fails-the-named-purchase", FailsTheNamedPurchase, "payment_matches_purchase"),
+        _mutant(
+            "repair-keeps-ended-purchases-seats",
+            RepairKeepsEndedPurchasesSeats,
+            "counter_consistent",
+        ),
+        _mutant("stale-releases-dropped", StaleReleasesDropped, "counter_consistent"),
+        _mutant(
+            "release-close-always-decrements", ReleaseCloseAlwaysDecrements, "counter_consistent"
+        ),
     )
 }
 

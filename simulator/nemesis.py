@@ -30,6 +30,7 @@ STRIPE_KINDS = {
     "stripe_latency",
     "stripe_errors",
     "stripe_outage",
+    "stripe_slow_execution",
     "stripe_connection_errors",
     "stripe_lost_response",
     "stripe_rate_limit",
@@ -139,6 +140,8 @@ class Nemesis:
         sf.connection_error_probability = _p(self._strongest("stripe_connection_errors"))
         sf.lost_response_probability = _p(self._strongest("stripe_lost_response"))
         sf.outage = self._has("stripe_outage")
+        slow = [s.value_s for s in self.active if s.kind == "stripe_slow_execution"]
+        sf.processing_s = max(slow, default=0.0)
         limit = self._strongest("stripe_rate_limit")
         sf.rate_limit_per_s = limit.rate if limit else None
         wp.duplicate_probability = _p(self._strongest("webhook_duplicates"))

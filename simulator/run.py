@@ -58,6 +58,7 @@ from simulator.scenario import Scenario
 from simulator.scheduling import seed_scheduler
 from simulator.services import FakeEmail, RecordingFulfilment
 from simulator.store_observer import StoreObserver
+from simulator.tested import offers_success_page
 from simulator.topology import (
     Cluster,
     Instance,
@@ -85,6 +86,8 @@ class RunResult:
     seed_lock_stats: dict[str, Any] | None
     engine_errors: list[dict[str, Any]]  # simulator/engine_errors.py
     out_dir: Path | None
+    #: the built engine offers the success page, so customers' redirects raced the webhook
+    success_page: bool = False
     #: kept in memory only for a run without an out dir; otherwise read from the run's files on
     #: first use (a long run's final state is as large as its store)
     _final_state: dict[str, Any] | None = field(repr=False, default=None)
@@ -159,6 +162,7 @@ class _World:
         self.wall_clock = wall_clock
         self.streams = RandomStreams(seed)
         self.quiescent = False
+        self.success_page = False
         self._deliveries = 0
         self._reconciles = 0
         self.final_state: dict[str, Any] | None = None
@@ -190,12 +194,12 @@ class _World:
             scenario=sc.name,
             seed=self.seed,
             engine=self.engine_name,
-            programs=[{"id": p.id, "class_rep_limit": p.class_rep_limit} for p in sc.programs],
+            programs=[{"id": p.id, "class_rep_limit": p.class_rep_limit} for p in sc.on_sale()],
             # only wall-clock runs say so: a virtual-time history keeps its bytes
             **({"clock": "wall"} if self.wall_clock else {}),
         )
         self.db: AsyncDatabase = open_database(f"paysim_{self.seed}")
-        for p in sc.programs:
+        for p in sc.on_sale():  # a withdrawn program is only linked to
             self.db.sync[PROGRAMS].insert_one(
                 program_doc(p.id, class_rep_limit=p.class_rep_limit, price_cents=p.price_cents)
             )
@@ -252,6 +256,8 @@ class _World:
                 record=record,
             )
             self._build_instances(tg)
+            # asked of the engine the factory built: a `module:factory` function has no methods
+            self.success_page = offers_success_page(self.cluster.instances[0].engine)
             self.probe = SignatureProbe(
                 self.fake,
                 self.cluster,
@@ -268,7 +274,7 @@ class _World:
                 self.fake,
                 record,
                 self.streams.stream("customers"),
-                redirects=hasattr(self.factory, "handle_success_redirect"),
+                redirects=self.success_page,
                 clock=self.clock,
                 timeline_rng=self.streams.stream("customer_timeline"),
                 pending_page_rng=self.streams.stream("pending_page"),
@@ -569,6 +575,7 @@ class _World:
             seed_lock_stats={"instances": seed_stats} if seed_stats else None,
             engine_errors=self.engine_errors.as_list(),
             out_dir=self.out_dir,
+            success_page=self.success_page,
             _final_state=self.final_state,
             _ledgers=self.ledgers,
         )

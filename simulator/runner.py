@@ -60,7 +60,7 @@ def run_scenario(
         )
     judgement = judge_dir(out_dir, scenario)
     summary = build_summary(scenario, result, judgement, scenario_path)
-    summary["tested"] = tested_summary(scenario, hasattr(factory, "handle_success_redirect"))
+    summary["tested"] = tested_summary(scenario, result.success_page)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return RunReport(result, judgement, summary, out_dir)
 

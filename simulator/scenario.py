@@ -28,6 +28,9 @@ FAULT_KINDS: Mapping[str, str] = {
     "stripe_latency": "a Stripe API call is delayed by `value_s` with `probability`",
     "stripe_errors": "a Stripe API call answers HTTP 500 with `probability`",
     "stripe_outage": "every Stripe API call fails while the fault is active",
+    "stripe_slow_execution": "Stripe takes `value_s` to execute every API call while the fault is "
+    "active (a loaded Stripe): meanwhile its idempotency key is in use, and a request reusing "
+    "it gets 409 `idempotency_key_in_use`",
     "stripe_connection_errors": "a Stripe API call fails to connect with `probability`",
     "stripe_lost_response": "Stripe acts on a request but its response is lost, with `probability`",
     "stripe_rate_limit": "Stripe answers 429 above `rate` requests per second",
@@ -84,6 +87,16 @@ ATTACKS: Mapping[str, str] = {
     "no change)",
     "unknown_objects": "correctly signed events for sessions, PaymentIntents and purchases that "
     "do not exist (expect 2xx, no purchase changed)",
+    # appended with weight 0 by default: `rng.choices` then draws the families exactly as before
+    "contradictions": "correctly signed `checkout.session.expired` and "
+    "`checkout.session.async_payment_failed` events for the attacker's open session whose object "
+    "contradicts the type (still open, or paid), or naming its purchase from a session the "
+    "engine never issued (expect: no purchase changed)",
+    "success_page_probes": "the success page opened with a `session_id` that is no Checkout "
+    "Session's: empty, the unexpanded `{CHECKOUT_SESSION_ID}` template, another object's id, a "
+    "path, 5,000 characters, an unknown session (expect: nothing changed, nothing raised)",
+    "foreign_cancels": "cancels of other customers' purchases, by ids guessed from the "
+    "attacker's own (expect: refused, nothing changed: `only_owner_cancels`)",
 }
 
 PRELOAD_STATUSES: Mapping[str, str] = {
@@ -190,6 +203,11 @@ class ProgramSpec:
     price_cents: int = setting(
         5000, "price in cents (Stripe's smallest unit)", min=1, max=99_999_999
     )
+    withdrawn: bool = setting(
+        False,
+        "taken off sale: not in the store, yet old links (a newsletter, a bookmark) still point "
+        "at it, so customers buying it must be refused as not found",
+    )
 
     def problems(self) -> Problems:
         return [("id", "expected a non-empty string")] if not self.id else []
@@ -220,6 +238,13 @@ class CustomerMix:
     )
     cancel: float = setting(
         0.05, "weight: cancels on the site, then leaves", min=0.0, max=MAX_WEIGHT
+    )
+    cancel_clicks: int = setting(
+        1,
+        "requests a cancelling customer's click on Cancel sends (`cancel`): 2 is a double "
+        "click, its requests possibly served by two instances at once",
+        min=1,
+        max=10,
     )
     pay_after_cancel: float = setting(
         0.05,
@@ -285,6 +310,13 @@ class CustomerMix:
         min=0.0,
         max=MAX_WEIGHT,
     )
+    pay_then_buy_again: float = setting(
+        0.0,
+        "weight: pays by card, comes back after `return_after_s` having forgotten, and clicks "
+        "Buy again (it owns the program: it must be refused; it pays if shown a checkout page)",
+        min=0.0,
+        max=MAX_WEIGHT,
+    )
     return_after_s: tuple[float, float] = setting(
         (3600.0, 86400.0),
         "[low, high] seconds until a returning customer comes back, drawn log-uniformly",
@@ -335,6 +367,7 @@ class CustomerMix:
             self.second_tab,
             self.cancel_then_old_tab,
             self.debit_then_buy_again,
+            self.pay_then_buy_again,
         )
         return (
             [("pay", "expected at least one customer weight above 0")] if not any(weights) else []
@@ -352,6 +385,13 @@ class WorkloadPart:
     )
     at: float = setting(1.0, "virtual second the part starts", min=0.0, max=MAX_SECONDS)
     clicks: int = setting(3, "clicks per user (double_click)", min=1, max=100)
+    click_gap_s: float = setting(
+        0.0,
+        "seconds between one user's clicks (double_click): 0 clicks all at once; more is an "
+        "impatient user who clicks again while the first click is still loading",
+        min=0.0,
+        max=MAX_SECONDS,
+    )
     rate_per_s: float = setting(
         1.0, "mean arrivals per virtual second (steady)", min=0.001, max=10_000.0
     )
@@ -527,6 +567,18 @@ class AttackWeights:
     unknown_objects: float = setting(
         1.0, "weight: events for objects that do not exist", min=0.0, max=MAX_WEIGHT
     )
+    contradictions: float = setting(
+        0.0,
+        "weight: expired/failed events contradicting their object, or not its session",
+        min=0.0,
+        max=MAX_WEIGHT,
+    )
+    success_page_probes: float = setting(
+        0.0, "weight: success page opened with bad session ids", min=0.0, max=MAX_WEIGHT
+    )
+    foreign_cancels: float = setting(
+        0.0, "weight: cancels of other customers' purchases", min=0.0, max=MAX_WEIGHT
+    )
 
 
 @dataclass(frozen=True)
@@ -607,6 +659,10 @@ class Scenario:
         BlackboxSettings(), "black-box mode: how `paysim blackbox` reaches a running service"
     )
 
+    def on_sale(self) -> tuple[ProgramSpec, ...]:
+        """The programs in the store (the withdrawn ones are only linked to)."""
+        return tuple(p for p in self.programs if not p.withdrawn)
+
     def problems(self) -> Problems:
         found: Problems = []
         if not self.name:
@@ -626,14 +682,17 @@ class Scenario:
                         f"expected a program id ({known}), got {json.dumps(part.program)}",
                     )
                 )
+        on_sale = [p.id for p in self.on_sale()]
         for n, old in enumerate(self.preload):
-            if old.program not in ids:
+            if old.program not in on_sale:
                 found.append(
                     (
                         f"preload[{n}].program",
-                        f"expected a program id, got {json.dumps(old.program)}",
+                        f"expected the id of a program on sale, got {json.dumps(old.program)}",
                     )
                 )
+        if self.adversary.enabled and self.programs and self.programs[0].withdrawn:
+            found.append(("programs[0].withdrawn", "the adversary buys the first program"))
         targets = (*self.topology.instance_names(), "any")
         for n, fault in enumerate(self.faults):
             if fault.target not in targets:

@@ -21,6 +21,14 @@ class Behaviour:
     why: str
 
 
+def offers_success_page(engine: object) -> bool:
+    """Does this engine implement the optional success page (`ports.SuccessRedirect`)?
+
+    Asked of the engine a factory built, never of the factory: a `module:factory` function has
+    no such attribute even when the engine it returns has the method."""
+    return callable(getattr(engine, "handle_success_redirect", None))
+
+
 def _weight(scenario: Scenario, *names: str) -> float:
     return sum(getattr(scenario.customers, n) for n in names)
 
@@ -88,8 +96,8 @@ def behaviours(scenario: Scenario, redirect_capable: bool) -> list[Behaviour]:
         returning > 0 and buying,
         f"{_share(scenario, *RETURNING_CARD)} come back {mix.return_after_s[0]:g}-"
         f"{mix.return_after_s[1]:g} s later",
-        "customers.buy_again, buy_again_old_tab, second_tab, cancel_then_old_tab and "
-        "debit_then_buy_again are 0",
+        "customers.buy_again, buy_again_old_tab, second_tab, cancel_then_old_tab, "
+        "debit_then_buy_again and pay_then_buy_again are 0",
     )
     add(
         "cancel racing a payment in another tab",
@@ -114,6 +122,7 @@ RETURNING_CARD = (
     "second_tab",
     "cancel_then_old_tab",
     "debit_then_buy_again",
+    "pay_then_buy_again",
 )
 
 

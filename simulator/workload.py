@@ -40,6 +40,7 @@ ACTIONS = (
     "second_tab",
     "cancel_then_old_tab",
     "debit_then_buy_again",
+    "pay_then_buy_again",
 )
 #: actions of a customer who leaves and comes back (`CustomerMix.return_after_s` later)
 RETURNING = (
@@ -48,6 +49,7 @@ RETURNING = (
     "second_tab",
     "cancel_then_old_tab",
     "debit_then_buy_again",
+    "pay_then_buy_again",
 )
 PAY_FLOWS = {
     "pay": "card",
@@ -68,6 +70,7 @@ class Arrival:
     program_id: str
     class_rep: bool
     clicks: int = 1
+    click_gap_s: float = 0.0  # between one user's clicks: 0 is all at once
 
 
 def plan_arrivals(scenario: Scenario, rng: random.Random) -> list[Arrival]:
@@ -81,7 +84,14 @@ def plan_arrivals(scenario: Scenario, rng: random.Random) -> list[Arrival]:
             ]
         elif part.kind == "double_click":
             arrivals += [
-                Arrival(part.at, f"{prefix}{i}", part.program, part.class_rep, part.clicks)
+                Arrival(
+                    part.at,
+                    f"{prefix}{i}",
+                    part.program,
+                    part.class_rep,
+                    part.clicks,
+                    part.click_gap_s,
+                )
                 for i in range(part.count)
             ]
         elif part.kind == "steady":
@@ -151,7 +161,8 @@ class Clients:
                 tg.start_soon(self._visit, arrival)
 
     async def _visit(self, arrival: Arrival) -> None:
-        """One user: `clicks` concurrent creates, then acts on the checkout page the browser shows."""
+        """One user: `clicks` creates, at once or `click_gap_s` apart (an impatient user clicking
+        again while the page loads), then acts on the checkout page the browser shows."""
         results: list[PurchaseResult | None] = [None] * arrival.clicks
 
         async def click(i: int) -> None:
@@ -162,6 +173,8 @@ class Clients:
         else:
             async with tasks.open_nursery() as tg:
                 for i in range(arrival.clicks):
+                    if i and arrival.click_gap_s:  # no sleep (a checkpoint) when clicks are at once
+                        await virtual_time.sleep(arrival.click_gap_s)
                     tg.start_soon(click, i)
         shown = next((r for r in reversed(results) if r is not None), None)
         if shown is not None:
@@ -194,7 +207,13 @@ class Clients:
         if action == "abandon":
             return
         if action == "cancel":
-            await self.cancel(arrival.user_id, purchase.purchase_id)
+            clicks = self.scenario.customers.cancel_clicks
+            if clicks == 1:  # no nursery: its exit is a checkpoint, which would move histories
+                await self.cancel(arrival.user_id, purchase.purchase_id)
+                return
+            async with tasks.open_nursery() as tg:  # a double click on Cancel
+                for _ in range(clicks):
+                    tg.start_soon(self.cancel, arrival.user_id, purchase.purchase_id)
             return
         if action in RETURNING:
             await self._come_back(arrival, purchase, action)
@@ -231,6 +250,8 @@ class Clients:
         away = log_uniform(self.timeline, *self.scenario.customers.return_after_s)
         if action == "cancel_then_old_tab":
             await self.cancel(arrival.user_id, purchase.purchase_id)
+        elif action == "pay_then_buy_again":
+            await self._pay(purchase, "card")
         elif action == "debit_then_buy_again":
             async with tasks.open_nursery() as tg:  # the debit settles while the customer is away
                 tg.start_soon(self._pay, purchase, "async_success")
@@ -241,7 +262,7 @@ class Clients:
         if action == "cancel_then_old_tab":
             self.record("customer.return", user_id=arrival.user_id, action=action)
             await self._pay(purchase, "card")
-        elif action == "buy_again":
+        elif action in ("buy_again", "pay_then_buy_again"):
             await self._buy_again(arrival, purchase, action, pay=True)
         elif action == "buy_again_old_tab":
             async with tasks.open_nursery() as tg:  # the old tab's payment lands 0-3 s later

@@ -175,6 +175,56 @@ def test_a_sweep_on_a_cluster_writes_its_run_folders_here(
         ).read_bytes()
 
 
+def test_coverage_on_a_local_cluster_is_the_figure_a_local_suite_gives(
+    small_suite: Path, tmp_path: Path
+) -> None:
+    """`--coverage --cluster`: the workers' coverage comes back with their runs (it used to
+    stay in the folder named on the client, which a remote worker does not have)."""
+    args = ("suite", small_suite, "--seeds", "2", "--coverage")
+    local = paysim(*args, "--workers", "1", "--out", tmp_path / "local")
+    remote = paysim(*args, "--cluster", "local:2", "--out", tmp_path / "remote")
+    assert local.exit_code == remote.exit_code == 0, remote.output
+    mine = json.loads((tmp_path / "local" / "coverage.json").read_text())
+    theirs = json.loads((tmp_path / "remote" / "coverage.json").read_text())
+    assert mine["branches_reached"] > 0
+    assert theirs == mine
+    assert "engine coverage: " in remote.output
+    # every data file was written here, from what the workers sent (coverage names a data file
+    # after the process writing it); the bare-import probe writes one of its own
+    data = [p.name for p in (tmp_path / "remote" / "coverage-data").glob(".coverage.*")]
+    landed = [n for n in data if f".pid{os.getpid()}." in n]
+    assert len(landed) == 2 and len(data) == 3, data
+
+
+def test_a_worker_sends_its_coverage_back_and_writes_nothing_under_client_paths(
+    tmp_path: Path,
+) -> None:
+    """What a worker on another machine does, run here: the job's coverage folder is a client
+    path, so the worker measures into its own and ships the arcs by module name."""
+    from reference_impl.reference_engine import ReferenceEngine
+    from simulator.cluster.remote import run_shipped
+    from simulator.engine_coverage import combine, engine_code
+    from simulator.scenario_file import load_scenario
+    from simulator.suite import Case, Job, run_job
+
+    case = Case(load_scenario(DUPLICATES), str(DUPLICATES), 1, "duplicates")
+    client = tmp_path / "client-coverage"
+    shipped = run_shipped(run_job, Job(case, "reference", None, str(client)))
+    assert not client.exists(), "the worker wrote to a client path"
+    assert shipped.arcs and set(shipped.arcs) <= {
+        "reference_impl.reference_engine",
+        "reference_impl.seats",
+    }
+    shipped.land()
+    assert len(list(client.glob(".coverage.*"))) == 1
+    here = tmp_path / "here"
+    run_job(Job(case, "reference", None, str(here)))
+    code = engine_code(ReferenceEngine)
+    landed = combine(client, code, tmp_path / "landed.json")
+    measured = combine(here, code, tmp_path / "here.json")
+    assert landed == measured and landed["branches_reached"] > 0
+
+
 # ---- a lost worker
 
 

@@ -151,6 +151,29 @@ def test_the_summary_says_what_was_on_and_off_for_this_engine(tmp_path: Path) ->
     assert next(b for b in ref if b["name"] == "success-page race")["on"] is True
 
 
+def reference_by_function(env: Any) -> Any:
+    """A `module:factory` function, as a user's engine is often given: it has no methods of
+    the engine it builds, so asking the factory whether it offers the success page says no."""
+    from reference_impl.reference_engine import ReferenceEngine
+
+    return ReferenceEngine(env)
+
+
+def test_a_function_factory_gets_the_success_page_race_of_the_engine_it_builds(
+    tmp_path: Path,
+) -> None:
+    assert not hasattr(reference_by_function, "handle_success_redirect")
+    sc = replace(scenario(pay=1.0), name="by-function")
+    engine = f"{__name__}:reference_by_function"
+    report = run_scenario(sc, 1, engine, tmp_path)
+    race = next(b for b in report.summary["tested"] if b["name"] == "success-page race")
+    assert race["on"] is True, race
+    # and the race really ran: the customers' success pages called the engine
+    redirects = [e for e in history(tmp_path) if e["type"] == "op.ok" and e["op"] == "redirect"]
+    assert len(redirects) == 3
+    assert report.verdict == "pass", report.summary["violations"]
+
+
 def test_every_ci_scenario_of_a_hazard_turns_it_on() -> None:
     hazards = {
         "late-customers": "think times past session expiry",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -10,10 +12,19 @@ from click.testing import CliRunner
 from reference_impl.reference_engine import ReferenceEngine
 from reference_impl.seed_engine import SeedEngine
 from simulator.cli import main
-from simulator.engine_coverage import DATA_PREFIX, combine, engine_code, reached_arcs
+from simulator.engine_coverage import (
+    DATA_PREFIX,
+    combine,
+    engine_code,
+    reached_arcs,
+    summary_line,
+)
 from simulator.mutants import MUTANTS
+from simulator.report_coverage import MAX_LISTED
 from simulator.runner import run_scenario
 from simulator.scenario_file import load_scenario
+from tests.redishelpers import redis_server, redis_url  # noqa: F401
+from tests.suitehelpers import suite_runs
 
 SCENARIO = Path("scenarios/ci/pay-after-cancel.toml")
 
@@ -85,3 +96,46 @@ def test_without_the_flag_nothing_is_measured(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert not (out / "coverage.json").exists() and not (out / "coverage-data").exists()
     assert "Engine coverage" not in (out / "report.html").read_text()
+
+
+def test_the_suite_report_shows_the_figure_and_every_unreached_line(tmp_path: Path) -> None:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    shutil.copy(SCENARIO, suite)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["suite", str(suite), "--seeds", "1", "--coverage", "--workers", "1", "--out", str(out)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "coverage.json").read_text())
+    assert summary_line(report) in result.output
+    index = (out / "index.html").read_text()
+    assert "Engine coverage" in index
+    assert f"{report['branches_reached']} of {report['branches']} branches reached" in index
+    for entry in report["files"].values():
+        listed = entry["unreached_lines"][:MAX_LISTED]  # the page lists that many per file
+        for unreached in listed:
+            assert f"<td class=num>{unreached['line']}</td>" in index
+        more = len(entry["unreached_lines"]) + len(entry["unreached_branches"]) - MAX_LISTED
+        assert (f"… and {more} more" in index) == (more > 0)
+
+
+def test_the_ci_suite_reaches_95_percent_of_the_reference_branches(
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811
+) -> None:
+    """Issue 12's bar, on the suite as CI runs it (its Redis scenarios reach a fenced path the
+    others do not): every reference run passes, and the runs together reach at least 95 % of
+    the reference engine's branches."""
+    data = tmp_path / "coverage-data"
+    for n, (path, scenario, seed) in enumerate(suite_runs(virtual_only=False)):
+        if scenario.topology.locks == "redis":
+            scenario = replace(scenario, topology=replace(scenario.topology, redis_url=redis_url))
+        summary = run_scenario(
+            scenario, seed, "reference", tmp_path / str(n), coverage_dir=data
+        ).summary
+        assert summary["verdict"] == "pass", (path.stem, seed, summary["violations"])
+    figure = combine(data, engine_code(ReferenceEngine), tmp_path / "coverage.json")
+    assert figure["branch_percent"] >= 95.0, summary_line(figure)

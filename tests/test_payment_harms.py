@@ -69,6 +69,85 @@ def test_two_paid_sessions_kept_for_one_program_are_a_double_charge() -> None:
     assert check("no_double_charge", entries, facts(apart.purchases, quiescent=False))[0] == UNKNOWN
 
 
+# ---- only_owner_cancels
+
+
+def cancel_invoked(op_id: int, user: str, pid: str) -> dict[str, Any]:
+    return {"type": "op.invoke", "op": "cancel", "op_id": op_id, "user_id": user,
+            "purchase_id": pid}  # fmt: skip
+
+
+def test_a_purchase_cancelled_by_another_users_cancel_is_caught() -> None:
+    guessed = history(
+        write("p1", "pending", user="victim"),
+        cancel_invoked(7, "attacker", "p1"),
+        {**write("p1", "cancelled", user="victim"), "req": "op7"},
+    )
+    status, found = check("only_owner_cancels", guessed)
+    assert status == VIOLATED and "p1 of victim" in found[0].detail and "attacker" in found[0].detail
+    assert found[0].evidence == (1, 2)
+    # the owner's own cancel, and an expiry that is no cancel's doing, are fine
+    own = history(
+        write("p1", "pending", user="victim"),
+        cancel_invoked(7, "victim", "p1"),
+        {**write("p1", "cancelled", user="victim"), "req": "op7"},
+        write("p2", "pending", user="victim"),
+        cancel_invoked(8, "attacker", "p2"),  # refused: the engine wrote nothing
+        {**write("p2", "expired", user="victim"), "req": "webhook-1"},
+    )
+    assert check("only_owner_cancels", own)[0] == HELD
+    # a foreign cancel's request that writes an already cancelled purchase changes nothing
+    again = history(
+        cancel_invoked(7, "victim", "p1"),
+        {**write("p1", "cancelled", user="victim"), "req": "op7"},
+        cancel_invoked(9, "attacker", "p1"),
+        {**write("p1", "cancelled", user="victim"), "req": "op9"},
+    )
+    assert check("only_owner_cancels", again)[0] == HELD
+
+
+# ---- cancel_answered_truly
+
+
+def cancel_answered(op_id: int, ok: bool, seq_status: str = "not_cancellable") -> dict[str, Any]:
+    if ok:
+        return {"type": "op.ok", "op": "cancel", "op_id": op_id}
+    return {"type": "op.fail", "op": "cancel", "op_id": op_id, "error": seq_status,
+            "message": "changed meanwhile"}  # fmt: skip
+
+
+def test_a_refused_cancel_that_did_end_the_purchase_is_caught() -> None:
+    lied = history(
+        write("p1", "pending"),
+        cancel_invoked(1, "u1", "p1"),
+        write("p1", "expired"),  # its own expiry's event, delivered first
+        cancel_answered(1, ok=False),
+    )
+    status, found = check("cancel_answered_truly", lied)
+    assert status == VIOLATED and "pending to expired" in found[0].detail
+    assert found[0].evidence == (1, 3)
+    # a double click: the other cancel of the purchase succeeded
+    double = history(
+        write("p1", "pending"),
+        cancel_invoked(1, "u1", "p1"),
+        cancel_invoked(2, "u1", "p1"),
+        write("p1", "cancelled"),
+        cancel_answered(2, ok=True),
+        cancel_answered(1, ok=False),
+    )
+    assert check("cancel_answered_truly", double)[0] == HELD
+    # refused because it was paid meanwhile, or not pending to begin with
+    paid_first = history(
+        write("p1", "pending"),
+        cancel_invoked(1, "u1", "p1"),
+        write("p1", "completed"),
+        cancel_answered(1, ok=False),
+        cancel_invoked(2, "u1", "p1"),
+        cancel_answered(2, ok=False),
+    )
+    assert check("cancel_answered_truly", paid_first)[0] == HELD
+
+
 # ---- refund_justified
 
 
@@ -136,6 +215,31 @@ def invariants(stem: str, seed: int, engine: str, tmp_path: Path) -> dict[str, s
     return run_scenario(scenario, seed, engine, tmp_path / engine.replace(":", "_")).summary[
         "invariants"
     ]
+
+
+def test_a_refund_of_the_session_that_completed_the_purchase_is_unjustified() -> None:
+    """Two notices of one late payment: one re-seated it (completed), one refunded it."""
+    entries = history(
+        write("p1", "cancelled", stripe_session_id="cs_a"),
+        paid("cs_a", "pi_a"),
+        write("p1", "completed", stripe_session_id="cs_a"),
+        refund("cs_a", "pi_a"),
+    )
+    both = facts([purchase("p1", "completed", "cs_a")])
+    status, found = check("refund_justified", entries, both)
+    assert status == VIOLATED and "keeps both the program and the money" in found[0].detail
+    # refunded and left refunded: the late payment given back, as it should be
+    given_back = facts([purchase("p1", "refunded", "cs_a")])
+    assert check("refund_justified", entries, given_back)[0] == HELD
+    # a second tab's payment refunded while the first tab's session completed the purchase
+    second = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        paid("cs_a", "pi_a"),
+        write("p1", "completed", stripe_session_id="cs_a"),
+        paid("cs_b", "pi_b"),
+        refund("cs_b", "pi_b"),
+    )
+    assert check("refund_justified", second, facts([purchase("p1", "completed", "cs_a")]))[0] == HELD
 
 
 def test_second_tab_catches_a_new_purchase_on_buy_again(tmp_path: Path) -> None:

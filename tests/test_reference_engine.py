@@ -229,6 +229,59 @@ def test_a_paid_session_cannot_be_cancelled() -> None:
     run_virtual(main)
 
 
+def test_a_cancel_succeeds_when_its_own_expiry_event_lands_first() -> None:
+    """Regression: the `checkout.session.expired` event a cancel's own expiry causes is often
+    delivered before the cancel writes `cancelled` (it did in every CI cancel); the reference
+    then answered "not cancellable: changed meanwhile" and kept the purchase as `expired`."""
+
+    class ExpiryDeliveredFirst(ReferenceEngine):
+        async def _cancel_session(self, session_id: str) -> bool:
+            closed = await super()._cancel_session(session_id)
+            [expired] = w.events("checkout.session.expired")
+            assert await w.deliver(expired) == 200  # it ends the purchase as expired
+            assert (await w.purchases())[0]["status"] == "expired"
+            return closed
+
+    async def main() -> None:
+        nonlocal w
+        async with world(ExpiryDeliveredFirst) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            await w.engine.cancel_purchase(USER, result.purchase_id)  # no NotCancellable
+            [purchase] = await w.purchases()
+            assert purchase["status"] == "cancelled"
+            assert await _count(w) == 0  # the seat came back once
+            assert not await w.fake.customer_pay(result.session_id, flow="card")
+
+    w: Any = None
+    run_virtual(main)
+
+
+def test_a_late_payment_noticed_twice_at_once_is_reseated_or_refunded_never_both() -> None:
+    """Regression (found by scenarios/ci/late-payment-noticed-twice): two notices of one late
+    payment on two instances, the last seat free. One re-seated and fulfilled it; the other,
+    finding that seat taken, refunded the same payment: program and money both kept."""
+    from tests.test_mutants import _Interpose, _observed, _second_instance
+
+    engine = _observed(ReferenceEngine, _Interpose("none", "none", anyio.sleep))
+
+    async def main() -> None:
+        async with world(engine) as w:  # one seat, given back by the released purchase
+            result, event = await _paid_but_released(w)
+            other = await _second_instance(w, engine)
+            payload = w.fake.event_payload(event)
+            async with anyio.create_task_group() as tg:  # interleaved store call by store call
+                for instance in (w.engine, other):
+                    tg.start_soon(instance.handle_webhook, payload, w.fake.sign(payload))
+            [purchase] = await w.purchases()
+            refunded = list(w.fake.refunds)
+            assert purchase["status"] in ("completed", "refunded")
+            assert bool(refunded) == (purchase["status"] == "refunded"), purchase
+            assert len(w.fulfilment.grants) == (purchase["status"] == "completed")
+            assert await _count(w) == (purchase["status"] == "completed")
+
+    run_virtual(main)
+
+
 async def _paid_but_released(w: World) -> tuple[Any, dict[str, Any]]:
     """A purchase whose seat was given back (expired in our store) although the customer paid."""
     result = await w.engine.create_purchase(USER, PROG, class_rep=True)

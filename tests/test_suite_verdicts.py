@@ -62,6 +62,12 @@ SEED_VIOLATES = {
     "stripe-outage": {"counter_consistent"},
     "stripe-timeout-after-commit": {"counter_consistent", "no_orphan_session"},
     "thundering-herd-last-seat": {"counter_consistent", "no_orphan_session"},
+    # the scenarios of issue 12's engine paths (mostly the same collision, and their own harm)
+    "come-back-after-buying": {"counter_consistent", "no_orphan_session"},
+    "crash-mid-release": {"counter_consistent", "no_orphan_session"},
+    "impatient-clicks-slow-stripe": {"single_pending_per_user", "counter_consistent"},
+    "late-payment-noticed-twice": {"no_double_completion", "no_limit_bypass"},
+    "misaddressed-events": {"counter_consistent", "no_stuck_purchase"},
 }
 
 

@@ -233,7 +233,7 @@ class _BlackboxRun:
                             config=sc.engine_config,
                             programs=tuple(
                                 ProgramSeed(p.id, p.class_rep_limit, p.price_cents)
-                                for p in sc.programs
+                                for p in sc.on_sale()
                             ),
                             instances=sc.topology.instances,
                             max_network_retries=sc.stripe_max_network_retries,
@@ -273,7 +273,7 @@ class _BlackboxRun:
         body = {
             "programs": [
                 {"id": p.id, "class_rep_limit": p.class_rep_limit, "price_cents": p.price_cents}
-                for p in self.sc.programs
+                for p in self.sc.on_sale()
             ]
         }
         try:
@@ -296,7 +296,7 @@ class _BlackboxRun:
             scenario=sc.name,
             seed=self.seed,
             engine=self.target.label,
-            programs=[{"id": p.id, "class_rep_limit": p.class_rep_limit} for p in sc.programs],
+            programs=[{"id": p.id, "class_rep_limit": p.class_rep_limit} for p in sc.on_sale()],
             mode="blackbox",
             clock="wall",  # as a wall-clock simulated run says it (charts label their axes by it)
             target=url,

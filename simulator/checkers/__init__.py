@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from simulator.checkers.base import HELD, UNKNOWN, VIOLATED, Checker, FinalFacts, Outcome, Violation
+from simulator.checkers.cancel_answer import CancelAnsweredTruly
 from simulator.checkers.counter import CounterConsistent
 from simulator.checkers.double_charge import NoDoubleCharge
 from simulator.checkers.double_completion import NoDoubleCompletion
@@ -10,6 +11,7 @@ from simulator.checkers.engine_exception import NoEngineException
 from simulator.checkers.limit_bypass import NoLimitBypass
 from simulator.checkers.lost_payment import NoLostPayment
 from simulator.checkers.orphan_session import NoOrphanSession
+from simulator.checkers.owner_cancels import OnlyOwnerCancels
 from simulator.checkers.payment_match import PaymentMatchesPurchase
 from simulator.checkers.refund_justified import RefundJustified
 from simulator.checkers.signature import SignatureEnforced
@@ -33,6 +35,8 @@ CHECKERS: tuple[type, ...] = (
     NoDoubleCharge,
     RefundJustified,
     NoStuckPurchase,
+    OnlyOwnerCancels,
+    CancelAnsweredTruly,
 )
 INVARIANTS: tuple[str, ...] = tuple(c.name for c in CHECKERS)
 

@@ -27,6 +27,8 @@ FAULT_EFFECTS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "stripe_latency": ("stripe.client_gone", lambda e: True),
     "stripe_errors": ("stripe.request", lambda e: e.get("fault") == "error_5xx"),
     "stripe_outage": ("stripe.request", lambda e: e.get("fault") == "outage"),
+    # every call is slow while it is on, as every store call is under store_latency
+    "stripe_slow_execution": ("fault.start", lambda e: e.get("kind") == "stripe_slow_execution"),
     "stripe_connection_errors": ("stripe.request", lambda e: e.get("fault") == "connection_error"),
     "stripe_lost_response": ("stripe.request", lambda e: e.get("fault") == "lost_response"),
     "stripe_rate_limit": ("stripe.request", lambda e: e.get("status") == 429),

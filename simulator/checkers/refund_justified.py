@@ -6,7 +6,9 @@ engine had asked Stripe to expire the session before it was paid (a cancel, a re
 checkout), when the session's purchase had already ended (cancelled, expired, failed: a late
 payment, re-seated if it can be, else refunded) or been completed by another session (a second
 payment), or when no purchase ever recorded the session as its own (one made outside the
-engine).
+engine). And a refund never gives back the payment of a purchase that session completed: at the
+end, no completed purchase is completed by a refunded session (the customer would keep the
+program and the money: two notices of one late payment, one re-seating it, one refunding it).
 """
 
 from __future__ import annotations
@@ -79,7 +81,24 @@ class RefundJustified:
                         session_id=session_id,
                     )
                 )
+        found += self._refunded_yet_completed(facts)
         return outcome(NAME, found)
+
+    def _refunded_yet_completed(self, facts: FinalFacts) -> list[Violation]:
+        refunds = {r.get("session_id"): r for r in self.refunds if r.get("session_id")}
+        return [
+            Violation(
+                NAME,
+                f"refunded session {p['stripe_session_id']}, which completed purchase "
+                f"{p['_id']}: the customer keeps both the program and the money",
+                at=refunds[p["stripe_session_id"]]["t"],
+                evidence=(refunds[p["stripe_session_id"]]["seq"],),
+                purchase_id=p["_id"],
+                session_id=p["stripe_session_id"],
+            )
+            for p in facts.purchases
+            if p.get("status") == "completed" and p.get("stripe_session_id") in refunds
+        ]
 
     def _owners(self, session_id: str) -> set[str]:
         """Purchases that recorded the session as theirs: one the engine issued. A session made

@@ -5,7 +5,10 @@ leave a run folder runs into the worker's own temporary folder and returns the f
 the client writes them where the job said (`--out`). The bytes are the same a local run writes
 (nothing in a run folder names the folder itself), so `paysim check` and `paysim report` work on
 them. Two kinds of job name a folder: `suite.Job.run_dir` (the run folder) and
-`sweep.SweepJob.out_dir` (the run folder is `out_dir/seed-N`).
+`sweep.SweepJob.out_dir` (the run folder is `out_dir/seed-N`). Their `coverage_dir` (`--coverage`)
+is a client folder too: the worker measures into its own and sends the arcs back by module name
+(`engine_coverage.portable_arcs`: the checkout may sit at another path there), and the client
+adds them to the folder as a data file of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from simulator.engine_coverage import PortableArcs, land_arcs, portable_arcs
 from simulator.run_folder import staged
 from simulator.suite import CaseResult, Job
 from simulator.sweep import SweepJob
@@ -31,32 +35,42 @@ class Shipped:
     result: Any
     run_dir: str | None
     files: dict[str, bytes]
+    coverage_dir: str | None = None  # the client's `--coverage` folder
+    arcs: PortableArcs | None = None  # what the run reached of the engine, by module
 
     def land(self) -> Any:
-        """Client side: write the run folder, return the result."""
+        """Client side: write the run folder and the coverage data, return the result."""
         if self.run_dir is not None:
             write_run_folder(Path(self.run_dir), self.files)
+        if self.coverage_dir is not None and self.arcs is not None:
+            land_arcs(Path(self.coverage_dir), self.arcs)
         return self.result
 
 
 def run_shipped(fn: Callable[[Any], Any], job: Any) -> Shipped:
-    """Worker side: `fn(job)` with the job's run folder moved into a temporary folder here."""
+    """Worker side: `fn(job)` with the job's run folder and coverage folder moved into a
+    temporary folder here; nothing is written to a client path on the worker."""
     target = run_folder_of(job)
-    if target is None:
+    measured = getattr(job, "coverage_dir", None)
+    if target is None and measured is None:
         return Shipped(fn(job), None, {})
     with tempfile.TemporaryDirectory(prefix="paysim-worker-") as tmp:
-        here = _redirected(job, Path(tmp) / "out")
+        here = job if target is None else _redirected(job, Path(tmp) / "out")
+        if measured is not None:
+            here = replace(here, coverage_dir=str(Path(tmp) / "coverage"))
         result = fn(here)
+        files = {}
         folder = run_folder_of(here)
-        assert folder is not None
-        files = {
-            path.relative_to(folder).as_posix(): path.read_bytes()
-            for path in sorted(Path(folder).rglob("*"))
-            if path.is_file()
-        }
-    if isinstance(result, CaseResult):
+        if target is not None and folder is not None:
+            files = {
+                path.relative_to(folder).as_posix(): path.read_bytes()
+                for path in sorted(Path(folder).rglob("*"))
+                if path.is_file()
+            }
+        arcs = portable_arcs(Path(tmp) / "coverage") if measured is not None else None
+    if isinstance(result, CaseResult) and target is not None:
         result = replace(result, run_dir=Path(target))
-    return Shipped(result, target, files)
+    return Shipped(result, target, files, measured, arcs)
 
 
 def run_folder_of(job: Any) -> str | None:
