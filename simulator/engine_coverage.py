@@ -29,6 +29,7 @@ from typing import Any
 import coverage
 
 from reference_impl.ports import EngineFactory
+from simulator.engine_class import engine_class
 
 DATA_PREFIX = ".coverage"
 REPORT_FILE = "coverage.json"
@@ -49,7 +50,7 @@ class EngineCode:
 def engine_code(factory: EngineFactory) -> EngineCode:
     """The modules of the engine class (a class factory, or the class a factory function
     returns) and its bases, with their helper modules; library and builtin classes left out."""
-    cls = factory if inspect.isclass(factory) else _built_class(factory)
+    cls = engine_class(factory)
     modules: list[str] = []
     for klass in inspect.getmro(cls):
         name = klass.__module__
@@ -64,12 +65,6 @@ def engine_code(factory: EngineFactory) -> EngineCode:
         if path and "site-packages" not in path:
             files.append(str(Path(path).resolve()))
     return EngineCode(tuple(modules), tuple(files))
-
-
-def _built_class(factory: EngineFactory) -> type:
-    from simulator.suite import probe_env
-
-    return type(factory(probe_env()))
 
 
 def _coverage(data_dir: Path, code: EngineCode) -> coverage.Coverage:

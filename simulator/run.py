@@ -38,6 +38,7 @@ from reference_impl.store import AsyncDatabase, open_database
 from simulator import tasks, virtual_time
 from simulator.adversary import Adversary
 from simulator.clock import SimClock
+from simulator.engine_class import declared
 from simulator.engine_errors import EngineErrors
 from simulator.fake_stripe import (
     FakeStripe,
@@ -346,7 +347,7 @@ class _World:
     def _stripe_client(self) -> Any:
         """The engine's own SDK defaults (`stripe_client_settings`), else stripe-python's; the
         scenario's `stripe_max_network_retries` overrides the retries when set."""
-        settings = getattr(self.factory, "stripe_client_settings", None) or StripeClientSettings()
+        settings = declared(self.factory, "stripe_client_settings") or StripeClientSettings()
         retries = self.scenario.stripe_max_network_retries
         return self.fake.client(
             max_network_retries=settings.max_network_retries if retries is None else retries,

@@ -31,6 +31,7 @@ from reference_impl.locks import Lease, LockService
 from reference_impl.ports import Engine, EngineEnv, EngineFactory
 from reference_impl.redis_locks import RedisLockService
 from reference_impl.reference_engine import fence_scope_of
+from simulator.engine_class import declared
 from simulator.engine_errors import EngineErrors, check_return, is_engine_bug, method_of
 from simulator.requests import current_request
 
@@ -185,7 +186,7 @@ def memory_locks_for(factory: EngineFactory, honest_stats: Any) -> LockService:
     from reference_impl.memory_locks import MemoryLockService
     from reference_impl.seed_locks import SeedLockService
 
-    cls = getattr(factory, "memory_lock_service", MemoryLockService)
+    cls = declared(factory, "memory_lock_service", MemoryLockService)
     if cls is SeedLockService:
         return SeedLockService(true_stats=honest_stats)
     return cls(stats=honest_stats)
