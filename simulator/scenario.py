@@ -634,6 +634,15 @@ class Scenario:
                         f"expected a program id, got {json.dumps(old.program)}",
                     )
                 )
+            # the store holds one purchase slot per user and program (simulator/run.py)
+            if any((o.user_id, o.program) == (old.user_id, old.program) for o in self.preload[:n]):
+                found.append(
+                    (
+                        f"preload[{n}].user_id",
+                        f"a second preloaded purchase of {json.dumps(old.user_id)} for "
+                        f"{json.dumps(old.program)}: at most one per user and program",
+                    )
+                )
         targets = (*self.topology.instance_names(), "any")
         for n, fault in enumerate(self.faults):
             if fault.target not in targets:
