@@ -21,7 +21,7 @@ import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -41,6 +41,12 @@ from simulator.cli import (
 from simulator.scenario import Scenario
 from simulator.scenario_file import ScenarioError, load_scenario, scenario_to_toml
 from simulator.suite import check_engine, load_suite, seeds_for, worst
+
+if TYPE_CHECKING:
+    from simulator.guided.baseline import Baseline
+    from simulator.guided.corpus import CorpusWriter
+    from simulator.guided.points import EngineShape
+    from simulator.guided.search import Example, GuidedOutcome, GuidedSearch, Start
 
 #: what a guided search writes into --out; an earlier search's are removed first
 OUTPUTS = ("coverage.json", "report.html", "guided.json")
@@ -92,7 +98,6 @@ def guided_explore(ctx: click.Context, a: GuidedArgs) -> int:
     say = Out(a.as_json)
     search_seed = 1 if a.search_seed is None else a.search_seed
     corpus_dir = a.corpus if a.corpus is not None else out / "corpus"
-    _clear_earlier(out, corpus_dir if a.corpus is None else None)
     for line in skipped:
         say.say(line)
     for name in baseline.unmeasured:
@@ -107,9 +112,10 @@ def guided_explore(ctx: click.Context, a: GuidedArgs) -> int:
             pool: Any = stack.enter_context(LocalPool(a.workers, a.workers))
         else:
             pool = remote
+        _clear_earlier(out, corpus_dir if a.corpus is None else None)  # every check passed
         bar = stack.enter_context(progress(max_examples, label, every=LINE_EVERY))
 
-        def on_example(example: Any, search: GuidedSearch) -> None:
+        def on_example(example: Example, search: GuidedSearch) -> None:
             if example.number == 0:
                 return
             news = _news(example, search)
@@ -135,7 +141,7 @@ def guided_explore(ctx: click.Context, a: GuidedArgs) -> int:
     return _finish(out, engine, search_seed, outcome, shape, baseline, writer, a, say, cluster_info)
 
 
-def _starts(a: GuidedArgs) -> tuple[list[Any], list[str]]:
+def _starts(a: GuidedArgs) -> tuple[list[Start], list[str]]:
     """The starting inputs from SCENARIO (a file, or a folder of them), and lines saying which
     files a folder had that the search cannot run."""
     from simulator.guided.search import Start
@@ -170,7 +176,7 @@ def _starts(a: GuidedArgs) -> tuple[list[Any], list[str]]:
     return starts, skipped
 
 
-def _news(example: Any, search: Any) -> str:
+def _news(example: Example, search: GuidedSearch) -> str:
     parts = []
     if example.new.branches or example.new.lines:
         parts.append(
@@ -207,10 +213,10 @@ def _finish(
     out: Path,
     engine: str,
     search_seed: int,
-    outcome: Any,
-    shape: Any,
-    baseline: Any,
-    writer: Any,
+    outcome: GuidedOutcome,
+    shape: EngineShape,
+    baseline: Baseline,
+    writer: CorpusWriter,
     a: GuidedArgs,
     say: Out,
     cluster_info: dict[str, Any] | None,

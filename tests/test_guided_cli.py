@@ -180,6 +180,7 @@ def _corpora(tmp: Path) -> dict[str, Path]:
         (["--guided", str(DATA / "scenarios" / "missing.toml")], "missing.toml: no such scenario"),
         (["--guided", "--time-budget", "0"], "'--time-budget'"),
         (["--guided", "--engine", "nope"], "--engine: unknown engine 'nope'"),
+        (["--guided", "--cluster", "local:0"], "--cluster "),
         ([str(SMALL), "--seeds", "2", "--baseline", "x.json"], "--baseline is an option of the guided search"),
         ([str(SMALL), "--seeds", "2", "--time-budget", "5"], "--time-budget is an option of the guided"),
         ([str(SMALL), "--seeds", "2", "--corpus", "c"], "--corpus is an option of the guided"),
