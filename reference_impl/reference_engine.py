@@ -858,19 +858,18 @@ class ReferenceEngine:
         for program_id, holder in stale:
             purchase = owners.get(holder["purchase_id"])
             if purchase is None:
-                tombstone = await self._release_orphan_seat(program_id, holder)
-                if tombstone is not None:
-                    owners[tombstone["_id"]] = tombstone  # its other seats are released below
+                await self._release_orphan_seat(program_id, holder, owners)
             elif purchase.get("seat_ref") != holder["ref"] or purchase["status"] not in SEAT_HOLDING:
                 await self._release_unheld_seat(program_id, holder, purchase)
             elif purchase["status"] == COMPLETED:  # final: the seat is sold for good
                 await self.seats.vouch(holder["ref"])
 
     async def _release_orphan_seat(
-        self, program_id: str, holder: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """A seat reserved for a purchase never written (its request died or stalled); the
-        tombstone written for it, or None when the purchase turned up after all."""
+        self, program_id: str, holder: dict[str, Any], owners: dict[str, dict[str, Any]]
+    ) -> None:
+        """A seat reserved for a purchase never written (its request died or stalled). The
+        tombstone written for it joins `owners`: the sweep's other seats of that purchase are
+        then released as seats it does not hold."""
         # tombstone first: a late insert by a stalled request now fails on the duplicate id
         tombstone = {
             "_id": holder["purchase_id"],
@@ -883,9 +882,9 @@ class ReferenceEngine:
         try:
             await self.purchases.insert_one(dict(tombstone))
         except DuplicateKeyError:
-            return None
+            return
+        owners[tombstone["_id"]] = tombstone
         await self.seats.release(program_id, holder["ref"])
-        return tombstone
 
     async def _release_unheld_seat(
         self, program_id: str, holder: dict[str, Any], purchase: dict[str, Any]

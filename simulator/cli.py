@@ -54,6 +54,9 @@ MAX_SEED_LINES = 50
 MAX_WORKERS = 64
 MAX_SEEDS = 100_000
 MAX_EXAMPLES = 10_000
+DEFAULT_EXAMPLES = 200
+#: runs a greedy shrink of a known failure may make (`explore.shrink_known`)
+SHRINK_RUNS = 24
 MAX_PURCHASES = 100_000
 MAX_CONCURRENCY = 10_000
 MAX_LIMIT = 1_000_000
@@ -268,9 +271,10 @@ class LineProgress:
         self.length, self.label, self.every, self.done = length, label, every, 0
         click.echo(f"{label}: {length} to do", err=True)
 
-    def update(self, n: int = 1, line: str | None = None) -> None:
+    def update(self, n: int = 1, line: str | None = None, always: bool = False) -> None:
+        """`always`: this one is news (a search found something): said whatever `every` is."""
         before, self.done = self.done, self.done + n
-        if self.done // self.every > before // self.every or self.done >= self.length:
+        if always or self.done // self.every > before // self.every or self.done >= self.length:
             click.echo(f"[{self.done}/{self.length}] {line or self.label}", err=True)
 
 
@@ -280,7 +284,7 @@ class BarProgress:
     def __init__(self, bar: Any) -> None:
         self.bar = bar
 
-    def update(self, n: int = 1, line: str | None = None) -> None:
+    def update(self, n: int = 1, line: str | None = None, always: bool = False) -> None:
         self.bar.update(n)
 
 
@@ -602,48 +606,100 @@ def finish_suite(
 
 
 @main.command()
-@click.argument("scenario")
+@click.argument("scenario", required=False)
 @click.option(
     "--seeds",
     type=click.IntRange(1, MAX_SEEDS),
-    required=True,
-    help="sweep seeds 1..N of the scenario",
+    default=None,
+    help="sweep seeds 1..N of the scenario (required without --guided; with --guided: the "
+    "starting runs are SCENARIO under seeds 1..N instead of its own `seeds`)",
 )
 @workers_option
 @cluster_option
 @engine_option
 @click.option(
     "--shrink/--no-shrink",
-    default=False,
-    show_default=True,
+    default=None,
     help="after the sweep, let Hypothesis generate scenarios and shrink a failure of the same "
-    "invariant (any invariant if the sweep found none) to a minimal scenario + seed",
+    "invariant (any invariant if the sweep found none) to a minimal scenario + seed; with "
+    "--guided, shrink the first failure of each invariant the search found  "
+    "[default: --no-shrink; with --guided: --shrink]",
 )
 @click.option(
     "--max-examples",
     type=click.IntRange(1, MAX_EXAMPLES),
-    default=200,
-    show_default=True,
-    help="scenarios Hypothesis tries before giving up (with --shrink)",
+    default=None,
+    help="with --shrink: scenarios Hypothesis tries before giving up; with --guided: examples "
+    "the search runs  [default: 200; with --guided and --time-budget: "
+    f"{MAX_EXAMPLES:,}]",
+)
+@click.option(
+    "--guided",
+    is_flag=True,
+    help="coverage-guided search: run scenarios (mutations of SCENARIO, of every scenario in "
+    "SCENARIO if it is a folder, or, without one, scenarios Hypothesis draws), keep each that "
+    "reaches engine branches or lines no earlier run reached as a scenario file in the corpus, "
+    "mutate those further, shrink the failures; ends with coverage.json and report.html "
+    "(it always measures: --coverage changes nothing)",
+)
+@click.option(
+    "--baseline",
+    "baselines",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="coverage.json|DIR",
+    help="with --guided: what counts as reached already: a coverage.json of the same engine "
+    "(as `paysim suite DIR --coverage --out FOLDER` writes in FOLDER), or a folder holding one; "
+    "repeatable",
+)
+@click.option(
+    "--corpus",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="with --guided: the corpus folder to replay first and extend (reused across runs, as a "
+    "fuzzer's is)  [default: a fresh corpus/ in --out]",
+)
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(1, 7 * 86400),
+    default=None,
+    metavar="SECONDS",
+    help="with --guided: stop after this many seconds (checked between batches of examples)",
+)
+@click.option(
+    "--seed",
+    "search_seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=None,
+    help="with --guided: seed of the search (which mutations and run seeds it tries); the same "
+    "seed and options give the same corpus  [default: 1]",
 )
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=None,
-    help="where --shrink writes the shrunk scenario and its run  [default: reports/explore/<scenario file>]",
+    help="where --shrink writes the shrunk scenario and its run, and --guided everything it "
+    "writes  [default: reports/explore/<scenario file>; with --guided: "
+    "reports/explore/guided/<engine>]",
 )
 @coverage_option
 @json_option
 @click.pass_context
 def explore(
     ctx: click.Context,
-    scenario: str,
-    seeds: int,
+    scenario: str | None,
+    seeds: int | None,
     workers: int,
     cluster: str | None,
     engine: str,
-    shrink: bool,
-    max_examples: int,
+    shrink: bool | None,
+    max_examples: int | None,
+    guided: bool,
+    baselines: tuple[Path, ...],
+    corpus: Path | None,
+    time_budget: float | None,
+    search_seed: int | None,
     out: Path | None,
     with_coverage: bool,
     as_json: bool,
@@ -652,7 +708,41 @@ def explore(
 
     With --shrink, also search for a minimal failing scenario and write it as TOML, ready to
     replay with the printed command.
+
+    With --guided, search instead for scenarios that reach engine code no earlier run reached
+    (beyond --baseline, e.g. the CI suite's coverage.json): SCENARIO (a file or a folder of
+    them) is where the search starts, and is optional. Each scenario that adds coverage is
+    saved as a replayable scenario file in the corpus; every failure is shrunk; the last line
+    says how many branches it reached beyond the baseline. Exit 1 if an invariant broke.
     """
+    if guided:
+        from simulator.cli_guided import GuidedArgs, guided_explore
+
+        args = GuidedArgs(
+            scenario, seeds, workers, cluster, engine, True if shrink is None else shrink,
+            max_examples, baselines, corpus, time_budget, search_seed, out, as_json,
+        )  # fmt: skip
+        ctx.exit(guided_explore(ctx, args))
+    for given, option in (
+        (baselines, "--baseline"),
+        (corpus, "--corpus"),
+        (time_budget, "--time-budget"),
+        (search_seed, "--seed"),
+    ):
+        if given:
+            raise click.UsageError(f"{option} is an option of the guided search: add --guided", ctx)
+    if scenario is None:
+        raise click.UsageError(
+            "Missing argument 'SCENARIO' (or --guided to search without one)", ctx
+        )
+    if seeds is None:
+        raise click.UsageError(
+            "Missing option '--seeds' (the seeds to sweep; or --guided for a coverage-guided "
+            "search)",
+            ctx,
+        )
+    shrink = bool(shrink)
+    max_examples = max_examples or DEFAULT_EXAMPLES
     import shutil
 
     from simulator.sweep import sweep
@@ -730,11 +820,7 @@ def _shrink(
 ) -> dict[str, Any] | None:
     """Hypothesis search + shrink; else the sweep's own first failing seed, shrunk greedily.
     Writes out/shrunk-<invariant>.toml and its run folder."""
-    from dataclasses import replace
-
-    from simulator.explore import search, shrink_known, still_fails
-    from simulator.scenario_file import scenario_to_toml
-    from simulator.suite import run_case
+    from simulator.explore import search
 
     goal = invariant or "any invariant"
     with progress(max_examples, f"searching for a minimal failure of {goal}") as bar:
@@ -757,22 +843,62 @@ def _shrink(
     else:
         say.say(f"no failure of {goal} found in {max_examples} generated scenarios")
         return None
-    name = slug(f"shrunk-{invariant or 'any'}")
     # Hypothesis has shrunk its find already (only faults that never fired may remain)
-    budget = len(scenario.faults) if found is not None else 24
-    scenario = shrink_known(
-        replace(scenario, name=name, seeds=(seed,)),
-        seed,
-        lambda candidate: still_fails(candidate, seed, engine, invariant),
-        max_runs=budget,
+    budget = len(scenario.faults) if found is not None else SHRINK_RUNS
+    return write_failure(
+        engine, invariant, scenario, seed, out, say, origin=origin, examples=examples,
+        shrink_runs=budget,
+    )  # fmt: skip
+
+
+def write_failure(
+    engine: str,
+    invariant: str | None,
+    scenario: Scenario,
+    seed: int,
+    out: Path,
+    say: Out,
+    *,
+    origin: str,
+    examples: int,
+    shrink_runs: int | None = SHRINK_RUNS,
+    show_toml: bool = True,
+) -> dict[str, Any]:
+    """A failing scenario shrunk greedily (`explore.shrink_known`, at most `shrink_runs` runs)
+    and written as out/shrunk-<invariant>.toml — out/failure-<invariant>.toml as it is when
+    `shrink_runs` is None — with its run folder beside it; said with its replay command."""
+    from dataclasses import replace
+
+    from simulator.explore import shrink_known, still_fails
+    from simulator.scenario_file import scenario_to_toml
+    from simulator.suite import run_case
+
+    shrunk = shrink_runs is not None
+    name = slug(f"{'shrunk' if shrunk else 'failure'}-{invariant or 'any'}")
+    # judged on invariants alone, as the search and the shrink judged it
+    scenario = replace(
+        scenario,
+        name=name,
+        description=f"Found by paysim explore on {engine} {origin}: violates {invariant or 'an invariant'}.",
+        seeds=(seed,),
+        expect=(),
+        expect_fail=(),
     )
+    if shrink_runs:
+        scenario = shrink_known(
+            scenario,
+            seed,
+            lambda candidate: still_fails(candidate, seed, engine, invariant),
+            max_runs=shrink_runs,
+        )
     toml = scenario_to_toml(scenario)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.toml"
     path.write_text(toml, encoding="utf-8")
     outcome = run_case(scenario, seed, engine, out / name, scenario_path=str(path))
-    say.say(f"shrunk {origin}: {path} (seed {seed})")
-    say.say(toml.rstrip("\n"))
+    say.say(f"{'shrunk' if shrunk else 'failing'} {origin}: {path} (seed {seed})")
+    if show_toml:
+        say.say(toml.rstrip("\n"))
     for line in describe(outcome.summary, out / name):
         say.say(line)
     return {

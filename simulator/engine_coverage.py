@@ -154,9 +154,13 @@ def figures(cov: coverage.Coverage, code: EngineCode) -> dict[str, Any]:
         missing_branches = [
             (a, b) for a, b in entry["missing_branches"] if a not in set(missing_lines)
         ]
+        # branches counted from the lists, not coverage.py's summary: the summary also counts
+        # the arcs of a `pragma: no branch` line (as reached), which the lists leave out, as
+        # the guided search's points do
+        reached = len(entry["executed_branches"])
         files[_relative(path, root)] = {
-            "branches": summary["num_branches"],
-            "branches_reached": summary["covered_branches"],
+            "branches": reached + len(entry["missing_branches"]),
+            "branches_reached": reached,
             "statements": summary["num_statements"],
             "statements_reached": summary["covered_lines"],
             "unreached_lines": [{"line": n, "source": _line(source, n)} for n in missing_lines],
@@ -170,8 +174,8 @@ def figures(cov: coverage.Coverage, code: EngineCode) -> dict[str, Any]:
                 for a, b in missing_branches
             ],
         }
-        branches += summary["num_branches"]
-        covered += summary["covered_branches"]
+        branches += files[_relative(path, root)]["branches"]
+        covered += reached
         statements += summary["num_statements"]
         executed += summary["covered_lines"]
     return {

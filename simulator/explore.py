@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, Verbosity, find, settings
+from hypothesis import HealthCheck, Phase, Verbosity, find, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
@@ -21,6 +22,7 @@ from reference_impl.ports import EngineConfig
 from simulator.nemesis import FAULT_KINDS, REDIS_KINDS
 from simulator.runner import run_scenario
 from simulator.scenario import (
+    AdversarySettings,
     CustomerMix,
     Durations,
     FaultSpec,
@@ -92,6 +94,31 @@ def scenarios(draw: st.DrawFn, name: str = "explored") -> Scenario:
         durations=Durations(workload_s=150.0),
         engine_config=EngineConfig(session_ttl=1800.0, stripe_timeout=5.0, reconcile_grace=300.0),
     )
+
+
+def sample_scenarios(count: int, seed: int) -> list[tuple[Scenario, int]]:
+    """Up to `count` distinct (scenario, run seed) pairs drawn from `scenarios()`, the same ones
+    for the same `seed`: Hypothesis's own generation, seeded, with no database and no shrinking
+    (the guided search's fresh inputs)."""
+    drawn: list[tuple[Scenario, int]] = []
+
+    @hypothesis_seed(seed)
+    @settings(
+        max_examples=count,
+        database=None,
+        deadline=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate],
+        verbosity=Verbosity.quiet,
+    )
+    @given(st.tuples(scenarios(name="generated"), st.integers(min_value=0, max_value=2**16)))
+    def draw(case: tuple[Scenario, int]) -> None:
+        if case not in drawn:
+            drawn.append(case)
+
+    draw()
+    return drawn[:count]
 
 
 @dataclass
@@ -170,13 +197,28 @@ def shrink_known(
     max_runs: int = 24,
 ) -> Scenario:
     """A smaller scenario with the same failure: drop each fault the failure does not need (a
-    fault that never fired would make the replay vacuous), then halve each workload part's
-    count while the failure remains. Greedy and bounded: at most `max_runs` runs."""
+    fault that never fired would make the replay vacuous), then the adversary, each preloaded
+    purchase and each workload part it does not need, then halve each workload part's count
+    while the failure remains. Greedy and bounded: at most `max_runs` runs."""
     runs = 0
     for fault in list(scenario.faults):
         if runs >= max_runs:
             return scenario
         candidate = replace(scenario, faults=tuple(f for f in scenario.faults if f != fault))
+        runs += 1
+        if fails(candidate):
+            scenario = candidate
+    smaller: list[Callable[[Scenario], Scenario | None]] = [
+        lambda s: replace(s, adversary=AdversarySettings()) if s.adversary.enabled else None
+    ]
+    smaller += [_without("preload", n) for n in reversed(range(len(scenario.preload)))]
+    smaller += [_without("workload", n) for n in reversed(range(len(scenario.workload)))]
+    for make in smaller:
+        candidate = make(scenario)
+        if candidate is None:
+            continue
+        if runs >= max_runs:
+            return scenario
         runs += 1
         if fails(candidate):
             scenario = candidate
@@ -191,3 +233,16 @@ def shrink_known(
                 break
             scenario = candidate
     return scenario
+
+
+def _without(array: str, n: int) -> Callable[[Scenario], Scenario | None]:
+    """Drop item `n` of `array` (counted when the list was made: later drops come first), unless
+    it is the last workload part."""
+
+    def make(scenario: Scenario) -> Scenario | None:
+        items = getattr(scenario, array)
+        if n >= len(items) or (array == "workload" and len(items) == 1):
+            return None
+        return replace(scenario, **{array: items[:n] + items[n + 1 :]})
+
+    return make

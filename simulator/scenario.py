@@ -691,6 +691,33 @@ class Scenario:
                         f"expected the id of a program on sale, got {json.dumps(old.program)}",
                     )
                 )
+            # the store holds one purchase slot per user and program (simulator/run.py)
+            if any((o.user_id, o.program) == (old.user_id, old.program) for o in self.preload[:n]):
+                found.append(
+                    (
+                        f"preload[{n}].user_id",
+                        f"a second preloaded purchase of {json.dumps(old.user_id)} for "
+                        f"{json.dumps(old.program)}: at most one per user and program",
+                    )
+                )
+            # a pending class-rep purchase holds a seat: more than the limit would start the run
+            # with the limit already bypassed (a violation no engine made)
+            limit = next((p.class_rep_limit for p in self.programs if p.id == old.program), None)
+            holds_seat = old.class_rep and old.status == "pending"
+            seated = sum(
+                1
+                for o in self.preload[: n + 1]
+                if o.program == old.program and o.class_rep and o.status == "pending"
+            )
+            if holds_seat and limit is not None and seated > limit:
+                found.append(
+                    (
+                        f"preload[{n}].class_rep",
+                        f"pending class-rep purchase number {seated} of "
+                        f"{json.dumps(old.program)}, whose class_rep_limit is {limit}: the run "
+                        "would start past the limit",
+                    )
+                )
         if self.adversary.enabled and self.programs and self.programs[0].withdrawn:
             found.append(("programs[0].withdrawn", "the adversary buys the first program"))
         targets = (*self.topology.instance_names(), "any")

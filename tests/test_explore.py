@@ -54,3 +54,34 @@ def test_search_shrinks_to_the_fault_that_matters(tmp_path: Path) -> None:
 
 def test_search_finds_nothing_on_the_reference_engine() -> None:
     assert search("reference", max_examples=40) is None
+
+
+def test_shrink_known_drops_what_the_failure_does_not_need() -> None:
+    from dataclasses import replace
+
+    from simulator.explore import shrink_known
+    from simulator.scenario import AdversarySettings, PreloadPurchase, Scenario, WorkloadPart
+
+    big = replace(
+        load_scenario(CI_SUITE / "pay-after-cancel.toml"),
+        workload=(
+            WorkloadPart(kind="herd", count=6),
+            WorkloadPart(kind="double_click", count=8),
+            WorkloadPart(kind="steady", count=4),
+        ),
+        preload=(PreloadPurchase(user_id="a"), PreloadPurchase(user_id="b")),
+        adversary=AdversarySettings(enabled=True),
+    )
+    tried: list[Scenario] = []
+
+    def fails(candidate: Scenario) -> bool:  # the failure needs a double-click and b's preload
+        tried.append(candidate)
+        clicks = any(p.kind == "double_click" for p in candidate.workload)
+        return clicks and any(p.user_id == "b" for p in candidate.preload)
+
+    small = shrink_known(big, 1, fails, max_runs=40)
+    assert [(p.kind, p.count) for p in small.workload] == [("double_click", 1)]
+    assert [p.user_id for p in small.preload] == ["b"]
+    assert not small.adversary.enabled
+    assert len(tried) <= 40
+    assert shrink_known(big, 1, fails, max_runs=2) != small  # the budget bounds the runs

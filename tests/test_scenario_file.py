@@ -65,6 +65,8 @@ BROKEN: dict[str, tuple[str, str]] = {
     "nan_duration.toml": ("durations.workload_s", "finite"),
     "session_ttl_too_long.toml": ("engine_config.session_ttl", "between 1800 and 86400"),
     "unknown_fault_target.toml": ("faults[0].target", 'got "i5"'),
+    "duplicate_preload.toml": ("preload[1].user_id", "at most one per user and program"),
+    "preload_past_the_limit.toml": ("preload[2].class_rep", "whose class_rep_limit is 1"),
 }
 
 

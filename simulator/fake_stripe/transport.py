@@ -59,7 +59,8 @@ class SimNetwork:
         latency = draw_latency(self._faults(), self._rng)
         stage = "uplink"
         try:
-            await _sleep(latency.uplink_s)
+            # a request is a scheduling point even at zero latency, as a network hop is
+            await virtual_time.sleep(latency.uplink_s)
             faults = self._faults()  # read again: the nemesis may have flipped it meanwhile
             if faults.outage:
                 reply = self._outage(request)
