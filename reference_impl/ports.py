@@ -38,6 +38,10 @@ class EngineConfig:
     # how long an intent record (Stripe outcome unknown) or orphan seat may wait before
     # `reconcile` resolves it; longer than any request can legitimately take
     reconcile_grace: float = 15 * 60.0
+    # how long `reconcile` waits for Stripe: nobody waits on a sweep, so as long as
+    # stripe-python's own client would (a Stripe slower than `stripe_timeout` for good would
+    # otherwise leave an intent whose outcome is unknown unresolved for ever)
+    reconcile_stripe_timeout: float = 80.0
     currency: str = "usd"
     success_url: str = "https://example.test/success?session_id={CHECKOUT_SESSION_ID}"
     cancel_url: str = "https://example.test/cancel"

@@ -76,6 +76,8 @@ RECEIPT_OWED = "owed"
 #: the purchase lock's lease held by the current request, for `_claim_slot`'s fence; a context
 #: variable so that the slot seam (overridden by mutants) keeps its signature
 _PURCHASE_LEASE: ContextVar[Lease | None] = ContextVar("purchase_lease", default=None)
+#: set while `reconcile` runs: its Stripe calls wait `reconcile_stripe_timeout`
+_SWEEPING: ContextVar[bool] = ContextVar("sweeping", default=False)
 
 
 class OutcomeUnknown(Exception):
@@ -323,11 +325,14 @@ class ReferenceEngine:
 
     async def _stripe(self, call: Any) -> Any:
         """Await a Stripe call within the configured timeout; map "may have landed" to OutcomeUnknown."""
+        timeout = self.config.stripe_timeout
+        if _SWEEPING.get():
+            timeout = max(timeout, self.config.reconcile_stripe_timeout)
         try:
-            with anyio.fail_after(self.config.stripe_timeout):
+            with anyio.fail_after(timeout):
                 return stripe_json(await call)
         except TimeoutError as exc:
-            raise OutcomeUnknown(f"no answer within {self.config.stripe_timeout:g}s") from exc
+            raise OutcomeUnknown(f"no answer within {timeout:g}s") from exc
         except stripe.APIConnectionError as exc:
             raise OutcomeUnknown(str(exc)) from exc
         except stripe.APIError as exc:
@@ -782,10 +787,15 @@ class ReferenceEngine:
         """Resolve what no client or webhook came back for. Safe to run anywhere, any time."""
         now = self.env.clock.now()
         horizon = now - self.config.reconcile_grace
-        await self._resolve_intents(horizon)
-        await self._resolve_expired_sessions(now)
-        await self._repair_seat_ledger(horizon)
-        await self._retry_receipts()
+        sweeping = _SWEEPING.set(True)
+        try:
+            await self._resolve_intents(horizon)
+            await self._resolve_expired_sessions(now)
+            await self._repair_seat_ledger(horizon)
+            await self._retry_receipts()
+            await self._retry_refunds()
+        finally:
+            _SWEEPING.reset(sweeping)
 
     async def _resolve_intents(self, horizon: float) -> None:
         stuck = await self.purchases.find(
@@ -899,6 +909,20 @@ class ReferenceEngine:
         # neither only if a stalled re-seat adopted the ref between the read and the burn
         if burned.matched_count or purchase["status"] not in SEAT_HOLDING:
             await self.seats.release(program_id, holder["ref"])
+
+    async def _retry_refunds(self) -> None:
+        """A refund decided but not yet made at Stripe (it failed or timed out in the webhook
+        handler) is made here too, as the event's retry would make it: a Stripe slower than
+        the handler's timeout for days would otherwise keep the customer's money."""
+        owed = await self.purchases.find({"status": REFUNDED, "refund_owed": {"$ne": None}}).to_list()
+        for purchase in owed:
+            try:
+                session = await self._stripe(
+                    self.env.stripe.v1.checkout.sessions.retrieve_async(purchase["refund_owed"])
+                )
+                await self._honour_payment(purchase, checkout_session(session))
+            except (OutcomeUnknown, stripe.StripeError, InvalidWebhook):
+                continue
 
     async def _retry_receipts(self) -> None:
         owed = await self.purchases.find({"receipt": RECEIPT_OWED, "status": COMPLETED}).to_list()

@@ -20,7 +20,7 @@ from contextlib import (
     suppress,
 )
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import stripe
@@ -766,6 +766,29 @@ class Mutant:
     violates: tuple[str, ...]
 
 
+class ImpatientSweep(ReferenceEngine):
+    """Lets `reconcile` wait for Stripe no longer than a request does: when Stripe is slower
+    than the engine's timeout for good, no sweep ever learns which Checkout Session an intent
+    whose outcome was unknown made, so its purchase waits, holding its seat, for ever.
+
+    Reached by stripe-slower-than-timeouts. Violates no_stuck_purchase (and the leaked seat's
+    counter_consistent; the refund its sweep never makes either: no_lost_payment)."""
+
+    def __init__(self, env: EngineEnv) -> None:
+        super().__init__(env)
+        self.config = replace(self.config, reconcile_stripe_timeout=0.0)
+
+
+class NoRefundSweep(ReferenceEngine):
+    """Makes a decided refund only when the webhook that decided it is retried: when every
+    retry times out (Stripe slower than the handler's timeout), the customer's money is kept.
+
+    Reached by stripe-slower-than-timeouts. Violates no_lost_payment."""
+
+    async def _retry_refunds(self) -> None:
+        return None
+
+
 def _mutant(name: str, cls: type[ReferenceEngine], *violates: str) -> Mutant:
     summary = (inspect.getdoc(cls) or name).split("\n\n")[0].replace("\n", " ")
     return Mutant(name, cls, summary, violates)
@@ -850,6 +873,8 @@ MUTANTS: dict[str, Mutant] = {
         _mutant(
             "release-close-always-decrements", ReleaseCloseAlwaysDecrements, "counter_consistent"
         ),
+        _mutant("impatient-sweep", ImpatientSweep, "no_stuck_purchase"),
+        _mutant("no-refund-sweep", NoRefundSweep, "no_lost_payment"),
     )
 }
 

@@ -156,6 +156,11 @@ EXTERNAL_METADATA: Mapping[type, Mapping[str, Mapping[str, Any]]] = {
             "min": 0.0,
             "max": 3600.0,
         },
+        "reconcile_stripe_timeout": {
+            "help": "seconds `reconcile` waits for a Stripe API call (nobody waits on a sweep)",
+            "min": 0.0,
+            "max": 3600.0,
+        },
         "stripe_retries": {
             "help": "times the engine itself retries creating a Checkout Session",
             "min": 0,

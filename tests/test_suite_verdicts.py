@@ -68,6 +68,7 @@ SEED_VIOLATES = {
     "impatient-clicks-slow-stripe": {"single_pending_per_user", "counter_consistent"},
     "late-payment-noticed-twice": {"no_double_completion", "no_limit_bypass"},
     "misaddressed-events": {"counter_consistent", "no_stuck_purchase"},
+    "stripe-slower-than-timeouts": {"counter_consistent", "no_orphan_session"},
 }
 
 
