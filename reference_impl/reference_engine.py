@@ -973,7 +973,7 @@ def stripe_json(obj: Any) -> dict[str, Any]:
     the object tree it built from that very body."""
     response = getattr(obj, "last_response", None)
     data = getattr(response, "data", None)
-    return data if type(data) is dict else obj.to_dict()
+    return data if isinstance(data, dict) else obj.to_dict()  # the SDK parses to OrderedDicts
 
 
 def _slot_id(user_id: str, program_id: str) -> str:

@@ -522,3 +522,25 @@ def test_reconcile_vouches_for_sold_seats_and_still_releases_a_seat_in_doubt() -
             assert [h["ref"] for _, h in await ledger.holders()] == [done["seat_ref"]]
 
     run_virtual(main)
+
+
+def test_a_stripe_answer_is_taken_as_the_json_the_sdk_parsed_not_rebuilt(monkeypatch: Any) -> None:
+    """`stripe_json` is the body the SDK parsed (equal to `to_dict()`), without its walk."""
+    import stripe
+
+    from reference_impl.reference_engine import stripe_json
+
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            session = await w.env.stripe.v1.checkout.sessions.retrieve_async(
+                (await w.engine.create_purchase(USER, PROG, class_rep=False)).session_id
+            )
+            expected = session.to_dict()
+
+            def walked(self: Any) -> Any:
+                raise AssertionError("to_dict() walked the object tree")
+
+            monkeypatch.setattr(stripe.StripeObject, "to_dict", walked)
+            assert stripe_json(session) == expected
+
+    run_virtual(main)
