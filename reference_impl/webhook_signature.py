@@ -17,6 +17,7 @@ and integers are bounded, and NaN/Infinity are refused, before the engine reads 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import stripe
@@ -79,22 +80,18 @@ def signed_timestamp(header: str) -> int:
 
 
 def parse_bounded_json(text: str) -> Any:
-    """`json.loads`, refusing deep nesting, huge integers, and NaN/Infinity (InvalidWebhook)."""
+    """`json.loads`, refusing deep nesting, huge integers, and NaN/Infinity (InvalidWebhook).
+
+    Integers are checked after parsing, in the same walk as the depth, not by a hook called for
+    each one while parsing; a number too long to parse at all is refused by the parser itself
+    (Python's limit on the digits of an int)."""
     try:
         value = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidWebhook(f"body is not bounded JSON: {type(exc).__name__}") from exc
-    if _depth_exceeds(value, MAX_JSON_DEPTH):
-        raise InvalidWebhook(f"body nests deeper than {MAX_JSON_DEPTH}")
-    return value
-
-
-def _bounded_int(digits: str) -> int:
-    if len(digits) > 17:
-        raise ValueError("integer out of range")
-    value = int(digits)
-    if abs(value) > MAX_JSON_INT:
-        raise ValueError("integer out of range")
+    problem = _unbounded(value, MAX_JSON_DEPTH)
+    if problem is not None:
+        raise InvalidWebhook(problem)
     return value
 
 
@@ -102,25 +99,31 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-#: what `json.loads(text, parse_int=..., parse_constant=...)` builds at every call, built once
-_DECODER = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_no_constant)
+#: `json.loads(text, parse_constant=...)`, built once
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    """Iterative (a recursive walk is what a deep body attacks)."""
+def _unbounded(value: Any, limit: int) -> str | None:
+    """Why `value` is not bounded JSON (too deep, a number out of range), or None. Iterative:
+    a recursive walk is what a deep body attacks."""
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, dict):
-            children = node.values()
-        elif isinstance(node, list):
+        kind = type(node)
+        if kind is dict:
+            children: Any = node.values()
+        elif kind is list:
             children = node
         else:
+            if kind is int and not -MAX_JSON_INT <= node <= MAX_JSON_INT:
+                return "body is not bounded JSON: integer out of range"
+            if kind is float and not math.isfinite(node):  # 1e400 parses as inf
+                return "body is not bounded JSON: a number out of range"
             continue
         if depth > limit:
-            return True
+            return f"body nests deeper than {limit}"
         stack.extend((child, depth + 1) for child in children)
-    return False
+    return None
 
 
 def event_object(event: dict[str, Any]) -> dict[str, Any]:

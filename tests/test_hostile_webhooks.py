@@ -177,8 +177,12 @@ def test_defect_4_odd_shapes_with_a_valid_signature_get_400_and_write_nothing() 
             for case in cases:
                 payload, header = _signed(w, case)
                 assert await w.engine.handle_webhook(payload, header) == 400
-            huge = json.dumps(forged()).replace('"amount_total": 5000', f'"amount_total": {2**70}')
-            assert await w.engine.handle_webhook(huge.encode(), w.fake.sign(huge.encode())) == 400
+            for number in (2**70, 2**53 + 1):  # integers past 2^53, in a field the engine reads
+                text = json.dumps(forged()).replace('"amount_total": 5000', f'"amount_total": {number}')
+                assert await w.engine.handle_webhook(text.encode(), w.fake.sign(text.encode())) == 400
+            for number in ("1e400", "-1e999", str(2**60)):  # or anywhere: 1e400 parses as inf
+                text = json.dumps(forged(nested="X")).replace('"X"', number)
+                assert await w.engine.handle_webhook(text.encode(), w.fake.sign(text.encode())) == 400
             for depth in (40, 5000):  # past the depth bound; past the JSON parser's recursion
                 text = json.dumps(forged(nested="X"))
                 deep = text.replace('"X"', '{"a": ' * depth + "1" + "}" * depth).encode()
