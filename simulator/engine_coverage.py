@@ -154,9 +154,9 @@ def figures(cov: coverage.Coverage, code: EngineCode) -> dict[str, Any]:
         missing_branches = [
             (a, b) for a, b in entry["missing_branches"] if a not in set(missing_lines)
         ]
-        # branches counted from the lists, not coverage.py's summary: the summary also counts
-        # the arcs of a `pragma: no branch` line (as reached), which the lists leave out, as
-        # the guided search's points do
+        # branches counted from the lists, as the guided search's points are (coverage.py's
+        # summary would also count the arcs of a `pragma: no branch` line, which the lists leave
+        # out: the engines have none, and a test keeps the two figures equal)
         reached = len(entry["executed_branches"])
         files[_relative(path, root)] = {
             "branches": reached + len(entry["missing_branches"]),

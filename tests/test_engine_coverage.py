@@ -139,3 +139,30 @@ def test_the_ci_suite_reaches_95_percent_of_the_reference_branches(
         assert summary["verdict"] == "pass", (path.stem, seed, summary["violations"])
     figure = combine(data, engine_code(ReferenceEngine), tmp_path / "coverage.json")
     assert figure["branch_percent"] >= 95.0, summary_line(figure)
+
+
+def test_branches_are_counted_as_coverage_py_counts_them_whatever_ran(tmp_path: Path) -> None:
+    """coverage.json counts branches from coverage.py's lists (as the guided search counts its
+    points); they agree with coverage.py's own summary only while no engine line says `pragma:
+    no branch`, whose arcs the summary counts and the lists leave out. And a total must not
+    depend on what a run reached: a baseline is compared with the engine's source by it."""
+    for path in engine_code(ReferenceEngine).files:
+        assert "pragma: no branch" not in Path(path).read_text(), path
+    code = engine_code(ReferenceEngine)
+    data = tmp_path / "data"
+    run_scenario(load_scenario(SCENARIO), 1, "reference", tmp_path / "r", coverage_dir=data)
+    figure = combine(data, code, tmp_path / "c.json")
+    empty = combine(tmp_path / "nothing", code, tmp_path / "e.json")  # a bare import alone
+    assert figure["branches"] == empty["branches"] > figure["branches_reached"]
+    import coverage
+
+    cov = coverage.Coverage(
+        data_file=str(data / DATA_PREFIX), branch=True, include=list(code.files), config_file=False
+    )
+    cov.combine([str(data)], keep=True)
+    cov.json_report(outfile=str(tmp_path / "raw.json"))
+    summaries = [
+        f["summary"] for f in json.loads((tmp_path / "raw.json").read_text())["files"].values()
+    ]
+    assert figure["branches"] == sum(s["num_branches"] for s in summaries)
+    assert figure["branches_reached"] == sum(s["covered_branches"] for s in summaries)
