@@ -76,6 +76,10 @@ RECEIPT_OWED = "owed"
 #: the purchase lock's lease held by the current request, for `_claim_slot`'s fence; a context
 #: variable so that the slot seam (overridden by mutants) keeps its signature
 _PURCHASE_LEASE: ContextVar[Lease | None] = ContextVar("purchase_lease", default=None)
+#: the latest age at which `reconcile` replays a create whose outcome is unknown: well inside
+#: the 24 h Stripe keeps an idempotency key's answer (after that a replay is a new request, and
+#: one for a session past its `expires_at` is refused: the session it made would be no one's)
+INTENT_REPLAY_WITHIN_S = 12 * 3600.0
 #: set while `reconcile` runs: its Stripe calls wait `reconcile_stripe_timeout`
 _SWEEPING: ContextVar[bool] = ContextVar("sweeping", default=False)
 
@@ -86,6 +90,7 @@ class OutcomeUnknown(Exception):
 
 class ReferenceEngine:
     memory_lock_service = MemoryLockService
+    intent_replay_within_s = INTENT_REPLAY_WITHIN_S
 
     def __init__(self, env: EngineEnv) -> None:
         self.env = env
@@ -681,12 +686,33 @@ class ReferenceEngine:
             await self._honour_payment(latest, session)
 
     async def _pay_back(self, session: dict[str, Any], purchase_id: str) -> None:
-        await self._stripe(
-            self.env.stripe.v1.refunds.create_async(
-                {"payment_intent": session["payment_intent"]},
-                {"idempotency_key": f"refund:{session['id']}"},
+        """Refund the session's payment in full, then mark the refund made.
+
+        Stripe keeps a request's first answer for its idempotency key for 24 h, a 500 too: a
+        refund whose first attempt Stripe answered 500 would be answered 500 again for a day.
+        So after a replayed error the next attempt takes a fresh key (`refund_attempt`). That
+        cannot refund twice: a full refund of a payment already refunded is refused as
+        `charge_already_refunded`, which means the refund is made."""
+        purchase = await self.purchases.find_one({"_id": purchase_id}) or {}
+        attempt = purchase.get("refund_attempt", 0)
+        key = f"refund:{session['id']}" + (f":{attempt}" if attempt else "")
+        try:
+            await self._stripe(
+                self.env.stripe.v1.refunds.create_async(
+                    {"payment_intent": session["payment_intent"]}, {"idempotency_key": key}
+                )
             )
-        )
+        except stripe.InvalidRequestError as exc:  # pragma: no cover - Stripe's 500 may come
+            # after the refund was made; the fake's injected 500s never execute the request
+            if exc.code != "charge_already_refunded":
+                raise
+        except stripe.APIError as exc:
+            if _replayed(exc):  # Stripe's stored 500 for this key: the next try takes another
+                await self.purchases.update_one(
+                    {"_id": purchase_id, "refund_owed": session["id"]},
+                    {"$set": {"refund_attempt": attempt + 1}},
+                )
+            raise
         await self.purchases.update_one(
             {"_id": purchase_id, "refund_owed": session["id"]}, {"$unset": {"refund_owed": ""}}
         )
@@ -793,7 +819,9 @@ class ReferenceEngine:
         horizon = now - self.config.reconcile_grace
         sweeping = _SWEEPING.set(True)
         try:
-            await self._resolve_intents(horizon)
+            # an intent is resolved by replaying its create with the same idempotency key,
+            # which Stripe answers from memory for 24 h only: never later, whatever the grace
+            await self._resolve_intents(max(horizon, now - self.intent_replay_within_s))
             await self._resolve_expired_sessions(now)
             await self._repair_seat_ledger(horizon)
             await self._retry_receipts()

@@ -789,6 +789,35 @@ class NoRefundSweep(ReferenceEngine):
         return None
 
 
+class RefundKeyNeverRotates(ReferenceEngine):
+    """Retries a refund with its first idempotency key for ever: when Stripe answered the first
+    attempt 500, it replays that 500 to every retry for 24 h, and the customer is not paid back
+    while the run (and Stripe's retries of the event) last.
+
+    Reached by refund-after-a-stored-500. Violates no_lost_payment."""
+
+    async def _pay_back(self, session: dict[str, Any], purchase_id: str) -> None:
+        await self._stripe(
+            self.env.stripe.v1.refunds.create_async(
+                {"payment_intent": session["payment_intent"]},
+                {"idempotency_key": f"refund:{session['id']}"},
+            )
+        )
+        await self.purchases.update_one(
+            {"_id": purchase_id, "refund_owed": session["id"]}, {"$unset": {"refund_owed": ""}}
+        )
+
+
+class ReplaysIntentsTooLate(ReferenceEngine):
+    """Sweeps up a create whose outcome is unknown only after `reconcile_grace`, however long:
+    past the 24 h Stripe answers a replay from memory, the replay is refused (its expiry is in
+    the past) and the session the first attempt made belongs to no purchase.
+
+    Reached by late-sweep-long-grace. Violates no_orphan_session."""
+
+    intent_replay_within_s = float("inf")
+
+
 def _mutant(name: str, cls: type[ReferenceEngine], *violates: str) -> Mutant:
     summary = (inspect.getdoc(cls) or name).split("\n\n")[0].replace("\n", " ")
     return Mutant(name, cls, summary, violates)
@@ -875,6 +904,8 @@ MUTANTS: dict[str, Mutant] = {
         ),
         _mutant("impatient-sweep", ImpatientSweep, "no_stuck_purchase"),
         _mutant("no-refund-sweep", NoRefundSweep, "no_lost_payment"),
+        _mutant("refund-key-never-rotates", RefundKeyNeverRotates, "no_lost_payment"),
+        _mutant("replays-intents-too-late", ReplaysIntentsTooLate, "no_orphan_session"),
     )
 }
 

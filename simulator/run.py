@@ -490,10 +490,12 @@ class _World:
         for instance in self.cluster.instances:
             if not instance.up and not instance.retired:
                 instance.start()
-        deadline = faults_end + sc.durations.liveness_s
+        # counted from the last client's last request: late customers act after faults stop
+        started = max(faults_end, self.clock.elapsed())
+        deadline = started + sc.durations.liveness_s
         step = sc.durations.reconcile_every_s
         # give the engine's sweeper one full grace period to resolve unknown outcomes
-        settled = faults_end + sc.engine_config.reconcile_grace + step
+        settled = started + sc.engine_config.reconcile_grace + step
         while not self.quiescent and self.clock.elapsed() < deadline:
             if self._quiet() and self.clock.elapsed() >= settled:
                 await self._reconcile_once()

@@ -544,3 +544,28 @@ def test_a_stripe_answer_is_taken_as_the_json_the_sdk_parsed_not_rebuilt(monkeyp
             assert stripe_json(session) == expected
 
     run_virtual(main)
+
+
+def test_a_refund_retried_with_a_fresh_key_after_a_stored_500_is_made_once() -> None:
+    """A refund whose first attempt Stripe answered 500 is retried with another key; if the
+    first one was made after all, Stripe refuses the second as charge_already_refunded, which
+    the engine takes as made (no second refund, nothing owed)."""
+
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=False)
+            await _pay_and_deliver(w, result.session_id)
+            session = await w.env.stripe.v1.checkout.sessions.retrieve_async(result.session_id)
+            plain = session.to_dict()
+            await w.env.stripe.v1.refunds.create_async({"payment_intent": plain["payment_intent"]})
+            await w.env.store.purchases.update_one(
+                {"_id": result.purchase_id},
+                {"$set": {"refund_owed": result.session_id, "refund_attempt": 1}},
+            )
+            engine: Any = w.engine
+            await engine._pay_back(plain, result.purchase_id)
+            [purchase] = await w.purchases()
+            assert "refund_owed" not in purchase
+            assert len(w.fake.refunds) == 1
+
+    run_virtual(main)

@@ -301,3 +301,21 @@ def test_run_output_files(tmp_path: Path) -> None:
         assert (tmp_path / "run" / name).stat().st_size > 0
     state = json.loads((tmp_path / "run" / "final_state.json").read_text())
     assert state["programs"][0]["_id"] == "prog_1"
+
+
+def test_the_sweep_gets_its_whole_grace_after_the_last_customer_acts(tmp_path: Path) -> None:
+    """A customer who acts long after the workload phase (Buy again an hour later) leaves a
+    create whose outcome is unknown: the run is judged quiescent only after a full
+    reconcile grace from that request, not from the end of the workload phase."""
+    from simulator.runner import run_scenario
+    from simulator.scenario_file import load_scenario
+
+    path = Path(__file__).parent / "data" / "scenarios" / "late-buyer-after-the-workload.toml"
+    scenario = load_scenario(path)
+    report = run_scenario(scenario, 1, "reference", tmp_path / "run")
+    assert report.summary["verdict"] == "pass", report.summary["violations"]
+    history = list(read_history(tmp_path / "run" / "history.jsonl"))
+    last_op = max(e["t"] for e in history if e["type"].startswith("op."))
+    [end] = [e for e in history if e["type"] == "liveness.end"]
+    assert last_op > scenario.durations.workload_s  # the customer did act late
+    assert end["t"] >= last_op + scenario.engine_config.reconcile_grace

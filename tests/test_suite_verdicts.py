@@ -69,6 +69,8 @@ SEED_VIOLATES = {
     "late-payment-noticed-twice": {"no_double_completion", "no_limit_bypass"},
     "misaddressed-events": {"counter_consistent", "no_stuck_purchase"},
     "stripe-slower-than-timeouts": {"counter_consistent", "no_orphan_session"},
+    "refund-after-a-stored-500": {"counter_consistent", "no_limit_bypass"},
+    "late-sweep-long-grace": {"counter_consistent", "no_orphan_session"},
 }
 
 
