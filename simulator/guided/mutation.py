@@ -147,6 +147,7 @@ KNOBS: Mapping[str, Mapping[str, Values]] = {
         "engine_config.webhook_tolerance": (5.0, 300.0, 86400.0),  # 0: every signature is stale
         "engine_config.session_ttl": (1800.0, 1900.0, 3600.0, 86400.0),
         "engine_config.reconcile_grace": (0.0, 60.0, 300.0, 900.0, 86400.0),
+        "engine_config.reconcile_stripe_timeout": (0.5, 10.0, 80.0),
     },
     "adversary": {
         "adversary.enabled": BOOLS,
