@@ -149,10 +149,7 @@ def _served(self: Collection, filter: Any) -> list[dict[str, Any]] | None:
     if served is None or store._ttl_indexes or store.indexes:
         return None  # (mongomock's unique checks query mid-write: they scan)
     field, value = served
-    documents = store._documents
-    index = embedded_index.of(store).field(field, documents.values())
-    found = (documents[key] for key in index.candidates(value))
-    return [doc for doc in found if _applies(filter, doc)]
+    return [doc for doc in embedded_index.found(store, field, value) if _applies(filter, doc)]
 
 
 def _written(self: Collection, keys: Any) -> None:
