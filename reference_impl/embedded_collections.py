@@ -39,34 +39,55 @@ class CollectionStore(mongomock.store.CollectionStore):  # type: ignore[misc]
         if not self._ttl_indexes:
             return
         documents = self._documents
-        outer, documents.attach = documents.attach, False  # it reads, then deletes by key
+        outer, documents._mode = documents._mode, False  # it reads, then deletes by key
         try:
             super()._remove_expired_documents()
         finally:
-            documents.attach = outer
+            documents._mode = outer
 
 
-class DatabaseStore(mongomock.store.DatabaseStore):  # type: ignore[misc]
+class DatabaseStore(dict[str, CollectionStore]):
+    """mongomock's DatabaseStore (name -> collection store, created on first use) as a dict
+    itself: `Collection._store` looks its store up here on every call (tens of times a
+    purchase), and a dict finds it without a Python frame. The rest is mongomock's."""
+
     def __init__(self, hot: int = DEFAULT_HOT, directory: Path | None = None) -> None:
         super().__init__()
         self._hot = hot
         self._directory = directory
 
-    def __getitem__(self, col_name: str) -> CollectionStore:
-        col = self._collections.get(col_name)
-        if col is None:
-            col = self._collections[col_name] = self._new(col_name)
-        return col  # type: ignore[no-any-return]
+    def __missing__(self, name: str) -> CollectionStore:
+        col = self[name] = CollectionStore(name, self._hot, self._directory)
+        return col
+
+    def __bool__(self) -> bool:
+        return True  # a store, not an empty container (mongomock asks `_store or DatabaseStore()`)
+
+    @property
+    def _collections(self) -> dict[str, CollectionStore]:
+        return self
+
+    def __contains__(self, col_name: object) -> bool:
+        return bool(self[col_name].is_created)  # type: ignore[index]
+
+    def list_created_collection_names(self) -> list[str]:
+        return [name for name, col in self.items() if col.is_created]
+
+    def create_collection(self, name: str) -> CollectionStore:
+        col = self[name]
+        col.create()
+        return col
 
     def rename(self, name: str, new_name: str) -> None:
-        col = self._collections.pop(name, None)
+        col = self.pop(name, None)
         if col is None:
-            col = self._new(new_name)
+            col = CollectionStore(new_name, self._hot, self._directory)
         col.name = new_name
-        self._collections[new_name] = col
+        self[new_name] = col
 
-    def _new(self, name: str) -> CollectionStore:
-        return CollectionStore(name, self._hot, self._directory)
+    @property
+    def is_created(self) -> bool:
+        return any(col.is_created for col in self.values())
 
 
 class ServerStore(mongomock.store.ServerStore):  # type: ignore[misc]

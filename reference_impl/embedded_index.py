@@ -38,7 +38,8 @@ Values = str | tuple[str, ...]
 class Spilled(Protocol):
     """What a spilling store (`embedded_spill.SpilledDocuments`) does for its indexes."""
 
-    def position(self, key: Any) -> int: ...
+    position: Callable[[Any], int]
+
     def hot_items(self) -> Iterable[tuple[Any, Mapping[str, Any]]]: ...
     def index_cold(self, field: str) -> None: ...
     def forget_cold_indexes(self) -> None: ...
@@ -121,8 +122,10 @@ class Indexes:
             if self._spilled is not None:
                 self._spilled.index_cold(name)
                 documents = self._spilled.hot_items()
+            pos = self._pos
             for key, doc in documents:
-                self._place(key)
+                if self._spilled is None and key not in pos:
+                    pos[key] = len(pos)
                 index.put(key, doc)
             self.fields[name] = index
         return index
@@ -134,7 +137,9 @@ class Indexes:
         if doc is None:
             self.forget(key)
             return
-        self._place(key)
+        pos = self._pos
+        if self._spilled is None and key not in pos:
+            pos[key] = len(pos)
         for index in self.fields.values():
             index.put(key, doc)
 
@@ -142,10 +147,6 @@ class Indexes:
         """Nothing in memory about `key` any more (deleted, or gone to disk)."""
         for index in self.fields.values():
             index.drop(key)
-
-    def _place(self, key: Any) -> None:
-        if self._spilled is None and key not in self._pos:
-            self._pos[key] = len(self._pos)
 
     def clear(self) -> None:
         self.fields.clear()
@@ -168,7 +169,8 @@ def found(store: Any, field: str, value: str) -> Iterable[dict[str, Any]]:
     """The stored documents whose `field` equals `value` or holds it, in store order (a list,
     or, from a spilling store's disk in a read, an iterator)."""
     documents = store._documents
-    index = of(store).field(field, documents.items())
+    indexes = of(store)
+    index = indexes.fields.get(field) or indexes.field(field, documents.items())
     keys = index.candidates(value)
     spilled = getattr(documents, "indexes", None)
     if spilled is not None:

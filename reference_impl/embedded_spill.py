@@ -136,9 +136,18 @@ class SpilledDocuments(MutableMapping[Any, Any]):
         self._cold = 0  # documents on disk
         self._absent: Any = _MISSING  # the last key found on neither side (insert: then stored)
         self._fields: dict[str, int] = {}  # indexed field -> its number in `idx`
+        #: a key's place in store order (of a key in memory): what orders index candidates
+        self.position: Callable[[Any], int] = self._seq.__getitem__
         self.indexes = embedded_index.Indexes(self)
-        self.attach = True
-        self.depth = 0
+        #: while an operation runs: True in a write (attach mode), False in a look; else None
+        self._mode: bool | None = None
+
+    @property
+    def attach(self) -> bool:
+        """Attach mode (a write gets the stored document itself, brought back from disk) or
+        read mode (documents on disk are copied and stay there)."""
+        mode = self._mode
+        return _ATTACH_BY_DEFAULT[0] if mode is None else mode
 
     # ---- the mapping
 
@@ -162,8 +171,10 @@ class SpilledDocuments(MutableMapping[Any, Any]):
     def get(self, key: Any, default: Any = None) -> Any:
         doc = self._hot.get(key, _MISSING)
         if doc is not _MISSING:
-            if key in self._lru:
+            try:  # noqa: SIM105 - the hottest line of the store: no context manager
                 self._lru.move_to_end(key)
+            except KeyError:  # a key that never leaves memory
+                pass
             return doc
         if not self._cold:
             return default
@@ -178,7 +189,7 @@ class SpilledDocuments(MutableMapping[Any, Any]):
         hot = self._hot
         if key in hot:
             hot[key] = doc
-            if key in self._lru:
+            with contextlib.suppress(KeyError):  # a key that never leaves memory
                 self._lru.move_to_end(key)
         else:
             row = None
@@ -193,7 +204,7 @@ class SpilledDocuments(MutableMapping[Any, Any]):
                 self._shuffled = True
             hot[key] = doc
             self._seq[key] = seq
-            if _key_bytes(key) is not None:
+            if type(key) is str or type(key) is ObjectId:  # it may leave memory (_key_bytes)
                 self._lru[key] = None
         self._absent = _MISSING
         self.indexes.written(doc, key)
@@ -208,6 +219,15 @@ class SpilledDocuments(MutableMapping[Any, Any]):
         if row is None:
             raise KeyError(key)
         self._remove_cold(row[0], decode(row[1]))
+
+    def peek(self, key: Any) -> Any:
+        """The document `key` for a reader that only looks (None if absent): the stored one if
+        it is in memory, else a copy read from disk; nothing moves, recency included."""
+        doc = self._hot.get(key)
+        if doc is not None or not self._cold:
+            return doc
+        row = self._row(key)
+        return None if row is None else decode(row[1])
 
     def __iter__(self) -> Iterator[Any]:
         return (key for _, key, _, _ in self._walk(bodies=False))
@@ -301,9 +321,6 @@ class SpilledDocuments(MutableMapping[Any, Any]):
         return self._hot
 
     # ---- for the equality indexes (embedded_index)
-
-    def position(self, key: Any) -> int:
-        return self._seq[key]
 
     def hot_items(self) -> Iterable[tuple[Any, Mapping[str, Any]]]:
         return list(self._hot.items())
@@ -476,57 +493,54 @@ class _Values(ValuesView[Any]):
 
 
 def operation(method: F, *, writes: bool) -> F:
-    """`method` of a mongomock Collection as one operation on its collection's documents: in
-    attach mode if it `writes`, and a safe point when the outermost operation ends. A read that
-    returns a generator (a cursor's dataset, which the cursor lists whole on first use anyway)
-    is listed inside the operation."""
+    """`method` of a mongomock Collection as one operation on its collection's documents.
+
+    A write runs in attach mode, and when the outermost write ends is a safe point (documents
+    leave memory then). Reads need nothing (read mode is the default: they move nothing); a
+    read that runs inside a write and only looks (a unique check) is wrapped with
+    `writes=False`, so that its scan copies documents from disk instead of bringing them all
+    back."""
 
     @functools.wraps(method)
-    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def write(self: Any, *args: Any, **kwargs: Any) -> Any:
         docs = self._store._documents
         if type(docs) is not SpilledDocuments:
             return method(self, *args, **kwargs)
-        outer = docs.attach
-        docs.attach = writes
-        docs.depth += 1
+        outer = docs._mode
+        docs._mode = True
         try:
-            result = method(self, *args, **kwargs)
-            if not writes and type(result) is _GENERATOR:
-                result = iter(list(result))
+            return method(self, *args, **kwargs)
         finally:
-            docs.attach = outer
-            docs.depth -= 1
-            if not docs.depth and docs.over:
+            docs._mode = outer
+            if outer is not True and len(docs._lru) > docs.hot:  # the outermost write ended
                 docs.settle()
-        return result
 
+    @functools.wraps(method)
+    def look(self: Any, *args: Any, **kwargs: Any) -> Any:
+        docs = self._store._documents
+        if type(docs) is not SpilledDocuments or not docs._cold:
+            return method(self, *args, **kwargs)
+        outer = docs._mode
+        docs._mode = False
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            docs._mode = outer
+
+    run = write if writes else look
     run._paysim_operation = method  # type: ignore[attr-defined]
     return run  # type: ignore[return-value]
 
 
-def _generator() -> Iterator[None]:
-    yield None
+#: outside any operation: read mode while the fast paths mark every write, attach mode otherwise
+_ATTACH_BY_DEFAULT = [True]
 
 
-_GENERATOR = type(_generator())
-
-
-@contextlib.contextmanager
-def reading(documents: Any) -> Iterator[None]:
-    """A read outside the wrapped entry points (`peek`): documents on disk are copied."""
-    if type(documents) is not SpilledDocuments:
-        yield
-        return
-    outer = documents.attach
-    documents.attach = False
-    documents.depth += 1
-    try:
-        yield
-    finally:
-        documents.attach = outer
-        documents.depth -= 1
-        if not documents.depth and documents.over:
-            documents.settle()
+def attach_by_default(on: bool) -> None:
+    """False once every write is marked (`operation`); True with mongomock as shipped, where any
+    access may be a write that changes a document in place (nothing leaves memory meanwhile:
+    only marked writes end at safe points)."""
+    _ATTACH_BY_DEFAULT[0] = on
 
 
 def spills(store: Any) -> bool:

@@ -25,10 +25,10 @@ them with mongomock as shipped, see `shipped`):
 - filters of top-level conditions on scalars are matched by `embedded_match`, which answers as
   mongomock's matcher does or leaves the document to it;
 - a client's collections keep at most `hot_documents` documents each in memory and the others
-  on disk (`embedded_spill`), so a long run's store does not grow with it: every entry point
-  below is one operation on a collection's documents (they leave memory only between
-  operations, as the fast paths change stored documents in place), a scan of a collection with
-  documents on disk reads them one at a time, and `peek` only looks;
+  on disk (`embedded_spill`), so a long run's store does not grow with it: every write is one
+  operation on a collection's documents (they leave memory only when no write is running, as
+  the fast paths change stored documents in place), reads copy what is on disk, a scan of a
+  collection with documents on disk reads them one at a time, and `peek` only looks;
 - copies of JSON-like documents (dicts, lists, scalars) are made by a tight loop instead of
   `copy.copy`/`copy.deepcopy` per value. One difference in kind: an object referenced twice in
   one document is copied twice (MongoDB, which stores BSON, has no shared references either).
@@ -592,28 +592,28 @@ def uninstall() -> None:
     Collection._delete = _shipped["_delete"]  # type: ignore[method-assign]
     mongomock.collection._copy_field = _shipped["_copy_field"]
     mongomock.collection.copy = _shipped["copy"]
-    for name, method in _UNWRAPPED.items():
-        setattr(Collection, name, method)
+    Collection._ensure_uniques = _shipped_ensure_uniques  # type: ignore[method-assign]
+    embedded_spill.attach_by_default(True)
 
 
-#: entry points that change stored documents in place (or store them): attach mode
+#: the entry points of every write (all of mongomock's writes go through them): attach mode
 _WRITES = ("_insert", "_update", "_delete", "find_one_and_update")
-#: entry points that only read (copies, counts, checks): documents on disk stay there
-_READS = ("_get_dataset", "find_one", "count_documents", "_ensure_uniques", "create_index")
-_UNWRAPPED = {
-    name: getattr(Collection, name)
-    for name in ("count_documents", "_ensure_uniques", "create_index")
-}
+_shipped_ensure_uniques = Collection._ensure_uniques
 
 
 def _install_operations() -> None:
-    """Each entry point as one operation on a spilling store's documents (`embedded_spill`):
-    its documents leave memory only between operations."""
-    for names, writes in ((_WRITES, True), (_READS, False)):
-        for name in names:
-            method = getattr(Collection, name)
-            if not hasattr(method, "_paysim_operation"):
-                setattr(Collection, name, embedded_spill.operation(method, writes=writes))
+    """Each write as one operation on a spilling store's documents (`embedded_spill`): they
+    leave memory only when no write is running; reads, the default, move nothing. A unique
+    check (a read inside a write) copies documents from disk instead of bringing them back."""
+    for name in _WRITES:
+        method = getattr(Collection, name)
+        if not hasattr(method, "_paysim_operation"):
+            setattr(Collection, name, embedded_spill.operation(method, writes=True))
+    if not hasattr(Collection._ensure_uniques, "_paysim_operation"):
+        Collection._ensure_uniques = embedded_spill.operation(  # type: ignore[method-assign]
+            _shipped_ensure_uniques, writes=False
+        )
+    embedded_spill.attach_by_default(False)
 
 
 @contextmanager
@@ -633,8 +633,11 @@ def peek(collection: Any, doc_id: Any) -> Mapping[str, Any] | None:
     `find_one` by `_id`.
     """
     if isinstance(collection, Collection) and _plain_key({"_id": doc_id}) is not None:
-        with embedded_spill.reading(collection._store._documents):
-            return _stored(collection, doc_id)
+        store = collection._store
+        documents = store._documents
+        if type(documents) is embedded_spill.SpilledDocuments and not store._ttl_indexes:
+            return documents.peek(doc_id)  # type: ignore[no-any-return]
+        return _stored(collection, doc_id)
     return collection.find_one({"_id": doc_id})
 
 

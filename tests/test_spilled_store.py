@@ -18,7 +18,7 @@ import pytest
 from bson import ObjectId
 from pymongo import ReturnDocument
 
-from reference_impl import embedded_spill, embedded_store
+from reference_impl import embedded_store
 from reference_impl.embedded_spill import SpilledDocuments
 from reference_impl.embedded_store import client, peek, shipped
 from tests import test_fast_paths as fast_paths
@@ -224,10 +224,10 @@ def test_documents_leave_memory_and_read_back() -> None:
     assert list(docs) == ids and len(docs) == 600
 
 
-def _writes_as_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Bug: every operation runs as a read, so an update changes a copy of a document on disk."""
-    operation = embedded_spill.operation
-    monkeypatch.setattr(embedded_spill, "operation", lambda m, writes: operation(m, writes=False))
+def _writes_get_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: a write is handed a copy of a document on disk, not the stored one, so what it
+    changes in place is lost."""
+    monkeypatch.setattr(SpilledDocuments, "_bring_back", lambda self, key, seq, doc: doc)
 
 
 def _evicts_inside_operations(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,7 +242,7 @@ def _evicts_inside_operations(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SpilledDocuments, "_bring_back", and_settle)
 
 
-@pytest.mark.parametrize("bug", [_writes_as_reads, _evicts_inside_operations])
+@pytest.mark.parametrize("bug", [_writes_get_copies, _evicts_inside_operations])
 def test_the_differential_tests_catch_a_broken_eviction(
     monkeypatch: pytest.MonkeyPatch, bug: Callable[[pytest.MonkeyPatch], None]
 ) -> None:
@@ -256,3 +256,30 @@ def test_the_differential_tests_catch_a_broken_eviction(
         monkeypatch.undo()
         embedded_store.uninstall()
         embedded_store.install()
+
+
+@pytest.mark.parametrize("hot", HOT)
+def test_collections_are_listed_dropped_and_renamed_as_mongomock_does(hot: int) -> None:
+    fast = client(hot_documents=hot)["t"]
+    with shipped():
+        plain = mongomock.MongoClient()["t"]
+
+    def both(call: Callable[[Any], Any]) -> None:
+        got = _outcome(lambda: call(fast))
+        with shipped():
+            expected = _outcome(lambda: call(plain))
+        assert _same(got, expected), (got, expected)
+
+    for name in ("a", "b", "c"):
+        for n in range(6):
+            both(lambda db, name=name, n=n: db[name].insert_one({"_id": f"{name}{n}"}).inserted_id)
+    both(lambda db: sorted(db.list_collection_names()))
+    both(lambda db: db.create_collection("empty").name)
+    both(lambda db: db["a"].drop())
+    both(lambda db: (list(db["a"].find({})), db["a"].count_documents({})))
+    both(lambda db: db["a"].insert_one({"_id": "again"}).inserted_id)
+    both(lambda db: db["b"].rename("renamed") and None)
+    both(lambda db: (list(db["renamed"].find({})), list(db["b"].find({}))))
+    both(lambda db: db.drop_collection("c"))
+    both(lambda db: sorted(db.list_collection_names()))
+    both(lambda db: db["renamed"].find_one({"_id": "b5"}))
