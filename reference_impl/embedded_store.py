@@ -24,6 +24,11 @@ them with mongomock as shipped, see `shipped`):
   update;
 - filters of top-level conditions on scalars are matched by `embedded_match`, which answers as
   mongomock's matcher does or leaves the document to it;
+- a client's collections keep at most `hot_documents` documents each in memory and the others
+  on disk (`embedded_spill`), so a long run's store does not grow with it: every write is one
+  operation on a collection's documents (they leave memory only when no write is running, as
+  the fast paths change stored documents in place), reads copy what is on disk, a scan of a
+  collection with documents on disk reads them one at a time, and `peek` only looks;
 - copies of JSON-like documents (dicts, lists, scalars) are made by a tight loop instead of
   `copy.copy`/`copy.deepcopy` per value. One difference in kind: an object referenced twice in
   one document is copied twice (MongoDB, which stores BSON, has no shared references either).
@@ -34,8 +39,9 @@ from __future__ import annotations
 import copy
 import operator
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import mongomock
@@ -46,7 +52,8 @@ from mongomock.collection import Collection
 from mongomock.filtering import filter_applies
 from pymongo import ReturnDocument
 
-from reference_impl import embedded_index
+from reference_impl import embedded_index, embedded_spill
+from reference_impl.embedded_collections import ServerStore
 from reference_impl.embedded_match import matches
 
 _KEY_TYPES = (str, int, ObjectId)
@@ -94,6 +101,9 @@ def _iter_documents(self: Collection, filter: Any) -> Iterator[dict[str, Any]]:
     served = _served(self, filter)
     if served is not None:
         return iter(served)
+    if embedded_spill.spills(self._store):  # documents on disk: one at a time
+        self._store._remove_expired_documents()
+        return self._store._documents.scan(lambda doc: _applies(filter, doc))
     prune = _pruners(filter) if isinstance(filter, dict) else []
     if not prune or self._store.is_empty:
         return _scan(self, filter)
@@ -142,16 +152,16 @@ def _id_order(sort: Any) -> int | None:
     return direction if direction in (1, -1) and type(direction) is int else None
 
 
-def _served(self: Collection, filter: Any) -> list[dict[str, Any]] | None:
+def _served(self: Collection, filter: Any) -> Iterable[dict[str, Any]] | None:
     """The scan's answer from an equality index (`embedded_index`), or None if it cannot."""
     served = embedded_index.servable(filter)
     store = self._store
     if served is None or store._ttl_indexes or store.indexes:
         return None  # (mongomock's unique checks query mid-write: they scan)
     field, value = served
-    documents = store._documents
-    index = embedded_index.of(store).field(field, documents.values())
-    found = (documents[key] for key in index.candidates(value))
+    found = embedded_index.found(store, field, value)
+    if type(found) is not list:  # a read from a spilling store's disk: as it goes
+        return (doc for doc in found if _applies(filter, doc))
     return [doc for doc in found if _applies(filter, doc)]
 
 
@@ -286,11 +296,13 @@ def _update(
 
 
 def _delete(self: Collection, *args: Any, **kwargs: Any) -> Any:
-    """mongomock's delete; then the indexes are dropped (positions move: rebuilt when used)."""
+    """mongomock's delete; then the indexes are dropped (positions move: rebuilt when used),
+    but for a spilling store's, which its documents keep up to date (`embedded_spill`)."""
     try:
         return _shipped["_delete"](self, *args, **kwargs)
     finally:
-        _forget_indexes(self)
+        if type(self._store._documents) is not embedded_spill.SpilledDocuments:
+            _forget_indexes(self)
 
 
 def _update_documents(
@@ -567,6 +579,7 @@ def install() -> None:
     Collection._delete = _delete  # type: ignore[method-assign]
     mongomock.collection._copy_field = _copy_field
     mongomock.collection.copy = _copy_module  # type: ignore[assignment]
+    _install_operations()
 
 
 def uninstall() -> None:
@@ -579,6 +592,28 @@ def uninstall() -> None:
     Collection._delete = _shipped["_delete"]  # type: ignore[method-assign]
     mongomock.collection._copy_field = _shipped["_copy_field"]
     mongomock.collection.copy = _shipped["copy"]
+    Collection._ensure_uniques = _shipped_ensure_uniques  # type: ignore[method-assign]
+    embedded_spill.attach_by_default(True)
+
+
+#: the entry points of every write (all of mongomock's writes go through them): attach mode
+_WRITES = ("_insert", "_update", "_delete", "find_one_and_update")
+_shipped_ensure_uniques = Collection._ensure_uniques
+
+
+def _install_operations() -> None:
+    """Each write as one operation on a spilling store's documents (`embedded_spill`): they
+    leave memory only when no write is running; reads, the default, move nothing. A unique
+    check (a read inside a write) copies documents from disk instead of bringing them back."""
+    for name in _WRITES:
+        method = getattr(Collection, name)
+        if not hasattr(method, "_paysim_operation"):
+            setattr(Collection, name, embedded_spill.operation(method, writes=True))
+    if not hasattr(Collection._ensure_uniques, "_paysim_operation"):
+        Collection._ensure_uniques = embedded_spill.operation(  # type: ignore[method-assign]
+            _shipped_ensure_uniques, writes=False
+        )
+    embedded_spill.attach_by_default(False)
 
 
 @contextmanager
@@ -598,10 +633,18 @@ def peek(collection: Any, doc_id: Any) -> Mapping[str, Any] | None:
     `find_one` by `_id`.
     """
     if isinstance(collection, Collection) and _plain_key({"_id": doc_id}) is not None:
+        store = collection._store
+        documents = store._documents
+        if type(documents) is embedded_spill.SpilledDocuments and not store._ttl_indexes:
+            return documents.peek(doc_id)  # type: ignore[no-any-return]
         return _stored(collection, doc_id)
     return collection.find_one({"_id": doc_id})
 
 
-def client() -> mongomock.MongoClient:
+def client(
+    hot_documents: int = embedded_spill.DEFAULT_HOT, directory: Path | None = None
+) -> mongomock.MongoClient:
+    """A mongomock client with the fast paths, whose collections keep at most `hot_documents`
+    each in memory between operations and the others on disk (`embedded_spill`)."""
     install()
-    return mongomock.MongoClient()
+    return mongomock.MongoClient(_store=ServerStore(hot_documents, directory))

@@ -13,11 +13,12 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reference_impl.embedded_spill import DEFAULT_HOT
 from simulator import bench_floors, bench_locks, bench_runs
 from simulator.bench_report import Report, judged
 from simulator.bench_scenarios import SEATS, SMALL_LIMIT
@@ -34,6 +35,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: the store): measured 0.94 at 30,000, 0.70 at 100,000; the memory run is sized with this and a
 #: margin, to stay in budget
 LARGE_RUN_SLOWDOWN = 0.7
+#: peak RSS of the 100,000-purchase run over the 10,000 one's (issue 16)
+PEAK_RSS_RATIO_TARGET = 1.5
 BUDGET_MARGIN_S = 30.0
 
 
@@ -122,17 +125,21 @@ class Progress:
         return result
 
 
-def run(out_dir: Path, sizes: Sizes, redis_url: str | None, progress: Progress) -> Report:
+Section = Callable[[Report, Sizes, str | None, Progress], None]
+
+
+def run(
+    out_dir: Path,
+    sizes: Sizes,
+    redis_url: str | None,
+    progress: Progress,
+    only: Collection[str] | None = None,
+) -> Report:
+    """Every section (or those named in `only`, in their usual order) into one report."""
     report = Report()
-    _throughput(report, sizes, progress)
-    _seat_scaling(report, sizes, progress)
-    _virtual_time(report, sizes, progress)
-    _memory_locks(report, sizes, progress)
-    _redis_locks(report, sizes, redis_url, progress)
-    _sweep(report, sizes, progress)
-    _cluster(report, sizes, progress)
-    _time_to_verdict(report, sizes, progress)
-    _memory(report, sizes, progress)
+    for name, section in SECTIONS.items():
+        if only is None or name in only:
+            section(report, sizes, redis_url, progress)
     report.wall_s = progress.elapsed()
     report.write(out_dir)
     return report
@@ -621,7 +628,12 @@ def _memory(report: Report, sizes: Sizes, progress: Progress) -> None:
         lambda: bench_memory.compare(b_small, b_large),
     )
     kb_per_purchase = by_component["kb_per_purchase"]
-    small = report.sections["throughput"]
+    small = report.sections.get("throughput")
+    if small is None:  # `--only memory`: the peer run the throughput section would have made
+        small = progress.step(
+            f"6/6 peak memory: {sizes.purchases:,} purchases, CI fault mix, fresh process",
+            lambda: bench_runs.run_in_child(sizes.purchases),
+        )
     rate = small["purchases"] / small["wall_s"]
     left = sizes.budget_s - progress.elapsed() - BUDGET_MARGIN_S
     wanted = sizes.memory_purchases
@@ -658,8 +670,8 @@ def _memory(report: Report, sizes: Sizes, progress: Progress) -> None:
             peer_value=small["maxrss_mb"],
             ratio_label="large / small",
             ratio=large["maxrss_mb"] / small["maxrss_mb"],
-            target="≤ 1.2",
-            ok=lambda r: r <= 1.2,
+            target=f"≤ {PEAK_RSS_RATIO_TARGET}",
+            ok=lambda r: r <= PEAK_RSS_RATIO_TARGET,
             judged_on="ratio",
             note=" ".join(
                 filter(
@@ -668,17 +680,18 @@ def _memory(report: Report, sizes: Sizes, progress: Progress) -> None:
                         note,
                         f"{grow_kb:.1f} KB more RSS per purchase. Where the memory goes, retained "
                         f"at the end of a run, KB per purchase ({b_small:,} vs {b_large:,} "
-                        f"purchases): {bench_memory.describe(kb_per_purchase)}. Settled fake "
-                        "Stripe state (events, idempotent replies, finished sessions), the "
-                        "harness's ledgers and the history are on disk "
-                        f"({large['history_bytes'] / 1e6:.0f} MB of history). What stands in "
-                        "the way: the embedded store (mongomock) keeps every document in "
-                        "memory, and the engine may read any old purchase again (a late "
-                        "webhook, reconcile), so its documents cannot be dropped; bounding it "
-                        "takes a disk-backed collection with secondary indexes for the "
-                        "engine's scans, or a real MongoDB (MONGODB_URI), where the documents "
-                        "live in mongod. RSS grows by more than the objects retained at the end: "
-                        "most likely memory freed during the run that the allocator keeps.",
+                        f"purchases): {bench_memory.describe(kb_per_purchase)}. On disk: the "
+                        "embedded store's documents but the most recently used of each "
+                        f"collection ({DEFAULT_HOT:,} of each, embedded_spill), settled fake Stripe "
+                        "state (events, idempotent replies, finished sessions), the harness's "
+                        "ledgers and the history "
+                        f"({large['history_bytes'] / 1e6:.0f} MB of history). What the longer "
+                        "run holds more of, up to a plateau: its live state (the Checkout "
+                        "Sessions still open until they expire, the customers still on their "
+                        "way), the store's full set of documents in memory for the collections "
+                        "the shorter run had not filled, and the reconciler's read of the "
+                        "receipts owed since the email outage, which lasts a quarter of the "
+                        "workload and so grows with the run.",
                         f"That run: {n / large['wall_s']:.0f} purchases/s.",
                     ],
                 )
@@ -692,6 +705,35 @@ def _mem(run: dict[str, Any]) -> dict[str, Any]:
     return {k: run[k] for k in keys}
 
 
+def _without_redis(section: Callable[[Report, Sizes, Progress], None]) -> Section:
+    return lambda report, sizes, _redis_url, progress: section(report, sizes, progress)
+
+
+#: the sections in the order they run (`--only` picks some: `--only memory` is the peak-RSS
+#: figure alone, with its own 10,000-purchase peer run)
+SECTIONS: dict[str, Section] = {
+    "throughput": _without_redis(_throughput),
+    "seat_scaling": _without_redis(_seat_scaling),
+    "virtual_time": _without_redis(_virtual_time),
+    "memory_locks": _without_redis(_memory_locks),
+    "redis_locks": _redis_locks,
+    "sweep": _without_redis(_sweep),
+    "cluster": _without_redis(_cluster),
+    "time_to_verdict": _without_redis(_time_to_verdict),
+    "memory": _without_redis(_memory),
+}
+
+
+def _sections(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown section {', '.join(unknown) or repr(text)}: choose from {', '.join(SECTIONS)}"
+        )
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulator.bench", description=__doc__)
     parser.add_argument("out_dir", type=Path, nargs="?", default=Path("reports/bench"))
@@ -699,10 +741,17 @@ def main(argv: list[str] | None = None) -> int:
         "--redis-url", default=None, help=f"default: $REDIS_URL or {DEFAULT_REDIS_URL}"
     )
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (smoke test), seconds")
+    parser.add_argument(
+        "--only",
+        type=_sections,
+        default=None,
+        metavar="SECTION[,SECTION]",
+        help=f"run only these sections: {', '.join(SECTIONS)}",
+    )
     args = parser.parse_args(argv)
     progress = Progress()
     sizes = Sizes.tiny() if args.tiny else Sizes.full()
-    report = run(args.out_dir, sizes, args.redis_url, progress)
+    report = run(args.out_dir, sizes, args.redis_url, progress, args.only)
     progress.say(f"wrote {args.out_dir / 'bench.json'} and {args.out_dir / 'bench.md'}")
     print((args.out_dir / "bench.md").read_text())
     missed = [f.key for f in report.figures if f.met is False]

@@ -9,6 +9,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from simulator import bench
 from simulator.bench_profile import OTHER, bucket_of
 
@@ -113,3 +115,33 @@ def test_trio_counts_count_each_sleep_and_spawn_once() -> None:
     assert counts["sleeps"] == 6
     assert counts["spawns"] >= 2  # the two sleepers (and trio's own system tasks)
     assert counts["other_scopes"] >= 1  # the nursery's
+
+
+def test_only_memory_runs_the_peak_rss_figure_with_its_own_peer(tmp_path: Path) -> None:
+    """`--only memory`: the 100k ÷ 10k peak RSS figure alone (here tiny sizes), its peer run made
+    by the memory section itself, written to bench.json under `peak_rss`."""
+    import io
+    from contextlib import redirect_stdout
+
+    out = tmp_path / "bench"
+    with redirect_stdout(io.StringIO()):
+        assert bench.main([str(out), "--tiny", "--only", "memory"]) == 0
+    data = json.loads((out / "bench.json").read_text())
+    assert [f["key"] for f in data["figures"]] == ["peak_rss"]
+    peak = data["figures"][0]
+    memory = data["sections"]["memory"]
+    sizes = bench.Sizes.tiny()
+    assert memory["small"]["purchases"] == sizes.purchases
+    assert memory["large"]["purchases"] == sizes.memory_purchases
+    assert peak["value"] == memory["large"]["maxrss_mb"]
+    assert peak["peer_value"] == memory["small"]["maxrss_mb"]
+    assert peak["ratio"] == peak["value"] / peak["peer_value"]
+    assert peak["target"] == f"≤ {bench.PEAK_RSS_RATIO_TARGET}"
+    assert set(data["sections"]) == {"memory"}
+
+
+def test_only_refuses_an_unknown_section(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        bench.main(["--only", "memory,nope"])
+    assert exited.value.code == 2
+    assert "unknown section nope" in capsys.readouterr().err

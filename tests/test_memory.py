@@ -4,7 +4,9 @@ and the final state and ledgers are written one record at a time, byte for byte 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,10 @@ from simulator.bench_scenarios import purchases_scenario
 from simulator.fake_stripe import FakeStripe
 from simulator.fake_stripe.spill import ObjectTable, RecordLog, Spill
 from simulator.run import _write_json, simulate, write_json_lists
+from simulator.scenario import WorkloadPart
+from simulator.scenario_file import load_scenario
 from simulator.services import FakeEmail, RecordingFulfilment
+from simulator.workload import Arrival, plan_arrivals
 from tests.stripehelpers import make_fake, run, session_params
 
 PURCHASES = 40
@@ -288,3 +293,66 @@ def test_spill_tables_answer_as_plain_containers_across_their_write_batches() ->
     keys.prune(float(n // 2))
     assert len(keys) == sum(1 for row in model_keys.values() if row[1] > n // 2)
     spill.close()
+
+
+def _arrivals_as_a_list(scenario: Any, rng: random.Random) -> list[Arrival]:
+    """The arrival plan as it was planned when it was one list (the oracle)."""
+    arrivals: list[Arrival] = []
+    for n, part in enumerate(scenario.workload):
+        prefix = f"u{n}_"
+        if part.kind == "herd":
+            arrivals += [
+                Arrival(part.at, f"{prefix}{i}", part.program, part.class_rep)
+                for i in range(part.count)
+            ]
+        elif part.kind == "double_click":
+            arrivals += [
+                Arrival(
+                    part.at,
+                    f"{prefix}{i}",
+                    part.program,
+                    part.class_rep,
+                    part.clicks,
+                    part.click_gap_s,
+                )
+                for i in range(part.count)
+            ]
+        else:
+            t, i = part.at, 0
+            while True:
+                t += rng.expovariate(part.rate_per_s)
+                if t >= part.at + part.duration_s or i >= part.count:
+                    break
+                arrivals.append(Arrival(round(t, 6), f"{prefix}{i}", part.program, part.class_rep))
+                i += 1
+    arrivals.sort(key=lambda a: a.at)
+    return arrivals
+
+
+def _ties() -> Any:
+    """Parts that click at the same instants: ties go by part, then by click."""
+    base = purchases_scenario(40)
+    herd = WorkloadPart(kind="herd", program="prog_1", count=3, at=5, class_rep=True)
+    clicks = WorkloadPart(kind="double_click", program="prog_1", count=2, at=5.0, clicks=2)
+    steady = base.workload[0]
+    return dataclasses.replace(base, name="ties", workload=(steady, clicks, herd, clicks, steady))
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        *(load_scenario(p) for p in sorted(Path("scenarios").glob("*/*.toml"))),
+        purchases_scenario(3000),
+        _ties(),
+    ],
+    ids=lambda s: s.name,
+)
+def test_the_arrival_plan_is_made_as_it_goes_and_as_before(scenario: Any) -> None:
+    """The same arrivals, values and types, in the same order, leaving the stream in the same
+    state; one at a time, not a list of all."""
+    planned = plan_arrivals(scenario, lazy_rng := random.Random(7))
+    assert not isinstance(planned, list | tuple)
+    expected = _arrivals_as_a_list(scenario, oracle_rng := random.Random(7))
+    got = list(planned)
+    assert [repr(a) for a in got] == [repr(a) for a in expected]
+    assert lazy_rng.random() == oracle_rng.random()
