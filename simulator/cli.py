@@ -225,7 +225,7 @@ def checked_infrastructure(scenario: Scenario, path: str) -> None:
     try:
         check_redis(redis_url_for(scenario.topology.redis_url))
     except ConnectionError as exc:
-        bad(f"{path}: topology.locks = \"redis\": {exc}")
+        bad(f'{path}: topology.locks = "redis": {exc}')
 
 
 def checked_out(path: Path, option: str = "--out") -> Path:
@@ -950,12 +950,14 @@ def mutants(
 ) -> None:
     """Mutation-test the suite: every mutant:* engine must be caught, the reference must pass.
 
-    Seeds run in rounds (round n = the n-th seed of every scenario); a mutant stops at the first
-    round that violates an invariant, and seeds-to-detection is that round's number. Exits 1 if
-    any mutant survives or the reference fails on the same seeds.
+    Seeds run in rounds (round n = the n-th seed of every scenario), a round's runs in suite
+    order with its wall-clock (Redis) runs last; a mutant is killed by the first run that
+    violates an invariant, and seeds-to-detection is that run's round. Exits 1 if any mutant
+    survives or the reference fails on the same seeds.
     """
+    from simulator.detection import Detection, by_round, detect
     from simulator.mutants import MUTANTS
-    from simulator.suite import Detection, Job, Workers, by_round, detect, load_suite, suite_cases
+    from simulator.suite import Job, Workers, load_suite, suite_cases
 
     try:
         cases = suite_cases(load_suite(Path(suite_dir)), Path(suite_dir), seeds)
@@ -971,16 +973,21 @@ def mutants(
         Workers(workers, remote) as pool,
         progress(total, f"mutants × {suite_dir}") as bar,
     ):
+        heard: Counter[str] = Counter()  # runs reported, per engine
+
+        def ran(result: CaseResult) -> None:
+            heard[result.summary["engine"]] += 1
+            bar.update(1, run_line(result))
 
         def settled(found: Detection) -> None:
             verdict = "caught" if found.caught else "SURVIVED"
-            bar.update(len(cases) - found.runs, f"{found.engine} {verdict}")
+            bar.update(len(cases) - heard[found.engine], f"{found.engine} {verdict}")
 
         detections, reference = detect(
             [f"mutant:{m.name}" for m in MUTANTS.values()],
             rounds,
             pool,
-            lambda r: bar.update(1, run_line(r)),
+            ran,
             also=[Job(c, "reference", None, str(data) if data else None) for c in cases],
             on_found=settled,
         )

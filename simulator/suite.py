@@ -15,7 +15,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, as_completed, wait
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,19 +131,6 @@ def suite_cases(
         stem = path.relative_to(directory).with_suffix("").as_posix()
         cases += [Case(scenario, str(path), seed, stem) for seed in seeds_for(scenario, seeds)]
     return cases
-
-
-def by_round(cases: Sequence[Case]) -> list[list[Case]]:
-    """Round n holds the n-th seed of every scenario: how `mutants` counts seeds-to-detection."""
-    rounds: list[list[Case]] = []
-    position: dict[str, int] = {}
-    for case in cases:
-        n = position.get(case.path, 0)
-        position[case.path] = n + 1
-        if n == len(rounds):
-            rounds.append([])
-        rounds[n].append(case)
-    return rounds
 
 
 # ---------------------------------------------------------------- one run
@@ -273,9 +260,7 @@ def run_job(job: Job) -> CaseResult:
                 scenario_path=case.path,
                 coverage_dir=cov,
             )
-        return CaseResult(
-            report.summary, None, case.path, expected, time.perf_counter() - started
-        )
+        return CaseResult(report.summary, None, case.path, expected, time.perf_counter() - started)
     run_dir = Path(job.run_dir)
     report = run_case(
         case.scenario,
@@ -381,122 +366,6 @@ def index_rows(results: Iterable[CaseResult]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- mutation testing
 
 
-@dataclass
-class Detection:
-    """How one engine fared against a suite, seed round by seed round."""
-
-    engine: str
-    caught: bool
-    invariants: list[str]  # violated in the round that caught it
-    seeds_to_detection: int | None  # rounds run until caught (round n = n-th seed of each scenario)
-    runs: int
-    first: dict[str, Any] | None  # summary of the first catching run (its replay command)
-
-
 def caught_by(summary: dict[str, Any]) -> list[str]:
     """Invariants a run saw violated (vacuity alone is not a catch: it blames the scenario)."""
     return sorted({v["invariant"] for v in summary.get("violations") or []})
-
-
-def detect(
-    engines: Sequence[str],
-    rounds: Sequence[Sequence[Case]],
-    pool: Any,
-    on_result: Callable[[CaseResult], None] | None = None,
-    *,
-    also: Sequence[Job] = (),
-    on_found: Callable[[Detection], None] | None = None,
-) -> tuple[list[Detection], list[CaseResult]]:
-    """Run each engine round by round, stopping at its first round in which an invariant breaks.
-
-    All engines at once, so that the pool never idles at a round's end: an engine's round is
-    judged when all its results are in, and its next round is handed out only if that one caught
-    nothing, so each Detection is what running that engine alone would give. `also` (the
-    reference runs) go out first, in the same pool; their results come back in job order.
-    `on_found` hears of each engine's Detection as soon as it is settled. A pool that runs only
-    batches (`run`, as the cluster's) gets one engine's round at a time.
-    """
-    if not hasattr(pool, "submit"):
-        return _detect_in_batches(engines, rounds, pool, on_result, also, on_found)
-    pending: dict[Future[CaseResult], tuple[str, int]] = {}  # insertion order: submission
-    found: dict[str, Detection] = {}
-    current: dict[str, list[CaseResult | None]] = {}
-    runs = dict.fromkeys(engines, 0)
-    at: dict[str, int] = {}  # the round each engine is in (1-based)
-    extra = [pool.submit(job) for job in also]
-    pending.update({f: ("", n) for n, f in enumerate(extra)})
-
-    def hand_out(engine: str, n: int) -> None:
-        at[engine] = n + 1
-        current[engine] = [None] * len(rounds[n])
-        for index, case in enumerate(rounds[n]):
-            pending[pool.submit(Job(case, engine, None))] = (engine, index)
-
-    def settle(detection: Detection) -> None:
-        found[detection.engine] = detection
-        if on_found:
-            on_found(detection)
-
-    for engine in engines:
-        if rounds:
-            hand_out(engine, 0)
-        else:
-            settle(Detection(engine, False, [], None, 0, None))
-    while pending:
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in [f for f in pending if f in done]:  # in submission order
-            engine, index = pending.pop(future)
-            result = future.result()
-            if on_result:
-                on_result(result)
-            if not engine:
-                continue
-            results = current[engine]
-            results[index] = result
-            if any(r is None for r in results):
-                continue
-            runs[engine] += len(results)
-            n = at[engine]
-            judged = _judged(engine, n, runs[engine], [r for r in results if r is not None])
-            if judged is not None:
-                settle(judged)
-            elif n < len(rounds):
-                hand_out(engine, n)
-            else:
-                settle(Detection(engine, False, [], None, runs[engine], None))
-    return [found[e] for e in engines], [f.result() for f in extra]
-
-
-def _judged(engine: str, n: int, runs: int, results: Sequence[CaseResult]) -> Detection | None:
-    """The Detection if round `n`'s results caught `engine` (after `runs` runs in all)."""
-    catching = [r.summary for r in results if caught_by(r.summary)]
-    if not catching:
-        return None
-    names = sorted({i for s in catching for i in caught_by(s)})
-    return Detection(engine, True, names, n, runs, catching[0])
-
-
-def _detect_in_batches(
-    engines: Sequence[str],
-    rounds: Sequence[Sequence[Case]],
-    pool: Any,
-    on_result: Callable[[CaseResult], None] | None,
-    also: Sequence[Job],
-    on_found: Callable[[Detection], None] | None,
-) -> tuple[list[Detection], list[CaseResult]]:
-    """`detect` on a pool that only runs batches: the reference, then engine by engine."""
-    reference = pool.run(list(also), on_result) if also else []
-    found = []
-    for engine in engines:
-        runs, detection = 0, None
-        for n, cases in enumerate(rounds, start=1):
-            results = pool.run([Job(c, engine, None) for c in cases], on_result)
-            runs += len(results)
-            detection = _judged(engine, n, runs, results)
-            if detection is not None:
-                break
-        detection = detection or Detection(engine, False, [], None, runs, None)
-        if on_found:
-            on_found(detection)
-        found.append(detection)
-    return found, reference
