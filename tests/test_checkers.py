@@ -235,6 +235,9 @@ def test_paid_session_without_completion_or_refund_is_a_lost_payment() -> None:
     )
     status, found = check("no_lost_payment", history(paid("cs1")), facts)
     assert status == VIOLATED and found[0].session_id == "cs1"
+    # an unfinished run: the completion or the refund may still be on its way
+    facts.quiescent = False
+    assert check("no_lost_payment", history(paid("cs1")), facts) == (UNKNOWN, [])
 
 
 def test_completed_or_refunded_payments_are_not_lost() -> None:
@@ -292,6 +295,12 @@ def test_orphan_and_shared_sessions_are_caught() -> None:
         "no_orphan_session", history(created("cs1"), created("cs2"), created("cs3")), facts
     )
     assert status == VIOLATED and {v.session_id for v in found} == {"cs1", "cs2"}
+    # unfinished: the unreferenced cs1 may still be settled by the sweep; the shared cs2 not
+    facts.quiescent = False
+    status, found = check(
+        "no_orphan_session", history(created("cs1"), created("cs2"), created("cs3")), facts
+    )
+    assert status == VIOLATED and {v.session_id for v in found} == {"cs2"}
 
 
 def test_one_purchase_per_session_passes() -> None:

@@ -67,6 +67,10 @@ def test_two_paid_sessions_kept_for_one_program_are_a_double_charge() -> None:
     assert check("no_double_charge", foreign, named)[0] == HELD
     # no decision before quiescence: a refund may still come
     assert check("no_double_charge", entries, facts(apart.purchases, quiescent=False))[0] == UNKNOWN
+    assert check("no_double_charge", entries, facts(two.purchases, quiescent=False)) == (
+        UNKNOWN,
+        [],
+    )
 
 
 # ---- only_owner_cancels

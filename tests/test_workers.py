@@ -11,8 +11,8 @@ import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from simulator.scenario import Scenario, Topology
 from simulator.detection import Detection, by_round, detect, stages
+from simulator.scenario import Scenario, Topology
 from simulator.suite import Case, CaseResult, Job, caught_by
 from simulator.sweep import LocalPool, is_wall_clock
 

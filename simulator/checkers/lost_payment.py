@@ -1,5 +1,8 @@
 """no_lost_payment: every session Stripe marked paid ends in a completed purchase, or a refund.
 
+Judged at quiescence: before it, a paid session may still be on its way to its purchase or its
+refund (a Stripe call in flight, a refund the sweep still owes), so an unfinished run is unknown.
+
 A paid session created outside the engine (the adversary's `adversary.foreign_session`) is not
 the engine's to complete: it must be refunded, or kept for a human in the store's
 `webhook_dead_letters` (a document with its `session_id`). A session the engine issued may not
@@ -30,6 +33,8 @@ class NoLostPayment:
             self.paid_at[entry["id"]] = entry
 
     def finish(self, facts: FinalFacts) -> Outcome:
+        if not facts.quiescent:
+            return outcome(NAME, [], known=False)
         refunded = {r["payment_intent"] for r in facts.ledgers.get("refunds", [])}
         kept = {d.get("session_id") for d in facts.final_state.get("webhook_dead_letters", [])}
         found = []
@@ -68,7 +73,7 @@ class NoLostPayment:
                     session_id=session_id,
                 )
             )
-        return outcome(NAME, found, known=facts.quiescent)
+        return outcome(NAME, found)
 
 
 def purchase_of(session_id: str, facts: FinalFacts) -> dict[str, Any] | None:
