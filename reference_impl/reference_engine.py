@@ -192,7 +192,9 @@ class ReferenceEngine:
             program, purchase_id=purchase_id, ref=seat_ref, at=now
         ):
             raise LimitReached(f"class rep limit reached for {program['_id']}")
-        if not await self._claim_slot(_slot_id(user_id, program["_id"]), slot, purchase_id, now):
+        if not await self._supersede(slot, purchase_id) or not await self._claim_slot(
+            _slot_id(user_id, program["_id"]), slot, purchase_id, now
+        ):
             if seat_ref:
                 await self.seats.release(program["_id"], seat_ref)
             raise Busy("a concurrent purchase of this program is in progress")
@@ -217,6 +219,24 @@ class ReferenceEngine:
             # reconcile tombstoned this id: we stalled past the grace and our seat is gone
             raise Busy("the purchase was abandoned while it stalled") from None
         return await self._open_session(purchase)
+
+    async def _supersede(self, seen: dict[str, Any] | None, purchase_id: str) -> bool:
+        """Mark the ended purchase the slot names as replaced by this one; False if a late
+        payment of its old tab re-seated it since Buy again read it ended.
+
+        Buy again decides from the old purchase's status and then swings the slot, and a
+        re-seat changes that status without touching the slot: both write this one document,
+        conditionally, so of a re-seat and a Buy again racing exactly one wins (a re-seat
+        needs the purchase's `superseded_by` as it read it). A purchase in any other status is
+        left to the slot's own checks."""
+        if seen is None:
+            return True
+        await self.purchases.update_one(
+            {"_id": seen["purchase_id"], "status": {"$in": list(RELEASED)}},
+            {"$set": {"superseded_by": purchase_id}},
+        )
+        reseated = {"_id": seen["purchase_id"], "status": COMPLETED, "reseated": True}
+        return await self.purchases.find_one(reseated, {"_id": 1}) is None
 
     async def _claim_slot(
         self, slot_id: str, seen: dict[str, Any] | None, purchase_id: str, now: float
@@ -244,7 +264,9 @@ class ReferenceEngine:
         # LockService grants a Lease (reference_impl/locks.py); the test of `lease` is for a
         # subclass that calls it elsewhere (one expression: no branch for coverage to count)
         newer = (
-            {} if lease is None else {"fence_scope": self.fence_scope, "fence": {"$gte": lease.token}}
+            {}
+            if lease is None
+            else {"fence_scope": self.fence_scope, "fence": {"$gte": lease.token}}
         )
         unchanged: dict[str, Any] = {
             "_id": slot_id,
@@ -615,7 +637,7 @@ class ReferenceEngine:
         if not await self._may_reclaim_slot(purchase):
             await self._refund(session, purchase)  # the user has bought the program again since
             return
-        fields = _paid_fields(session)
+        fields = {**_paid_fields(session), "reseated": True}
         seat_ref = None
         if purchase["class_rep"]:
             seat_ref = self.env.ids.new_id("seat")
@@ -629,8 +651,12 @@ class ReferenceEngine:
                 await self._refund(session, purchase)
                 return
             fields["seat_ref"] = seat_ref
-        # a ref that reconcile burned (we stalled past the grace) may not be adopted
-        guard: dict[str, Any] = {"stripe_session_id": session["id"]}
+        # a ref that reconcile burned (we stalled past the grace) may not be adopted, nor a
+        # purchase a Buy again superseded meanwhile (`_supersede`)
+        guard: dict[str, Any] = {
+            "stripe_session_id": session["id"],
+            "superseded_by": purchase.get("superseded_by"),
+        }
         if seat_ref:
             guard["burned_seat_refs"] = {"$ne": seat_ref}
         won = await self._transition(purchase["_id"], purchase["status"], COMPLETED, fields, guard)
@@ -639,14 +665,23 @@ class ReferenceEngine:
             return
         if seat_ref:  # lost the race: our reservation is ours alone to give back
             await self.seats.release(purchase["program_id"], seat_ref)
-        # still released only if the guard refused it: reconcile burned our seat ref while this
-        # re-seat stalled past the grace (no CI scenario stalls a re-seat that long)
+        # still released only if the guard refused it: a Buy again superseded the purchase, or
+        # reconcile burned our seat ref while this re-seat stalled past the grace (no CI
+        # scenario stalls a re-seat that long)
         latest = await self.purchases.find_one({"_id": purchase["_id"]})
         if latest is not None and latest["status"] != purchase["status"]:
             await self._honour_payment(latest, session)
+        elif latest is not None and latest.get("superseded_by") != purchase.get("superseded_by"):
+            await self._reseat_or_refund(latest, session)  # Buy again meanwhile: decide anew
 
     async def _may_reclaim_slot(self, purchase: dict[str, Any]) -> bool:
-        """A late payment is honoured only if the user holds no other live purchase of the program."""
+        """A late payment is honoured only if the user holds no other live purchase of the program:
+        not the one that superseded it (nor one still being written), nor the slot's."""
+        successor = purchase.get("superseded_by")
+        if successor is not None:
+            other = await self.purchases.find_one({"_id": successor})
+            if other is None or other["status"] in SEAT_HOLDING:
+                return False
         slot_id = _slot_id(purchase["user_id"], purchase["program_id"])
         slot = await self.slots.find_one({"_id": slot_id})
         if slot is None or slot["purchase_id"] == purchase["_id"]:
@@ -901,7 +936,9 @@ class ReferenceEngine:
             purchase = owners.get(holder["purchase_id"])
             if purchase is None:
                 await self._release_orphan_seat(program_id, holder, owners)
-            elif purchase.get("seat_ref") != holder["ref"] or purchase["status"] not in SEAT_HOLDING:
+            elif (
+                purchase.get("seat_ref") != holder["ref"] or purchase["status"] not in SEAT_HOLDING
+            ):
                 await self._release_unheld_seat(program_id, holder, purchase)
             elif purchase["status"] == COMPLETED:  # final: the seat is sold for good
                 await self.seats.vouch(holder["ref"])
@@ -946,7 +983,9 @@ class ReferenceEngine:
         """A refund decided but not yet made at Stripe (it failed or timed out in the webhook
         handler) is made here too, as the event's retry would make it: a Stripe slower than
         the handler's timeout for days would otherwise keep the customer's money."""
-        owed = await self.purchases.find({"status": REFUNDED, "refund_owed": {"$ne": None}}).to_list()
+        owed = await self.purchases.find(
+            {"status": REFUNDED, "refund_owed": {"$ne": None}}
+        ).to_list()
         for purchase in owed:
             try:
                 session = await self._stripe(

@@ -563,6 +563,17 @@ class SlotGuardOnlyForClassRep(ReferenceEngine):
         return await super()._claim_slot(slot_id, seen, purchase_id, now) or _SEATLESS.get()
 
 
+class BuyAgainIgnoresAReseat(ReferenceEngine):
+    """Takes over the slot of an ended purchase without marking that purchase superseded (the
+    reference before issue 12's guided search): an old tab paid while Buy again is being made
+    re-seats the old purchase, Buy again goes ahead all the same, and the user pays twice.
+
+    Reached by old-tab-paid-during-buy-again. Violates no_double_charge."""
+
+    async def _supersede(self, seen: dict[str, Any] | None, purchase_id: str) -> bool:
+        return True
+
+
 class KeyInUseIsARefusal(ReferenceEngine):
     """Takes Stripe's 409 `idempotency_key_in_use` for a refusal: a second click resuming the
     first click's intent while Stripe still executes its create fails the purchase and gives
@@ -906,6 +917,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("no-refund-sweep", NoRefundSweep, "no_lost_payment"),
         _mutant("refund-key-never-rotates", RefundKeyNeverRotates, "no_lost_payment"),
         _mutant("replays-intents-too-late", ReplaysIntentsTooLate, "no_orphan_session"),
+        _mutant("buy-again-ignores-a-reseat", BuyAgainIgnoresAReseat, "no_double_charge"),
     )
 }
 

@@ -101,7 +101,7 @@ async def _second_instance(w: World, factory: Any) -> Any:
 
 
 def test_catalogue_names_invariants_and_registers_engines() -> None:
-    assert len(mutants.MUTANTS) == 52
+    assert len(mutants.MUTANTS) == 53
     for name, mutant in mutants.MUTANTS.items():
         assert mutant.name == name and mutant.description
         assert mutant.violates and set(mutant.violates) <= INVARIANTS, name
