@@ -109,7 +109,7 @@ def test_catalogue_names_invariants_and_registers_engines() -> None:
         assert resolve(f"mutant:{name}") is mutant.factory
         assert EXTRA_DESCRIPTIONS[f"mutant:{name}"] == mutant.description
     mutants.register()
-    assert sum(key.startswith("mutant:") for key in EXTRA) == 52
+    assert sum(key.startswith("mutant:") for key in EXTRA) == 53
 
 
 # ---------------------------------------------------------------- create

@@ -312,6 +312,37 @@ def test_reclaims_without_the_slot_sells_the_program_again_later() -> None:
     both("reclaims-without-the-slot", scenario)
 
 
+def test_buy_again_ignores_a_reseat_charges_twice_when_the_old_tab_is_paid_meanwhile() -> None:
+    """Buy again has read the old purchase as cancelled; the old tab's payment lands before Buy
+    again takes the slot (found by explore --guided: slow store writes)."""
+
+    async def scenario(factory: Any, bug: bool) -> None:
+        w_box: list[World] = []
+
+        async def old_tab_paid() -> None:
+            assert await w_box[0].deliver(event) == 200
+
+        interpose = _Interpose("purchase_slots", "update_one", old_tab_paid)
+        async with world(_observed(factory, interpose), programs=SEATS) as w:
+            w_box.append(w)
+            old, event = await _released_and_paid(w)
+            interpose.armed = True
+            again = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert not interpose.armed  # the payment landed inside Buy again
+            [before] = await w.purchases(_id=old.purchase_id)
+            [new] = await w.purchases(_id=again.purchase_id)
+            assert new["status"] == "pending"  # the customer is about to pay this one
+            if bug:  # re-seated: the old payment is kept and the new checkout sells it again
+                assert before["status"] == "completed" and not w.fake.refunds
+            else:  # superseded: the old payment goes back
+                assert before["status"] == "refunded" and before["superseded_by"] == new["_id"]
+                assert [r.payment_intent for r in w.fake.refunds] == [
+                    event["data"]["object"]["payment_intent"]
+                ]
+
+    both("buy-again-ignores-a-reseat", scenario)
+
+
 # ---------------------------------------------------------------- events that must not be honoured
 
 
