@@ -360,6 +360,44 @@ def test_acknowledged_events_pass_and_outstanding_ones_are_unknown() -> None:
     assert check("webhooks_acknowledged", outstanding)[0] == UNKNOWN
 
 
+def _given_up_around_faults(*between: dict[str, Any]) -> list[dict[str, Any]]:
+    """A 500-forever event: faults switch on, then `between`, then Stripe gives up."""
+    return history(
+        {"type": "fault.start", "kind": "webhook_failures", "target": "i0"},
+        {"type": "stripe.event", "id": "evt_1"},
+        {"type": "fault.webhook_failure"},
+        {"type": "webhook.response", "event_id": "evt_1", "status": 500},
+        *between,
+        {"type": "webhook.response", "event_id": "evt_1", "status": 500},
+        {"type": "webhook.given_up", "event_id": "evt_1", "event_type": "x", "attempts": 15},
+    )
+
+
+def test_an_event_given_up_while_faults_are_still_on_is_not_judged() -> None:
+    # explore --guided, seed 35686: webhook_failures at p=1 outlasted the event's three days;
+    # every attempt got the fault's 500 before the engine saw it
+    assert check("webhooks_acknowledged", _given_up_around_faults()) == (HELD, [])
+    # another fault of the kind still on when the first ends: still under the nemesis
+    overlapping = _given_up_around_faults(
+        {"type": "fault.start", "kind": "webhook_failures", "target": "i0"},
+        {"type": "fault.end", "kind": "webhook_failures", "target": "i0"},
+    )
+    assert check("webhooks_acknowledged", overlapping) == (HELD, [])
+    # another fault's end does not end this one
+    other = _given_up_around_faults({"type": "fault.end", "kind": "pause", "target": "i0"})
+    assert check("webhooks_acknowledged", other) == (HELD, [])
+
+
+def test_an_event_given_up_after_the_faults_stopped_is_caught() -> None:
+    ended = _given_up_around_faults(
+        {"type": "fault.end", "kind": "webhook_failures", "target": "i0"}
+    )
+    assert check("webhooks_acknowledged", ended)[0] == VIOLATED
+    # the liveness phase: every fault is off, whatever fault.end entries say
+    liveness = _given_up_around_faults({"type": "liveness.start"})
+    assert check("webhooks_acknowledged", liveness)[0] == VIOLATED
+
+
 # ---- signature_enforced
 
 

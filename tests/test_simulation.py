@@ -249,6 +249,34 @@ def test_webhook_failures_are_retried(tmp_path: Path) -> None:
     assert any(e["attempt"] > 1 for e in of(history, "webhook.attempt"))
 
 
+def test_webhook_failures_outlasting_stripes_window_are_not_the_engines(tmp_path: Path) -> None:
+    """explore --guided, seed 35686: `webhook_failures` at p = 1 for longer than three days.
+    Stripe gives up on the payment's events while the fault still answers 500 before the
+    engine sees them; the reference's sweeper completes the purchase. Those give-ups are
+    outside "once faults stop": webhooks_acknowledged holds. With the fault ending in time,
+    the last attempt reaches the engine and is acknowledged."""
+    from simulator.runner import run_scenario
+
+    scenario = replace(
+        BASE,
+        workload=(WorkloadPart(kind="herd", count=1, at=1.0),),
+        customers=CustomerMix(pay=1.0, abandon=0.0, think_time_s=(5.0, 60.0)),
+        faults=(FaultSpec(kind="webhook_failures"),),
+        durations=Durations(workload_s=260000.0, liveness_s=86400.0, reconcile_every_s=3600.0),
+    )
+    report = run_scenario(scenario, 1, "reference", tmp_path / "under")
+    history = list(read_history(tmp_path / "under" / "history.jsonl"))
+    [stop] = of(history, "liveness.start")
+    given_up = of(history, "webhook.given_up")
+    assert given_up and all(e["t"] < stop["t"] for e in given_up)
+    assert report.summary["invariants"]["webhooks_acknowledged"] == "held"
+    assert report.verdict == "pass"
+    ended = replace(scenario, faults=(FaultSpec(kind="webhook_failures", end=200000.0),))
+    run_scenario(ended, 1, "reference", tmp_path / "ended")
+    history = list(read_history(tmp_path / "ended" / "history.jsonl"))
+    assert not of(history, "webhook.given_up") and of(history, "webhook.acknowledged")
+
+
 def test_crash_loses_in_flight_requests_and_the_instance_restarts(tmp_path: Path) -> None:
     _, history = run(tmp_path, with_fault("crash", probability=0.05, target="any", end=60.0))
     crashes = of(history, "instance.crash")

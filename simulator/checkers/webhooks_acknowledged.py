@@ -3,6 +3,12 @@
 Also: an event that can never succeed (the adversary's `adversary.attack` expecting `ack`: a
 type the engine ignores, a completion for a purchase that does not exist) is acknowledged with
 a 2xx at once, not failed for Stripe to retry for three days.
+
+"Once faults stop" is the precondition: an event Stripe gives up on while a fault is still on
+(between a `fault.start` and its `fault.end`, before `liveness.start`) is not judged. Its whole
+retry window lay under the nemesis (e.g. `webhook_failures` at probability 1 for longer than
+three days answers 500 before the engine ever sees the event), so its failure says nothing about
+the engine. An event with even one attempt after the faults stopped is judged as usual.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ class WebhooksAcknowledged:
             "webhook.given_up",
             "webhook.response",
             "adversary.attack",
+            "fault.start",
+            "fault.end",
+            "liveness.start",
         }
     )
 
@@ -30,10 +39,14 @@ class WebhooksAcknowledged:
         self.open: dict[str, dict[str, Any]] = {}
         self.last_response: dict[str, dict[str, Any]] = {}
         self.given_up: list[Violation] = []
+        #: faults on now, by (kind, target): a spec may overlap another of its kind
+        self.faults_on: dict[tuple[Any, Any], int] = {}
 
     def observe(self, entry: dict[str, Any]) -> None:
         kind = entry["type"]
-        if kind == "stripe.event":
+        if kind in ("fault.start", "fault.end", "liveness.start"):
+            self._track_faults(kind, entry)
+        elif kind == "stripe.event":
             self.open[entry["id"]] = entry
         elif kind == "webhook.acknowledged":
             self.open.pop(entry["event_id"], None)
@@ -54,6 +67,8 @@ class WebhooksAcknowledged:
                 )
         else:
             self.open.pop(entry["event_id"], None)
+            if self.faults_on:
+                return  # given up under the nemesis: outside the invariant (see the docstring)
             last = self.last_response.get(entry["event_id"], {})
             evidence = tuple(x for x in (entry["seq"], last.get("seq")) if x is not None)
             self.given_up.append(
@@ -66,6 +81,18 @@ class WebhooksAcknowledged:
                     session_id=entry.get("session_id"),
                 )
             )
+
+    def _track_faults(self, kind: str, entry: dict[str, Any]) -> None:
+        if kind == "liveness.start":  # every fault is off from here on
+            self.faults_on.clear()
+            return
+        key = (entry.get("kind"), entry.get("target"))
+        if kind == "fault.start":
+            self.faults_on[key] = self.faults_on.get(key, 0) + 1
+        elif self.faults_on.get(key, 0) > 1:
+            self.faults_on[key] -= 1
+        else:
+            self.faults_on.pop(key, None)
 
     def finish(self, facts: FinalFacts) -> Outcome:
         return outcome(NAME, self.given_up, known=facts.quiescent and not self.open)
