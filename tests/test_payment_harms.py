@@ -88,9 +88,7 @@ def test_a_purchase_cancelled_by_another_users_cancel_is_caught() -> None:
         {**write("p1", "cancelled", user="victim"), "req": "op7"},
     )
     status, found = check("only_owner_cancels", guessed)
-    assert (
-        status == VIOLATED and "p1 of victim" in found[0].detail and "attacker" in found[0].detail
-    )
+    assert status == VIOLATED and "p1 of victim" in found[0].detail and "attacker" in found[0].detail
     assert found[0].evidence == (1, 2)
     # the owner's own cancel, and an expiry that is no cancel's doing, are fine
     own = history(
@@ -142,27 +140,6 @@ def test_a_refused_cancel_that_did_end_the_purchase_is_caught() -> None:
         cancel_answered(1, ok=False),
     )
     assert check("cancel_answered_truly", double)[0] == HELD
-    # the other click's instance crashed after its write landed: its outcome is unknown, it may
-    # have been the cancel that won (found by explore --guided, crashes and cancel_clicks = 2)
-    crashed = history(
-        write("p1", "pending"),
-        cancel_invoked(1, "u1", "p1"),
-        cancel_invoked(2, "u1", "p1"),
-        write("p1", "cancelled"),
-        {"type": "op.info", "op": "cancel", "op_id": 2, "error": "crashed"},
-        cancel_answered(1, ok=False),
-    )
-    assert check("cancel_answered_truly", crashed)[0] == HELD
-    # a crashed cancel of another purchase excuses nothing
-    other = history(
-        write("p1", "pending"),
-        cancel_invoked(1, "u1", "p1"),
-        cancel_invoked(2, "u1", "p2"),
-        write("p1", "cancelled"),
-        {"type": "op.info", "op": "cancel", "op_id": 2, "error": "crashed"},
-        cancel_answered(1, ok=False),
-    )
-    assert check("cancel_answered_truly", other)[0] == VIOLATED
     # refused because it was paid meanwhile, or not pending to begin with
     paid_first = history(
         write("p1", "pending"),
@@ -266,9 +243,7 @@ def test_a_refund_of_the_session_that_completed_the_purchase_is_unjustified() ->
         paid("cs_b", "pi_b"),
         refund("cs_b", "pi_b"),
     )
-    assert (
-        check("refund_justified", second, facts([purchase("p1", "completed", "cs_a")]))[0] == HELD
-    )
+    assert check("refund_justified", second, facts([purchase("p1", "completed", "cs_a")]))[0] == HELD
 
 
 def test_second_tab_catches_a_new_purchase_on_buy_again(tmp_path: Path) -> None:

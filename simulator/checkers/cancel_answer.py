@@ -3,9 +3,7 @@
 A customer told their cancel failed believes the checkout is still theirs to pay, and support
 hears "I cancelled and it said no". So when a cancel of a pending purchase is refused
 (`not_cancellable`), the purchase must not have ended unpaid (cancelled or expired) while that
-cancel ran, unless another cancel of it succeeded (a double click: one of the two wins) or may
-have: a cancel whose answer never came (its instance crashed mid-request, `op.info`) may have
-ended the purchase before dying, and the refused click told the truth. The
+cancel ran, unless another cancel of it succeeded (a double click: one of the two wins). The
 reference once refused every cancel this way: the `checkout.session.expired` event its own
 expiry caused ended the purchase first.
 """
@@ -23,13 +21,11 @@ ENDED_UNPAID = frozenset({"cancelled", "expired"})
 
 class CancelAnsweredTruly:
     name = NAME
-    types = frozenset(
-        {"op.invoke", "op.ok", "op.fail", "op.info", "store.write", "preload.purchase"}
-    )
+    types = frozenset({"op.invoke", "op.ok", "op.fail", "store.write", "preload.purchase"})
 
     def __init__(self) -> None:
         self.cancels: dict[Any, tuple[str, int]] = {}  # op id -> (purchase, invoke line)
-        self.succeeded: set[str] = set()  # purchases some cancel of which answered ok, or may have
+        self.succeeded: set[str] = set()  # purchases some cancel of which answered ok
         self.refused: list[tuple[str, int, dict[str, Any]]] = []  # (purchase, invoke, answer)
         self.timeline: dict[str, list[tuple[int, Any]]] = {}  # purchase -> (line, status)
 
@@ -44,7 +40,7 @@ class CancelAnsweredTruly:
             asked = self.cancels.get(entry["op_id"])
             if asked is None:
                 return
-            if kind in ("op.ok", "op.info"):  # info: its outcome is unknown, it may have won
+            if kind == "op.ok":
                 self.succeeded.add(asked[0])
             elif entry.get("error") == "not_cancellable":
                 self.refused.append((asked[0], asked[1], entry))
@@ -59,10 +55,7 @@ class CancelAnsweredTruly:
         for purchase_id, invoked, answer in self.refused:
             if purchase_id in self.succeeded:
                 continue
-            before, after = (
-                self._status(purchase_id, invoked),
-                self._status(purchase_id, answer["seq"]),
-            )
+            before, after = self._status(purchase_id, invoked), self._status(purchase_id, answer["seq"])
             if before == "pending" and after in ENDED_UNPAID:
                 found.append(
                     Violation(
