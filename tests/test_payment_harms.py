@@ -152,6 +152,87 @@ def test_a_refused_cancel_that_did_end_the_purchase_is_caught() -> None:
     assert check("cancel_answered_truly", paid_first)[0] == HELD
 
 
+def crashed_answer(op_id: int) -> dict[str, Any]:
+    return {"type": "op.info", "op": "cancel", "op_id": op_id, "error": "crashed"}
+
+
+def session_expired(sid: str, reason: str) -> dict[str, Any]:
+    return {"type": "stripe.session", "id": sid, "status": "expired", "action": f"expired:{reason}"}
+
+
+def test_a_double_click_whose_winner_crashed_after_its_write_is_no_lie() -> None:
+    # explore --guided, shrunk-cancel_answered_truly seed 4: op14 on i1 cancels the purchase
+    # and crashes before answering (its client sees an error); op13 on i0 finds it cancelled
+    crashed_winner = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        cancel_invoked(13, "u1", "p1"),
+        cancel_invoked(14, "u1", "p1"),
+        session_expired("cs_a", "api"),
+        {**write("p1", "cancelled", stripe_session_id="cs_a"), "req": "op14", "modified": True},
+        crashed_answer(14),
+        {**write("p1", "cancelled", stripe_session_id="cs_a"), "req": "op13", "modified": False},
+        cancel_answered(13, ok=False),
+    )
+    assert check("cancel_answered_truly", crashed_winner) == (HELD, [])
+    # still caught: the refused cancel's own write ended it, though another cancel crashed
+    own_write = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        cancel_invoked(13, "u1", "p1"),
+        cancel_invoked(14, "u1", "p1"),
+        crashed_answer(14),  # crashed before writing anything
+        {**write("p1", "cancelled", stripe_session_id="cs_a"), "req": "op13", "modified": True},
+        cancel_answered(13, ok=False),
+    )
+    status, found = check("cancel_answered_truly", own_write)
+    assert status == VIOLATED and found[0].evidence == (1, 5)
+    # still caught: the other cancel's request wrote, but matched nothing (the expiry event
+    # this cancel's expire call caused had ended it first)
+    other_matched_nothing = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        cancel_invoked(13, "u1", "p1"),
+        cancel_invoked(14, "u1", "p1"),
+        session_expired("cs_a", "api"),
+        {**write("p1", "expired", stripe_session_id="cs_a"), "req": "wh3", "modified": True},
+        {**write("p1", "expired", stripe_session_id="cs_a"), "req": "op14", "modified": False},
+        crashed_answer(14),
+        cancel_answered(13, ok=False),
+    )
+    assert check("cancel_answered_truly", other_matched_nothing)[0] == VIOLATED
+
+
+def test_a_cancel_refused_after_its_session_expired_by_the_clock_is_no_lie() -> None:
+    # explore --guided, shrunk-no_orphan_session seed 2: the cancel stalls in a paused
+    # instance; Stripe expires the session at its expires_at; the event ends the purchase;
+    # the cancel, run at last, finds it expired
+    stalled = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        cancel_invoked(1, "u1", "p1"),
+        session_expired("cs_a", "expires_at"),
+        {**write("p1", "expired", stripe_session_id="cs_a"), "req": "wh12", "modified": True},
+        cancel_answered(1, ok=False),
+    )
+    assert check("cancel_answered_truly", stalled) == (HELD, [])
+    # still caught: the session expired by an expire call (this cancel's), not by the clock
+    by_api = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        cancel_invoked(1, "u1", "p1"),
+        session_expired("cs_a", "api"),
+        {**write("p1", "expired", stripe_session_id="cs_a"), "req": "wh12", "modified": True},
+        cancel_answered(1, ok=False),
+    )
+    assert check("cancel_answered_truly", by_api)[0] == VIOLATED
+    # still caught: another purchase's session expired by the clock proves nothing about this one
+    other_session = history(
+        write("p1", "pending", stripe_session_id="cs_a"),
+        cancel_invoked(1, "u1", "p1"),
+        session_expired("cs_b", "expires_at"),
+        session_expired("cs_a", "api"),
+        {**write("p1", "expired", stripe_session_id="cs_a"), "req": "wh12", "modified": True},
+        cancel_answered(1, ok=False),
+    )
+    assert check("cancel_answered_truly", other_session)[0] == VIOLATED
+
+
 # ---- refund_justified
 
 
