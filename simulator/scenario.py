@@ -137,6 +137,11 @@ REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 MIN_SESSION_TTL_S = 1800.0
 MAX_SESSION_TTL_S = 86400.0
 
+#: how long Stripe keeps an idempotency key (simulator/fake_stripe/idempotency.py KEY_TTL_S, a
+#: test keeps the two equal): a create whose answer was lost is learned by replaying it with its
+#: key, so only within this window
+IDEMPOTENCY_WINDOW_S = 86400.0
+
 #: EngineConfig lives in reference_impl (the engine boundary) and carries no metadata of its
 #: own; its documentation and ranges as scenario keys are kept here.
 EXTERNAL_METADATA: Mapping[type, Mapping[str, Mapping[str, Any]]] = {
@@ -735,4 +740,69 @@ class Scenario:
                         f"expected one of {known}, got {json.dumps(fault.target)}",
                     )
                 )
+        found.extend(self._fleet_pause_problems())
         return found
+
+    def _fleet_pause_problems(self) -> Problems:
+        """A pause is a GC or VM pause. One that freezes every instance at once for about a day
+        leaves nobody to sweep: when it ends, a create whose answer was lost just before it can
+        no longer be replayed (Stripe has forgotten the key), so no engine can learn its
+        session, and a request that stalled in it is answered days late, as no HTTP client
+        waits. Refused when it lasts past Stripe's idempotency window less one sweep interval
+        (the first sweep after it may come that much later)."""
+        names = self.topology.instance_names()
+        end_of_faults = self.durations.workload_s
+        paused: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+        first: dict[str, int] = {}
+        for n, fault in enumerate(self.faults):
+            if fault.kind == "pause" and fault.target in paused:
+                window = (fault.start, min(fault.end, end_of_faults))
+                if window[0] < window[1]:
+                    paused[fault.target].append(window)
+                    first.setdefault(fault.target, n)
+        if not names or any(not windows for windows in paused.values()):
+            return []
+        frozen = _merged(paused[names[0]])
+        for name in names[1:]:
+            frozen = _intersection(frozen, _merged(paused[name]))
+        limit = max(IDEMPOTENCY_WINDOW_S - self.durations.reconcile_every_s, 0.0)
+        for start, end in frozen:
+            if end - start > limit:
+                n = min(first.values())
+                return [
+                    (
+                        f"faults[{n}].end",
+                        f"every instance is paused from {start:g} to {end:g} s ({end - start:g} "
+                        f"s): expected a fleet-wide pause of at most {limit:g} s (Stripe's 24 h "
+                        f"idempotency window less reconcile_every_s), past which a create whose "
+                        "answer was lost can no longer be resolved by replaying it",
+                    )
+                ]
+        return []
+
+
+def _merged(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of [start, end) windows, as disjoint windows in order."""
+    out: list[tuple[float, float]] = []
+    for start, end in sorted(windows):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _intersection(
+    a: list[tuple[float, float]], b: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """Where two lists of disjoint, ordered windows overlap."""
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if start < end:
+            out.append((start, end))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out

@@ -11,12 +11,15 @@ import pytest
 from reference_impl.ports import EngineConfig
 from simulator.checkers.evidence import EVIDENCE_KINDS as CHECKED_EVIDENCE_KINDS
 from simulator.demo import DEMO
+from simulator.fake_stripe.idempotency import KEY_TTL_S
 from simulator.nemesis import FAULT_KINDS as NEMESIS_FAULT_KINDS
 from simulator.run import simulate
 from simulator.scenario import (
     EVIDENCE_KINDS,
     EXTERNAL_METADATA,
     FAULT_KINDS,
+    IDEMPOTENCY_WINDOW_S,
+    Durations,
     FaultSpec,
     ProgramSpec,
     RollingDeploy,
@@ -191,3 +194,33 @@ def test_committed_readme_matches_the_schema() -> None:
     assert committed == render_readme(), (
         "scenarios/README.md is stale: python -m simulator.scenario_docs > scenarios/README.md"
     )
+
+
+def test_a_pause_freezing_the_whole_fleet_past_stripes_idempotency_window_is_refused() -> None:
+    """explore --guided, shrunk-no_orphan_session: the one instance paused from 5 s to the end
+    of a 260,000 s workload. A create whose answer was lost before it could be resolved only by
+    replaying it within Stripe's 24 h; the sweep ran at last after three days, Stripe answered
+    the replay as a new request, and the session was left to nobody. No engine's doing."""
+    every = Durations(workload_s=260_000.0, reconcile_every_s=3600.0)
+    frozen = Scenario(faults=(FaultSpec(kind="pause", start=5.0),), durations=every)
+    [(key, message)] = frozen.problems()
+    assert key == "faults[0].end" and "every instance is paused from 5 to 260000 s" in message
+    # shorter than the window less one sweep interval: fine
+    short = dataclasses.replace(frozen, faults=(FaultSpec(kind="pause", start=5.0, end=80_000.0),))
+    assert short.problems() == []
+    # another instance still serves and sweeps, or the pauses take turns: fine
+    two = dataclasses.replace(frozen, topology=Topology(instances=2))
+    assert two.problems() == []
+    turns = dataclasses.replace(
+        two,
+        faults=(
+            FaultSpec(kind="pause", start=5.0, end=100_000.0, target="i0"),
+            FaultSpec(kind="pause", start=90_000.0, target="i1"),
+        ),
+    )
+    assert turns.problems() == []
+    both = dataclasses.replace(
+        turns, faults=(*turns.faults, FaultSpec(kind="pause", start=95_000.0, target="i0"))
+    )
+    assert both.problems()[0][0] == "faults[0].end"  # both frozen from 95,000 s on
+    assert IDEMPOTENCY_WINDOW_S == KEY_TTL_S
