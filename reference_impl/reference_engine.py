@@ -380,7 +380,7 @@ class ReferenceEngine:
         key = f"purchase:create:{user_id}:{purchase['program_id']}"
         async with self._lock(key, self.config.purchase_lock_timeout):
             purchase = await self.purchases.find_one({"_id": purchase_id})
-            if purchase is None or purchase["status"] != PENDING:
+            if purchase is None or not self._cancellable(purchase):
                 raise NotCancellable(f"purchase {purchase_id} is not pending")
             session_id = purchase.get("stripe_session_id")
             try:
@@ -400,6 +400,15 @@ class ReferenceEngine:
             cancelled = await self._end_cancelled(purchase_id)
         if not cancelled:  # another cancel, on another instance, won
             raise NotCancellable(f"purchase {purchase_id} changed meanwhile")
+
+    def _cancellable(self, purchase: dict[str, Any]) -> bool:
+        """Pending, or expired: the `checkout.session.expired` event of an expiry this
+        customer's other click asked for may have ended it before this click ran, and that
+        click may never have heard back (Stripe's answer lost, its instance crashed). Answering
+        "not cancellable" would tell the customer the checkout is still theirs to pay; this
+        cancel closes the session as any does (a session paid meanwhile is refused below) and
+        records the end the customer asked for."""
+        return purchase["status"] in (PENDING, EXPIRED)
 
     async def _end_cancelled(self, purchase_id: str) -> bool:
         """`pending -> cancelled`, once its session is unpayable. The `checkout.session.expired`

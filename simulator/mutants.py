@@ -602,6 +602,18 @@ class RefusesItsOwnCancel(ReferenceEngine):
         return await self._end_pending(purchase_id, "cancelled")
 
 
+class RefusesCancelOfExpired(ReferenceEngine):
+    """Cancels only a pending purchase: when a double click's first cancel expired the session
+    but never heard back (Stripe's answer lost), the expiry event has ended the purchase as
+    expired before the second click runs, and the customer, told "outcome unknown" and then
+    "not cancellable", believes the checkout still theirs to pay.
+
+    Reached by double-cancel-lost-answer. Violates cancel_answered_truly."""
+
+    def _cancellable(self, purchase: dict[str, Any]) -> bool:
+        return purchase["status"] == "pending"
+
+
 class ForgetsOwedRefunds(ReferenceEngine):
     """Does not pay back a refund it decided but Stripe did not make (an outage): the event's
     retry finds the purchase refunded and changes nothing, so the money is kept.
@@ -892,6 +904,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("key-in-use-is-a-refusal", KeyInUseIsARefusal, "no_orphan_session"),
         _mutant("cancels-anyones-purchase", CancelsAnyonesPurchase, "only_owner_cancels"),
         _mutant("refuses-its-own-cancel", RefusesItsOwnCancel, "cancel_answered_truly"),
+        _mutant("refuses-cancel-of-expired", RefusesCancelOfExpired, "cancel_answered_truly"),
         _mutant("forgets-owed-refunds", ForgetsOwedRefunds, "no_lost_payment"),
         _mutant(
             "reseat-takes-a-seat-for-everyone", ReseatTakesASeatForEveryone, "counter_consistent"

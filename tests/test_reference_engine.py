@@ -229,6 +229,28 @@ def test_a_paid_session_cannot_be_cancelled() -> None:
     run_virtual(main)
 
 
+def test_a_second_click_finding_the_purchase_expired_by_the_first_is_a_cancel() -> None:
+    """Regression (double-cancel-lost-answer): a double click's first cancel expires the
+    session but Stripe's answer is lost ("outcome unknown" to the customer); the expiry event
+    ends the purchase as expired; the second click found it not pending and answered "not
+    cancellable", though the checkout the customer asked to close is closed."""
+
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert w.fake.expire_now(result.session_id)  # as the first click's lost expire did
+            [expired] = w.events("checkout.session.expired")
+            assert await w.deliver(expired) == 200
+            assert (await w.purchases())[0]["status"] == "expired"
+            await w.engine.cancel_purchase(USER, result.purchase_id)  # no NotCancellable
+            assert (await w.purchases())[0]["status"] == "cancelled"
+            assert await _count(w) == 0  # the seat came back once
+            with pytest.raises(errors.NotCancellable):  # a cancelled one stays refused
+                await w.engine.cancel_purchase(USER, result.purchase_id)
+
+    run_virtual(main)
+
+
 def test_a_cancel_succeeds_when_its_own_expiry_event_lands_first() -> None:
     """Regression: the `checkout.session.expired` event a cancel's own expiry causes is often
     delivered before the cancel writes `cancelled` (it did in every CI cancel); the reference

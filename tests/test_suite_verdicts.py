@@ -72,6 +72,7 @@ SEED_VIOLATES = {
     "refund-after-a-stored-500": {"counter_consistent", "no_limit_bypass"},
     "late-sweep-long-grace": {"counter_consistent", "no_orphan_session"},
     "old-tab-paid-during-buy-again": {"counter_consistent", "no_double_charge"},
+    "double-cancel-lost-answer": {"counter_consistent", "no_orphan_session"},
 }
 
 
