@@ -36,8 +36,8 @@ class Conflict(Exception):
         self.mismatch = mismatch
 
 
-def digest(fingerprint: str) -> bytes:
-    return hashlib.sha256(fingerprint.encode()).digest()
+def digest(fingerprint: bytes) -> bytes:
+    return hashlib.sha256(fingerprint).digest()
 
 
 class IdempotencyStore:
@@ -55,7 +55,7 @@ class IdempotencyStore:
                 del self._entries[scope]
         self._disk = table
 
-    def begin(self, scope: tuple[str, str], fingerprint: str, now: float) -> Reply | None:
+    def begin(self, scope: tuple[str, str], fingerprint: bytes, now: float) -> Reply | None:
         """The saved response to replay, or None after claiming the key for this request.
 
         Raises Conflict when the key cannot be used now."""

@@ -3,14 +3,13 @@ injected 500s; then the API. Records one `stripe.request` per arrival."""
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
-from simulator import virtual_time
+from simulator import json_codec, virtual_time
 from simulator.fake_stripe import errors
 from simulator.fake_stripe.api import ApiRequest, ApiResponse, Reply, StripeApi
 from simulator.fake_stripe.faults import StripeFaults, chance
@@ -105,5 +104,6 @@ class StripeServer:
         )
 
 
-def _fingerprint(request: ApiRequest) -> str:
-    return json.dumps([request.method, request.path, request.params], sort_keys=True)
+def _fingerprint(request: ApiRequest) -> bytes:
+    """What makes two requests with one key the same request: equal forms, equal bytes."""
+    return json_codec.canonical([request.method, request.path, request.params])
