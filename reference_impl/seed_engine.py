@@ -26,7 +26,7 @@ What the port boundary forces, and whether it can change an outcome:
 | lock timeouts 10 000 / 15 000 ms literals (L222, L227) | `config.purchase_lock_timeout` / `webhook_lock_timeout` | a scenario may vary them | no at the defaults (10 s, 15 s) |
 | access = a completed purchase (`checkProgramAccess`, L648-661) | `env.fulfilment.grant` right after the `save()` that completes (L180) | the harness's ledger of service given | no: one grant per completion the seed performs |
 | `EmailService.sendPurchaseConfirmationEmail`, no idempotency key | `env.email.send_receipt` with a fresh key each call | the port's email takes a key | no: every upstream call is a separate email |
-| `charges.retrieve` when the PaymentIntent has `latest_charge` (L131-149) | ported, but not taken: the fake's PaymentIntents carry no `latest_charge` | the fake's PaymentIntent shape | only the card details on the receipt, and one Stripe call less inside the lock |
+| `charges.retrieve` when the PaymentIntent has `latest_charge` (L131-149) | ported; taken for every paid session, as upstream (the fake's PaymentIntents name their `latest_charge`, whose `payment_method_details.card` gives brand and last4) | — | no: the same extra Stripe call inside the webhook lock |
 | Node's single-threaded event loop | trio tasks; every store/Stripe call is a scheduling point | the simulator's scheduler | no: interleavings only at `await`s, as in Node |
 
 Not ported (no route the workload reaches): `verifySession`, `getMyPurchases`, `getPurchaseById`,

@@ -13,6 +13,7 @@ import stripe
 from simulator.clock import SIM_EPOCH, SimClock
 from simulator.fake_stripe import FakeStripe, StripeFaults
 from simulator.fake_stripe.forms import parse_form
+from simulator.fake_stripe.objects import PaymentIntent, charge_json
 from tests.stripehelpers import SECRET, Recorder, make_fake, run, session_params
 
 DAY = 24 * 3600
@@ -463,6 +464,59 @@ def test_async_failure_completes_unpaid_then_fails() -> None:
     session = fake.sessions[session_id]
     assert (session.status, session.payment_status) == ("complete", "unpaid")
     assert fake.paid_session_ids() == set()
+
+
+@pytest.mark.parametrize(
+    ("flow", "charge_status", "details"),
+    [
+        ("card", "succeeded", {"type": "card", "last4": "4242"}),
+        ("decline", "failed", {"type": "card", "last4": "0002"}),
+        ("decline_then_card", "succeeded", {"type": "card", "last4": "4242"}),
+        ("async_success", "succeeded", {"type": "us_bank_account", "last4": "6789"}),
+        ("async_failure", "failed", {"type": "us_bank_account", "last4": "6789"}),
+    ],
+)
+def test_an_intent_names_its_latest_charge_and_the_charge_what_paid(
+    flow: str, charge_status: str, details: dict[str, str]
+) -> None:
+    """API >= 2022-11-15: `latest_charge` is the id of the last attempt's Charge, and the
+    Charge's `payment_method_details` say what the customer paid with."""
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            fake = make_fake(tg)
+            client = fake.client()
+            session = await create(client, payment_method_types=["card", "us_bank_account"])
+            assert await fake.customer_pay(session.id, flow=flow)
+            intent_id = fake.sessions[session.id].payment_intent
+            intent = await client.v1.payment_intents.retrieve_async(intent_id)
+            charge = await client.v1.charges.retrieve_async(intent.latest_charge)
+            assert (charge.payment_intent, charge.status) == (intent_id, charge_status)
+            method = charge.payment_method_details
+            assert method.type == details["type"]
+            assert method[details["type"]].last4 == details["last4"]
+            if details["type"] == "card":
+                assert method.card.brand == "visa"
+            # every event of the intent carries it, as Stripe's do
+            events = [e["data"]["object"] for e in fake.events if e["type"].startswith("payment")]
+            assert events and {e["latest_charge"] for e in events} == {charge.id}
+            tg.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_an_intent_before_its_first_attempt_has_no_latest_charge() -> None:
+    intent = PaymentIntent(
+        id="pi_1",
+        status="requires_payment_method",
+        amount=500,
+        currency="usd",
+        metadata={},
+        created=0,
+    )
+    assert intent.to_json()["latest_charge"] is None and charge_json(intent) is None
+    intent.last_payment_error = {"code": "card_declined"}
+    assert intent.to_json()["latest_charge"] == charge_json(intent)["id"]  # type: ignore[index]
 
 
 def test_unknown_flow_and_session_raise() -> None:

@@ -62,6 +62,8 @@ def test_happy_path_completes_once_and_fulfils_once() -> None:
             assert done["status"] == "completed"
             intent = w.fake.sessions[result.session_id].payment_intent
             assert intent and done["stripe_payment_intent_id"] == intent
+            # L131-149: the card, from the intent's latest charge (one Stripe call more)
+            assert done["payment_method"] == {"type": "card", "card_brand": "visa", "last4": "4242"}
             assert [g.purchase_id for g in w.fulfilment.grants] == [result.purchase_id]
             assert [g.session_id for g in w.fulfilment.grants] == [result.session_id]
             assert [r.purchase_id for r in w.email.delivered] == [result.purchase_id]

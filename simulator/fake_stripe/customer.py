@@ -67,7 +67,7 @@ async def customer_pay(
         else:
             state.record("stripe.customer", session_id=session_id, flow=flow, result="not_open")
     else:
-        state.async_payment_started(session)
+        state.async_payment_started(session, delayed_method(session))
         if on_submitted is not None:
             on_submitted()
         await virtual_time.sleep(settle_after_s)  # the bank debit clears, or bounces
@@ -80,6 +80,11 @@ def still_open(state: StripeState, session: CheckoutSession) -> bool:
     if session.status == "open" and state.now() >= session.expires_at:
         state.expire_session(session, reason="expires_at")
     return session.status == "open"
+
+
+def delayed_method(session: CheckoutSession) -> str:
+    """The delayed method a customer of an async flow pays with: the session's first one."""
+    return next(t for t in session.payment_method_types if t in DELAYED_METHODS)
 
 
 def offers(session: CheckoutSession, flow: str) -> bool:

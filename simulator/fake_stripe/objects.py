@@ -69,6 +69,8 @@ class PaymentIntent:
     livemode: bool = False
     last_payment_error: dict[str, Any] | None = None
     amount_refunded: int = 0  # kept on the charge in real Stripe; here for refund checks
+    #: the method of the latest payment attempt (`card`, `us_bank_account`, ...); None before one
+    payment_method_type: str | None = None
 
     @property
     def amount_received(self) -> int:
@@ -83,10 +85,16 @@ class PaymentIntent:
             "created": self.created,
             "currency": self.currency,
             "last_payment_error": copy.deepcopy(self.last_payment_error),
+            # the charge of the latest attempt (API >= 2022-11-15): engines read the card from it
+            "latest_charge": charge_id_of(self.id) if _attempted(self) else None,
             "livemode": self.livemode,
             "metadata": _copied(self.metadata),
             "status": self.status,
         }
+
+
+def _attempted(intent: PaymentIntent) -> bool:
+    return not (intent.status == "requires_payment_method" and intent.last_payment_error is None)
 
 
 def charge_id_of(intent_id: str) -> str:
@@ -102,7 +110,7 @@ def charge_json(intent: PaymentIntent) -> dict[str, Any] | None:
     """The Charge Stripe shows for `intent`'s latest payment attempt (None before any attempt).
     A read-only view of the intent: the fake keeps no separate charge state."""
     error = intent.last_payment_error
-    if intent.status == "requires_payment_method" and error is None:
+    if not _attempted(intent):
         return None
     status = {"succeeded": "succeeded", "processing": "pending"}.get(intent.status, "failed")
     return {
@@ -119,9 +127,33 @@ def charge_json(intent: PaymentIntent) -> dict[str, Any] | None:
         "metadata": copy.deepcopy(intent.metadata),
         "paid": status == "succeeded",
         "payment_intent": intent.id,
+        "payment_method_details": _method_details(intent.payment_method_type, error is not None),
         "refunded": 0 < intent.amount_received <= intent.amount_refunded,
         "status": status,
     }
+
+
+#: what Checkout's test mode pays with: Stripe's test card for the outcome, a test bank account
+_TEST_CARD = {
+    "brand": "visa",
+    "country": "US",
+    "exp_month": 12,
+    "exp_year": 2034,
+    "funding": "credit",
+}
+_LAST4 = {"succeeded": "4242", "declined": "0002"}  # 4242 4242 4242 4242, 4000 0000 0000 0002
+_BANK_LAST4 = frozenset(
+    {"us_bank_account", "sepa_debit", "bacs_debit", "acss_debit", "au_becs_debit"}
+)
+
+
+def _method_details(method: str | None, declined: bool) -> dict[str, Any]:
+    """A charge's `payment_method_details`: `{type, <type>: {...}}`, as Stripe nests them."""
+    kind = method or "card"
+    if kind == "card":
+        card = {**_TEST_CARD, "last4": _LAST4["declined" if declined else "succeeded"]}
+        return {"type": "card", "card": card}
+    return {"type": kind, kind: {"last4": "6789"} if kind in _BANK_LAST4 else {}}
 
 
 @dataclass(slots=True)

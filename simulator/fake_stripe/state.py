@@ -159,6 +159,7 @@ class StripeState:
 
     def card_succeeded(self, session: CheckoutSession) -> None:
         intent = self.intent_for(session)
+        intent.payment_method_type = "card"
         self._set_intent(intent, "succeeded", None)
         session.status, session.payment_status = "complete", "paid"
         self._record_session(session, "completed")
@@ -170,12 +171,14 @@ class StripeState:
     def card_declined(self, session: CheckoutSession) -> None:
         """The session stays open: the customer may try another card."""
         intent = self.intent_for(session)
+        intent.payment_method_type = "card"
         self._set_intent(intent, "requires_payment_method", dict(DECLINED))
         self.emit("payment_intent.payment_failed", intent.to_json())
 
-    def async_payment_started(self, session: CheckoutSession) -> None:
+    def async_payment_started(self, session: CheckoutSession, method: str) -> None:
         """A delayed method (bank debit): the session completes unpaid, the money comes later."""
         intent = self.intent_for(session)
+        intent.payment_method_type = method
         self._set_intent(intent, "processing", None)
         session.status, session.payment_status = "complete", "unpaid"
         self._record_session(session, "completed_unpaid")
