@@ -172,7 +172,10 @@ EXTERNAL_METADATA: Mapping[type, Mapping[str, Mapping[str, Any]]] = {
             "max": 10,
         },
         "webhook_tolerance": {
-            "help": "seconds a webhook signature's timestamp may be old before it is refused",
+            "help": (
+                "seconds a webhook signature's timestamp may be old before it is refused; "
+                "0 checks no age at all, as the Stripe SDKs take tolerance 0"
+            ),
             "min": 0.0,
             "max": MAX_SECONDS,
         },

@@ -15,7 +15,9 @@ import pytest
 from reference_impl.reference_engine import ReferenceEngine
 from reference_impl.schema import program_doc
 from simulator.attacks import ACK, NOT_HONOURED, REFUSE, Forger, paid_completion
+from simulator.checkers import HELD, VIOLATED
 from simulator.history import read_history
+from simulator.judge import judge
 from simulator.run import simulate
 from simulator.scenario import ATTACKS, AdversarySettings, AttackWeights, Scenario
 from simulator.scenario_file import load_scenario
@@ -77,6 +79,31 @@ def test_an_adversary_run_is_deterministic_and_attacks_with_every_family(tmp_pat
         p["stripe_session_id"] for p in first.final_state["purchases"] if p["status"] == "completed"
     }
     assert paid and paid <= completed
+
+
+def test_a_tolerance_of_zero_turns_replay_protection_off_and_the_harness_says_so(
+    tmp_path: Path,
+) -> None:
+    """`webhook_tolerance = 0` means "check no age", as `tolerance=0` does to the Stripe SDKs: a
+    real footgun. Replays past any tolerance then get 2xx, which `signature_enforced` reports;
+    at the default 300 s the same attacks are refused."""
+    base = load_scenario(HOSTILE)
+    only_replays = AttackWeights(**{family: float(family == "replays") for family in ATTACKS})
+    verdicts = {}
+    for tolerance in (0.0, 300.0):
+        scenario = dataclasses.replace(
+            base,
+            adversary=dataclasses.replace(base.adversary, attacks=20, weights=only_replays),
+            engine_config=dataclasses.replace(base.engine_config, webhook_tolerance=tolerance),
+            faults=(),
+        )
+        out = tmp_path / f"t{tolerance:g}"
+        result = simulate(scenario, 1, out_dir=out)
+        history = read_history(out / "history.jsonl")
+        verdicts[tolerance] = judge(
+            history, result.final_state, result.ledgers, scenario
+        ).invariants["signature_enforced"]
+    assert verdicts == {0.0: VIOLATED, 300.0: HELD}
 
 
 @pytest.mark.parametrize("family", sorted(set(ATTACKS) - NOT_FORGED))
