@@ -112,17 +112,31 @@ class PaysimGroup(click.Group):
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM ends a command as Ctrl-C does: through trio's own KeyboardInterrupt path, so
     cleanup runs (Redis keys, the run folder marked INTERRUPTED) and the exit code is 130."""
+    _quiet()  # the command now ends in _interrupted(): quiet from here, not only from there
     handler = signal.getsignal(signal.SIGINT)
-    if not callable(handler):  # SIGINT ignored (a background job): interrupt all the same
-        raise KeyboardInterrupt
-    handler(signal.SIGINT, frame)
+    if callable(handler):  # trio's Ctrl-C handler in a run, Python's default_int_handler outside
+        handler(signal.SIGINT, frame)
+        return
+    # SIGINT ignored (a background job): trio installed no handler of its own, so do what it
+    # would. A KeyboardInterrupt raised here while trio is in KI-protected code (its run loop,
+    # a nursery's bookkeeping, the harness's sleep) breaks trio's invariants: the run dies of
+    # a TrioInternalError instead of unwinding. There, ask trio to deliver it at a checkpoint.
+    trio = sys.modules.get("trio")  # not imported: not in a trio run
+    if trio is not None and trio.lowlevel.in_trio_run() and trio.lowlevel.currently_ki_protected():
+        trio._core._run.GLOBAL_RUN_CONTEXT.runner.deliver_ki()  # noqa: SLF001 - trio's own path
+        return
+    raise KeyboardInterrupt
+
+
+def _quiet() -> None:
+    # tasks cut short leave coroutines and generators behind; their "never awaited" warnings and
+    # "Exception ignored" notes at exit would bury the one line _interrupted() writes
+    warnings.simplefilter("ignore")
+    sys.unraisablehook = lambda _unraisable: None
 
 
 def _interrupted() -> int:
-    # tasks cut short leave coroutines and generators behind; their "never awaited" warnings and
-    # "Exception ignored" notes at exit would bury the one line below
-    warnings.simplefilter("ignore")
-    sys.unraisablehook = lambda _unraisable: None
+    _quiet()
     click.echo(
         "paysim: interrupted (exit 130); an unfinished run folder is marked INTERRUPTED", err=True
     )

@@ -111,9 +111,18 @@ def virtual_clock() -> trio.testing.MockClock:
     return clock
 
 
+@trio.lowlevel.enable_ki_protection
 async def sleep(seconds: float) -> None:
     """`trio.sleep(seconds)`: the same checkpoint, cancellation and wake-up time, cheaper on a
-    virtual clock."""
+    virtual clock.
+
+    KeyboardInterrupt-protected, as trio's own ParkingLot.park (the same push-then-park): trio
+    raises Ctrl-C (and SIGTERM, which paysim's CLI forwards to it) at whatever bytecode an
+    unprotected task is at. Between the push and the park it left a live timer for a task that
+    never parked, and the clock's next jump rescheduled that task while it waited elsewhere
+    (its nursery's exit, or after it had exited): a TrioInternalError instead of a clean
+    interrupt. Protected, the interrupt is delivered at the park (the abort below kills the
+    timer), or at the main task's next checkpoint."""
     kept = getattr(_run.GLOBAL_RUN_CONTEXT.runner.clock, _TIMERS, None)
     if kept is None or seconds <= 0 or seconds == math.inf:
         await trio.sleep(seconds)

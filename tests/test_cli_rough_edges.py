@@ -9,14 +9,17 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import redis
+import trio
 from click.testing import CliRunner, Result
 
 from reference_impl.reference_engine import ReferenceEngine
+from simulator import cli as cli_module
 from simulator.cli import main
 from simulator.load import LoadSpec, load_scenario_for
 from simulator.run import simulate
@@ -247,6 +250,38 @@ def test_the_sigterm_handler_is_restored_after_a_command() -> None:
     before = signal.getsignal(signal.SIGTERM)
     paysim("--version")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_with_sigint_ignored_waits_for_trios_ki_protected_code_to_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A background job ignores SIGINT, so trio installs no Ctrl-C handler and the SIGTERM
+    handler interrupts by itself. It raised KeyboardInterrupt at whatever bytecode it landed
+    on, trio's run loop included (a TrioInternalError, "I/O operation on closed epoll object"
+    as the coroutines left behind were collected); it must defer in KI-protected code, as
+    trio's own handler does, and the interrupt arrive at the next checkpoint."""
+    reached: list[str] = []
+
+    @trio.lowlevel.enable_ki_protection
+    def protected() -> None:  # stands for trio's run loop and nursery bookkeeping
+        signal.raise_signal(signal.SIGTERM)  # the handler runs before this returns
+        reached.append("the rest of the protected code")
+
+    async def main() -> None:
+        protected()
+        await trio.lowlevel.checkpoint()
+        reached.append("past the checkpoint")
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # the handler quiets these
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, cli_module._terminate)  # noqa: SLF001
+    try:
+        with warnings.catch_warnings(), pytest.raises(KeyboardInterrupt):
+            trio.run(main)
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    assert reached == ["the rest of the protected code"]
 
 
 # ---- an interrupted Redis run leaves no keys behind

@@ -4,7 +4,9 @@ if the private trio API it relies on moves (pinned range in pyproject.toml)."""
 
 from __future__ import annotations
 
+import heapq
 import math
+import signal
 
 import pytest
 import trio
@@ -171,3 +173,61 @@ def test_a_virtual_run_still_hears_other_threads_though_it_polls_lazily() -> Non
     runner.start()
     runner.join(timeout=10)
     assert done == [True], "the callback from another thread never arrived"
+
+
+class _CtrlCAfterPush:
+    """`heapq` for simulator.virtual_time whose next push, once armed, is followed by a real
+    SIGINT: `signal.raise_signal` runs the Python handler (trio's) before it returns, so Ctrl-C
+    lands exactly between a sleep's timer going on the heap and its task parking."""
+
+    heappop = staticmethod(heapq.heappop)
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def heappush(self, heap: list, item: object) -> None:  # type: ignore[type-arg]
+        heapq.heappush(heap, item)
+        if self.armed:
+            self.armed = False
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_ctrl_c_as_a_sleep_parks_leaves_no_live_timer_to_wake_its_task_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """KeyboardInterrupt raised in `sleep` after its timer is pushed (SIGINT or SIGTERM at that
+    bytecode) left a live timer for a task that never parked: the next jump rescheduled it
+    while it waited in its nursery, and trio died of a TrioInternalError. `sleep` is
+    KI-protected, as trio's own ParkingLot.park is: the interrupt is delivered at the park."""
+    ctrl_c = _CtrlCAfterPush()
+    monkeypatch.setattr(virtual_time, "heapq", ctrl_c)
+    cleaned: list[float] = []
+
+    async def worker() -> None:
+        try:
+            await virtual_time.sleep(100.0)
+        finally:  # cleanup that takes virtual time: the clock jumps while main waits for it
+            with trio.CancelScope(shield=True):
+                await virtual_time.sleep(5.0)
+            cleaned.append(trio.current_time())
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker)
+            await trio.lowlevel.checkpoint()  # the worker parks until t=100
+            ctrl_c.armed = True
+            await virtual_time.sleep(1.0)
+            raise AssertionError("the interrupted sleep returned")
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # trio's is installed
+    try:
+        with pytest.raises(BaseException) as caught:  # noqa: PT011 - checked just below
+            _run(main)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    error = caught.value
+    if isinstance(error, BaseExceptionGroup):
+        assert error.split(KeyboardInterrupt)[1] is None, repr(error)
+    else:
+        assert isinstance(error, KeyboardInterrupt), repr(error)
+    assert cleaned == [5.0]
