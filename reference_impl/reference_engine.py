@@ -776,6 +776,27 @@ class ReferenceEngine:
         purchase = await self._purchase_of_session(session["id"])
         if purchase is not None:
             await self._end_pending(purchase["_id"], EXPIRED)
+        else:
+            await self._record_session_of_failed_create(session)
+
+    async def _record_session_of_failed_create(self, session: dict[str, Any]) -> None:
+        """A create Stripe answered with a 500 may have made its session all the same (a 500
+        promises nothing, and Stripe replays it to every retry with the key). The purchase
+        failed and gave its seat back, which is safe: nobody saw that session's URL, so nobody
+        can pay it. When its expiry names the purchase, it is recorded there, so that every
+        session Stripe made has its purchase: only on a failed purchase with no session, and
+        only a session with the create's own terms (amount, `expires_at`)."""
+        await self.purchases.update_one(
+            {
+                "_id": _purchase_id(session),  # None, a session naming nothing: matches nothing
+                "status": FAILED,
+                "stripe_session_id": None,
+                "amount": session["amount_total"],
+                # a number equal to the session's: an odd `expires_at` (None) matches nothing
+                "session_expires_at": {"$type": "number", "$eq": session["expires_at"]},
+            },
+            {"$set": {"stripe_session_id": session["id"]}},
+        )
 
     async def _purchase_of_session(self, session_id: str) -> dict[str, Any] | None:
         return await self.purchases.find_one({"stripe_session_id": session_id})

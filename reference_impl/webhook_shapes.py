@@ -58,6 +58,7 @@ def checkout_session(obj: Any) -> dict[str, Any]:
         },
         "amount_total": _amount(obj.get("amount_total")),
         "currency": _currency(obj.get("currency")),
+        "expires_at": _timestamp(obj.get("expires_at")),
     }
 
 
@@ -118,6 +119,13 @@ def _amount(value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AMOUNT:
         raise InvalidWebhook("data.object.amount_total is not an amount")
+    return value
+
+
+def _timestamp(value: Any) -> int | None:
+    """Unix seconds; anything else reads as absent (only ever compared with the engine's own)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AMOUNT:
+        return None
     return value
 
 

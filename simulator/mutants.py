@@ -614,6 +614,17 @@ class RefusesCancelOfExpired(ReferenceEngine):
         return purchase["status"] == "pending"
 
 
+class TakesA500ForNothingDone(ReferenceEngine):
+    """Believes a 500 from Stripe: the create it answered 500 made nothing. But Stripe executed
+    it and keeps the 500 under its key; the session that create made expires naming a purchase
+    that failed and never hears of it, so it belongs to nobody.
+
+    Reached by stripe-500-after-execution. Violates no_orphan_session."""
+
+    async def _record_session_of_failed_create(self, session: dict[str, Any]) -> None:
+        return None
+
+
 class ForgetsOwedRefunds(ReferenceEngine):
     """Does not pay back a refund it decided but Stripe did not make (an outage): the event's
     retry finds the purchase refunded and changes nothing, so the money is kept.
@@ -931,6 +942,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("refund-key-never-rotates", RefundKeyNeverRotates, "no_lost_payment"),
         _mutant("replays-intents-too-late", ReplaysIntentsTooLate, "no_orphan_session"),
         _mutant("buy-again-ignores-a-reseat", BuyAgainIgnoresAReseat, "no_double_charge"),
+        _mutant("takes-a-500-for-nothing-done", TakesA500ForNothingDone, "no_orphan_session"),
     )
 }
 

@@ -29,6 +29,7 @@ from simulator.topology import HOLDING, Cluster, Instance
 STRIPE_KINDS = {
     "stripe_latency",
     "stripe_errors",
+    "stripe_errors_after_execution",
     "stripe_outage",
     "stripe_slow_execution",
     "stripe_connection_errors",
@@ -137,6 +138,9 @@ class Nemesis:
         sf.latency_spike_probability = latency.probability if latency else 0.0
         sf.latency_spike_s = latency.value_s if latency else 0.0
         sf.error_5xx_probability = _p(self._strongest("stripe_errors"))
+        sf.error_5xx_after_execution_probability = _p(
+            self._strongest("stripe_errors_after_execution")
+        )
         sf.connection_error_probability = _p(self._strongest("stripe_connection_errors"))
         sf.lost_response_probability = _p(self._strongest("stripe_lost_response"))
         sf.outage = self._has("stripe_outage")

@@ -27,6 +27,9 @@ WORKLOAD_KINDS: Mapping[str, str] = {
 FAULT_KINDS: Mapping[str, str] = {
     "stripe_latency": "a Stripe API call is delayed by `value_s` with `probability`",
     "stripe_errors": "a Stripe API call answers HTTP 500 with `probability`",
+    "stripe_errors_after_execution": "a Stripe API write executes, then answers HTTP 500 all the "
+    "same, with `probability`: Stripe keeps the 500 under its idempotency key, so every retry "
+    "with the key gets it again and only events or a later read tell what happened",
     "stripe_outage": "every Stripe API call fails while the fault is active",
     "stripe_slow_execution": "Stripe takes `value_s` to execute every API call while the fault is "
     "active (a loaded Stripe): meanwhile its idempotency key is in use, and a request reusing "

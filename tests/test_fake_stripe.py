@@ -249,6 +249,34 @@ def test_500_is_kept_under_the_key_and_replayed() -> None:
     run(main)
 
 
+def test_a_500_after_execution_made_the_session_and_is_replayed_all_the_same() -> None:
+    """Stripe's 500 promises nothing: the write may have been made. Kept under the key like
+    any 500, so the SDK's retries with the key replay it; only a read tells."""
+
+    async def main() -> None:
+        rec = Recorder()
+        faults = StripeFaults(error_5xx_after_execution_probability=1.0)
+        async with anyio.create_task_group() as tg:
+            fake = make_fake(tg, faults=faults, record=rec)
+            client = fake.client(max_network_retries=2)
+            with pytest.raises(stripe.APIError) as info:
+                await create(client, key="k")
+            assert info.value.http_status == 500
+            requests = rec.of("stripe.request")
+            assert [(r["status"], r["fault"], r["replayed"]) for r in requests] == [
+                (500, "error_5xx_after_execution", False),
+                (500, None, True),
+                (500, None, True),
+            ]
+            [made] = fake.sessions.values()  # made once, by the first attempt
+            assert made.status == "open"
+            # reads are not writes: a retrieve answers as it should
+            assert (await client.v1.checkout.sessions.retrieve_async(made.id)).id == made.id
+            tg.cancel_scope.cancel()
+
+    run(main)
+
+
 # ---- the network
 
 

@@ -459,3 +459,45 @@ def test_release_close_always_decrements_gives_a_seat_back_twice() -> None:
 def test_the_ledger_helpers_above_build_what_the_ledger_writes() -> None:
     """The hand-made ledger states use the ledger's own document shapes."""
     assert hold_doc("seat_1", program_id=PROG, purchase_id="pur_1", at=1.0)["state"] == HOLD_HELD
+
+
+# ---------------------------------------------------------------- a 500 promises nothing
+
+
+def test_takes_a_500_for_nothing_done_leaves_the_session_of_a_failed_create_to_nobody() -> None:
+    """Stripe executes the create and answers 500 (kept under its key: the retry gets it too):
+    the purchase fails and gives its seat back, but the session exists. When it expires naming
+    the purchase, the reference records it there; the mutant leaves it to nobody. A session
+    naming the purchase on other terms (not the create's `expires_at`) is not taken for it."""
+
+    async def scenario(factory: Any, bug: bool) -> None:
+        async with world(factory, programs=SEATS) as w:
+            w.fake.faults.error_5xx_after_execution_probability = 1.0
+            with pytest.raises(errors.UpstreamError):
+                await w.engine.create_purchase(USER, PROG, class_rep=True)
+            w.fake.faults.error_5xx_after_execution_probability = 0.0
+            [failed] = await w.purchases()
+            assert (failed["status"], failed["stripe_session_id"]) == ("failed", None)
+            assert await _count(w) == 0
+            [made] = list(w.fake.sessions)  # made all the same, once: the retry got the 500
+            look_alike = w.fake.foreign_session(
+                amount_total=failed["amount"],
+                currency="usd",
+                mode="payment",
+                client_reference_id=failed["_id"],
+                metadata={"purchase_id": failed["_id"]},
+                expires_at=failed["session_expires_at"] - 60,
+            )
+            for session_id in (look_alike.id, made):
+                assert w.fake.expire_now(session_id)
+                [event] = [
+                    e
+                    for e in w.events("checkout.session.expired")
+                    if e["data"]["object"]["id"] == session_id
+                ]
+                assert await w.deliver(event) == 200
+            [after] = await w.purchases()
+            assert after["status"] == "failed" and await _count(w) == 0
+            assert after["stripe_session_id"] == (None if bug else made)
+
+    both("takes-a-500-for-nothing-done", scenario)

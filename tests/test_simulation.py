@@ -171,6 +171,7 @@ def test_stripe_latency_spike_beyond_the_timeout_gives_unknown_outcomes(tmp_path
     ("kind", "fault"),
     [
         ("stripe_errors", "error_5xx"),
+        ("stripe_errors_after_execution", "error_5xx_after_execution"),
         ("stripe_connection_errors", "connection_error"),
         ("stripe_lost_response", "lost_response"),
     ],

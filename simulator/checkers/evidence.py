@@ -26,6 +26,10 @@ EVIDENCE_KINDS = (
 FAULT_EFFECTS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "stripe_latency": ("stripe.client_gone", lambda e: True),
     "stripe_errors": ("stripe.request", lambda e: e.get("fault") == "error_5xx"),
+    "stripe_errors_after_execution": (
+        "stripe.request",
+        lambda e: e.get("fault") == "error_5xx_after_execution",
+    ),
     "stripe_outage": ("stripe.request", lambda e: e.get("fault") == "outage"),
     # every call is slow while it is on, as every store call is under store_latency
     "stripe_slow_execution": ("fault.start", lambda e: e.get("kind") == "stripe_slow_execution"),

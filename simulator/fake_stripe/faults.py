@@ -27,6 +27,9 @@ class StripeFaults:
     processing_s: float = 0.0
     #: Stripe fails the request with a 500 (saved under its idempotency key, like Stripe does)
     error_5xx_probability: float = 0.0
+    #: Stripe executes a write, then answers 500 all the same (saved under its key: every retry
+    #: with the key replays the 500, and only events or a later read tell what happened)
+    error_5xx_after_execution_probability: float = 0.0
     #: the request never reaches Stripe
     connection_error_probability: float = 0.0
     #: Stripe executed the request, the response is lost: the client sees a connection error

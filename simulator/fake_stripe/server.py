@@ -70,10 +70,20 @@ class StripeServer:
                 self._keys.finish(scope, None)
             raise
         fault = None
-        if chance(self._rng, self._faults().error_5xx_probability):
+        faults = self._faults()
+        if chance(self._rng, faults.error_5xx_probability):
             response, fault = ApiResponse.of_error(errors.server_error()), "error_5xx"
         else:
             response = self._api.handle(request)
+            if (
+                request.method == "POST"
+                and response.status < 400
+                and chance(self._rng, faults.error_5xx_after_execution_probability)
+            ):  # done, and answered as if not: Stripe's 500s promise nothing either way
+                response, fault = (
+                    ApiResponse.of_error(errors.server_error()),
+                    "error_5xx_after_execution",
+                )
         reply = response.to_reply(request_id)
         if scope is not None:
             self._keys.finish(scope, reply if response.stored else None)
