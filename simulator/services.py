@@ -11,9 +11,8 @@ from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-
 from reference_impl.ports import EmailError
+from simulator import scheduling
 from simulator.fake_stripe.spill import KeySet, RecordLog, Spill
 from simulator.requests import current_request
 
@@ -58,7 +57,7 @@ class RecordingFulfilment:
     async def grant(
         self, *, purchase_id: str, user_id: str, program_id: str, session_id: str
     ) -> None:
-        await anyio.lowlevel.checkpoint()
+        await scheduling.checkpoint()
         purchase_id, user_id = as_id(purchase_id), as_id(user_id)
         program_id, session_id = as_id(program_id), as_id(session_id)
         self.grants.append(Grant(purchase_id, user_id, program_id, session_id, self.instance))
@@ -100,7 +99,7 @@ class FakeEmail:
         self._keys = KeySet(spill.db, "receipt_key")
 
     async def send_receipt(self, *, purchase_id: str, user_id: str, idempotency_key: str) -> None:
-        await anyio.lowlevel.checkpoint()
+        await scheduling.checkpoint()
         purchase_id, user_id, idempotency_key = (
             as_id(purchase_id),
             as_id(user_id),

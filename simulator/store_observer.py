@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import trio
-
 from reference_impl.embedded_store import peek
 from reference_impl.store import WRITE_OPS
+from simulator import scheduling
 from simulator.requests import current_request
 
 #: fields of a written document that the history keeps (enough for every invariant)
@@ -45,7 +44,7 @@ class StoreObserver:
         self, collection: str, op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> None:
         await self._before_call(collection, op)
-        await trio.lowlevel.checkpoint()
+        await scheduling.checkpoint()
         if op == "delete_many" and args:
             found = self._collection(collection).find(args[0], {"_id": 1})
             self._doomed = [doc["_id"] for doc in found]

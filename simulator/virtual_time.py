@@ -35,6 +35,8 @@ from typing import Any
 import trio
 import trio.testing
 
+from simulator import scheduling
+
 _run: Any = trio._core._run  # noqa: SLF001 - see module docstring
 #: what MockClock answers for "how long may the loop block" when its rate is 0 and time is frozen
 _FOREVER = 999999999
@@ -103,6 +105,13 @@ def virtual_clock() -> trio.testing.MockClock:
                 timer[_LIVE] = False
                 trio.lowlevel.reschedule(timer[_TASK])
 
+    start_mock_clock = clock.start_clock
+
+    def start_clock() -> None:  # in the run, before its first task
+        start_mock_clock()
+        scheduling.install_run_queue()  # what lets a task alone skip a checkpoint
+
+    clock.start_clock = start_clock  # type: ignore[method-assign]
     clock.current_time = current_time  # type: ignore[method-assign]
     clock.deadline_to_sleep_time = deadline_to_sleep_time  # type: ignore[method-assign]
     clock._autojump = autojump  # type: ignore[method-assign]
@@ -124,6 +133,9 @@ async def sleep(seconds: float) -> None:
     interrupt. Protected, the interrupt is delivered at the park (the abort below kills the
     timer), or at the main task's next checkpoint."""
     kept = getattr(_run.GLOBAL_RUN_CONTEXT.runner.clock, _TIMERS, None)
+    if kept is not None and seconds == 0:
+        await scheduling.checkpoint()  # trio.sleep(0) is a checkpoint
+        return
     if kept is None or seconds <= 0 or seconds == math.inf:
         await trio.sleep(seconds)
         return

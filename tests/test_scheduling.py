@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import anyio
+import pytest
 import trio.testing
 
+from simulator import scheduling, virtual_time
+from simulator.run import simulate
+from simulator.scenario_file import load_scenario
 from simulator.scheduling import scheduler_rng, seed_scheduler
+from simulator.virtual_time import virtual_clock
 
 _PROGRAM = """
 import anyio, trio.testing
@@ -81,3 +88,146 @@ def test_in_process_repeat_with_same_seed() -> None:
         )
 
     assert once() == once()
+
+
+# ---- the checkpoint a task alone in its pass may skip (scheduling.checkpoint)
+
+
+class _Steps(trio.abc.Instrument):
+    """How many times each task was stepped: a checkpoint that yields costs its task a step."""
+
+    def __init__(self) -> None:
+        self.steps: dict[trio.lowlevel.Task, int] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps[task] = self.steps.get(task, 0) + 1
+
+    def of(self, name: str) -> int:
+        (count,) = [n for task, n in self.steps.items() if task.name.endswith(name)]
+        return count
+
+
+def _run_virtual(main: Any, clock: Any = None) -> _Steps:
+    steps = _Steps()
+    seed_scheduler(1)
+    trio.run(main, clock=clock or virtual_clock(), instruments=[steps])
+    return steps
+
+
+async def _alone() -> None:
+    for _ in range(50):
+        await scheduling.checkpoint()
+
+
+def test_a_task_alone_under_virtual_time_does_not_yield() -> None:
+    steps = _run_virtual(_alone)
+    assert steps.of("._alone") <= 3  # its first steps, not one per call
+
+
+def test_under_any_other_clock_every_call_yields() -> None:
+    steps = _run_virtual(_alone, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert steps.of("._alone") > 50
+
+
+def test_tasks_runnable_together_still_interleave() -> None:
+    order: list[str] = []
+
+    async def worker(name: str) -> None:
+        for _ in range(5):
+            order.append(name)
+            await scheduling.checkpoint()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker, "a")
+            nursery.start_soon(worker, "b")
+
+    _run_virtual(main)
+    rounds = [sorted(order[i : i + 2]) for i in range(0, 10, 2)]
+    assert rounds == [["a", "b"]] * 5  # each yields to the other at every call
+
+
+def test_a_task_woken_by_one_alone_yields_to_it() -> None:
+    order: list[str] = []
+
+    async def waker(event: trio.Event) -> None:
+        event.set()  # the other task is runnable now: this task's checkpoint must let it run
+        await scheduling.checkpoint()
+        order.append("waker")
+
+    async def main() -> None:
+        event = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def waiter() -> None:
+                await event.wait()
+                order.append("waiter")
+
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(waker, event)
+
+    _run_virtual(main)
+    assert order == ["waiter", "waker"]
+
+
+def test_cancellation_is_still_checked() -> None:
+    caught: list[bool] = []
+
+    async def main() -> None:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await scheduling.checkpoint()
+        caught.append(scope.cancelled_caught)
+
+    _run_virtual(main)
+    assert caught == [True]
+
+
+def test_a_deadline_due_at_this_instant_is_honoured_first() -> None:
+    """A timer and a timeout at the same instant: the sleeper wakes alone (trio expires its
+    deadlines at the next pass), so its checkpoint must yield for the timeout to be delivered,
+    as `trio.lowlevel.checkpoint` would. (Not observed through `cancel_called`, which expires a
+    due deadline when read.)"""
+    steps = _Steps()
+    yielded: list[bool] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def timed() -> None:
+                with trio.CancelScope(deadline=trio.current_time() + 1):
+                    await trio.sleep_forever()
+
+            nursery.start_soon(timed)
+            await virtual_time.sleep(1)
+            me = trio.lowlevel.current_task()
+            before = steps.steps[me]
+            await scheduling.checkpoint()
+            yielded.append(steps.steps[me] > before)
+
+    _run_deadline(main, steps)
+    assert yielded == [True]
+
+
+def _run_deadline(main: Any, steps: _Steps) -> None:
+    seed_scheduler(1)
+    trio.run(main, clock=virtual_clock(), instruments=[steps])
+
+
+def test_outside_trio_it_is_anyio_checkpoint() -> None:
+    async def main() -> str:
+        await scheduling.checkpoint()
+        return "ran"
+
+    assert anyio.run(main, backend="asyncio") == "ran"
+
+
+def test_skipping_checkpoints_alone_changes_no_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same run with every skipped checkpoint taken writes the same history bytes: a timeout
+    scenario, where timers and deadlines meet."""
+    scenario = load_scenario(Path("scenarios/ci/stripe-slower-than-timeouts.toml"))
+    skipping = simulate(scenario, 2, "reference", None).history_sha256
+    monkeypatch.setattr(scheduling, "checkpoint", trio.lowlevel.checkpoint)
+    taking = simulate(scenario, 2, "reference", None).history_sha256
+    assert skipping == taking
