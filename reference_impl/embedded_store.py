@@ -29,6 +29,8 @@ them with mongomock as shipped, see `shipped`):
   operation on a collection's documents (they leave memory only when no write is running, as
   the fast paths change stored documents in place), reads copy what is on disk, a scan of a
   collection with documents on disk reads them one at a time, and `peek` only looks;
+- a `find` with a `limit` and no sort reads the documents up to the limit, not every match
+  (mongomock lists them all, then cuts): a read in pages holds one page;
 - copies of JSON-like documents (dicts, lists, scalars) are made by a tight loop instead of
   `copy.copy`/`copy.deepcopy` per value. One difference in kind: an object referenced twice in
   one document is copied twice (MongoDB, which stores BSON, has no shared references either).
@@ -37,6 +39,7 @@ them with mongomock as shipped, see `shipped`):
 from __future__ import annotations
 
 import copy
+import itertools
 import operator
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -48,7 +51,7 @@ import mongomock
 import mongomock.collection
 from bson import ObjectId
 from mongomock import DuplicateKeyError, helpers
-from mongomock.collection import Collection
+from mongomock.collection import Collection, Cursor
 from mongomock.filtering import filter_applies
 from pymongo import ReturnDocument
 
@@ -74,6 +77,7 @@ _shipped = {
     "_delete": Collection._delete,
     "_copy_field": mongomock.collection._copy_field,
     "copy": mongomock.collection.copy,
+    "_compute_results": Cursor._compute_results,
 }
 _scan: Callable[[Collection, Any], Iterator[dict[str, Any]]] = _shipped["_iter_documents"]
 
@@ -128,6 +132,26 @@ def _get_dataset(self: Collection, spec: Any, sort: Any, fields: Any, as_class: 
         if (doc := documents.get(key)) is not None and _applies(spec, doc)
     ]
     return (self._copy_only_fields(doc, fields, as_class) for doc in found)
+
+
+def _compute_results(self: Cursor, with_limit_and_skip: bool = False) -> Any:
+    """mongomock's cursor results; with a limit and no sort, only the documents up to the limit
+    (after the skip), in the order the scan finds them: the same answer, a page in memory."""
+    limit = self._limit
+    if (
+        not with_limit_and_skip
+        or not limit
+        or self._sort
+        or self._results
+        or self.collection.codec_options.tz_aware
+    ):
+        return _shipped["_compute_results"](self, with_limit_and_skip)
+    key = (self._factory, self._skip, limit)
+    page = getattr(self, "_paysim_page", None)
+    if page is None or page[0] != key:
+        found = list(itertools.islice(self._factory(), self._skip, self._skip + abs(limit)))
+        page = self._paysim_page = (key, found)
+    return page[1]
 
 
 def _listed_keys(spec: Any) -> list[str] | None:
@@ -579,6 +603,7 @@ def install() -> None:
     Collection._delete = _delete  # type: ignore[method-assign]
     mongomock.collection._copy_field = _copy_field
     mongomock.collection.copy = _copy_module  # type: ignore[assignment]
+    Cursor._compute_results = _compute_results  # type: ignore[method-assign]
     _install_operations()
 
 
@@ -592,6 +617,7 @@ def uninstall() -> None:
     Collection._delete = _shipped["_delete"]  # type: ignore[method-assign]
     mongomock.collection._copy_field = _shipped["_copy_field"]
     mongomock.collection.copy = _shipped["copy"]
+    Cursor._compute_results = _shipped["_compute_results"]  # type: ignore[method-assign]
     Collection._ensure_uniques = _shipped_ensure_uniques  # type: ignore[method-assign]
     embedded_spill.attach_by_default(True)
 

@@ -73,6 +73,8 @@ RELEASED = (CANCELLED, EXPIRED, FAILED)
 #: transition, removed with the sending, so `reconcile` finds the few still owed by an index
 #: lookup instead of reading every completed purchase at each sweep
 RECEIPT_OWED = "owed"
+#: owed receipts `reconcile` reads at a time
+RECEIPT_PAGE = 200
 #: the purchase lock's lease held by the current request, for `_claim_slot`'s fence; a context
 #: variable so that the slot seam (overridden by mutants) keeps its signature
 _PURCHASE_LEASE: ContextVar[Lease | None] = ContextVar("purchase_lease", default=None)
@@ -823,10 +825,11 @@ class ReferenceEngine:
         )
         await self._send_receipt(purchase)
 
-    async def _send_receipt(self, purchase: dict[str, Any]) -> None:
-        """The provider delivers once per key; a failure is retried by `reconcile`, never by Stripe."""
+    async def _send_receipt(self, purchase: dict[str, Any]) -> bool:
+        """The provider delivers once per key; a failure is retried by `reconcile`, never by
+        Stripe. False when the provider failed."""
         if purchase.get("receipt_sent"):
-            return
+            return True
         try:
             await self.env.email.send_receipt(
                 purchase_id=purchase["_id"],
@@ -834,10 +837,11 @@ class ReferenceEngine:
                 idempotency_key=f"receipt:{purchase['_id']}",
             )
         except EmailError:
-            return
+            return False
         await self.purchases.update_one(
             {"_id": purchase["_id"]}, {"$set": {"receipt_sent": True}, "$unset": {"receipt": ""}}
         )
+        return True
 
     # ------------------------------------------------------------------ transitions
 
@@ -1026,9 +1030,20 @@ class ReferenceEngine:
                 continue
 
     async def _retry_receipts(self) -> None:
-        owed = await self.purchases.find({"receipt": RECEIPT_OWED, "status": COMPLETED}).to_list()
-        for purchase in owed:
-            await self._send_receipt(purchase)
+        """The receipts still owed, a page at a time: an email outage leaves thousands, and one
+        read of them all held them all in memory at once. A page sent in full has left the
+        owed set (each send unsets `receipt`), so the next read is the next page; a failure
+        ends the sweep (the provider is down: the next sweep tries again)."""
+        while True:
+            page = await self.purchases.find(
+                {"receipt": RECEIPT_OWED, "status": COMPLETED, "receipt_sent": {"$ne": True}},
+                limit=RECEIPT_PAGE,
+            ).to_list()
+            for purchase in page:
+                if not await self._send_receipt(purchase):
+                    return
+            if len(page) < RECEIPT_PAGE:
+                return
 
     # ------------------------------------------------------------------ plumbing
 

@@ -688,10 +688,10 @@ def _memory(report: Report, sizes: Sizes, progress: Progress) -> None:
                         f"({large['history_bytes'] / 1e6:.0f} MB of history). What the longer "
                         "run holds more of, up to a plateau: its live state (the Checkout "
                         "Sessions still open until they expire, the customers still on their "
-                        "way), the store's full set of documents in memory for the collections "
-                        "the shorter run had not filled, and the reconciler's read of the "
-                        "receipts owed since the email outage, which lasts a quarter of the "
-                        "workload and so grows with the run.",
+                        "way) and the store's full set of documents in memory for the "
+                        "collections the shorter run had not filled. The reconciler reads the "
+                        "receipts owed since the email outage (a quarter of the workload) a "
+                        "page at a time.",
                         f"That run: {n / large['wall_s']:.0f} purchases/s.",
                     ],
                 )

@@ -99,14 +99,20 @@ PROJECTIONS: list[Any] = [
 ]
 
 
-def test_fast_scans_find_what_mongomock_finds() -> None:
-    rng = random.Random(7)
-    docs = _docs(rng, 400)
-    fast = client()["t"].c
+def _twins(seed: int, n: int, name: str) -> tuple[random.Random, Any, Any]:
+    """The same `n` generated documents in a fast collection and in mongomock as shipped."""
+    rng = random.Random(seed)
+    docs = _docs(rng, n)
+    fast = client()["t"][name]
     fast.insert_many([dict(d) for d in docs])
     with shipped():
-        plain = mongomock.MongoClient()["t"].c
+        plain = mongomock.MongoClient()["t"][name]
         plain.insert_many([dict(d) for d in docs])
+    return rng, fast, plain
+
+
+def test_fast_scans_find_what_mongomock_finds() -> None:
+    _, fast, plain = _twins(7, 400, "c")
     for flt in FILTERS:
         got = list(fast.find(flt))
         with shipped():
@@ -120,13 +126,7 @@ def test_fast_scans_find_what_mongomock_finds() -> None:
 
 
 def test_finds_of_listed_keys_sorted_by_id_match_mongomock() -> None:
-    rng = random.Random(5)
-    docs = _docs(rng, 200)
-    fast = client()["t"].k
-    fast.insert_many([dict(d) for d in docs])
-    with shipped():
-        plain = mongomock.MongoClient()["t"].k
-        plain.insert_many([dict(d) for d in docs])
+    rng, fast, plain = _twins(5, 200, "k")
     for _ in range(60):
         keys = [f"d{rng.randrange(260)}" for _ in range(rng.randrange(12))]
         flt: dict[str, Any] = {"_id": {"$in": keys}}
@@ -138,6 +138,40 @@ def test_finds_of_listed_keys_sorted_by_id_match_mongomock() -> None:
         with shipped():
             expected = list(plain.find(flt, projection, sort=sort))
         assert _same(got, expected), (flt, sort, projection)
+
+
+def test_finds_with_a_limit_match_mongomock() -> None:
+    rng, fast, plain = _twins(13, 300, "l")
+    for flt in FILTERS:
+        for skip, limit in ((0, 1), (0, 7), (5, 7), (0, -3), (290, 20), (0, 0), (400, 5)):
+            sort = rng.choice([None, None, [("n", 1)], [("_id", -1)]])
+            got = list(fast.find(flt, skip=skip, limit=limit, sort=sort))
+            with shipped():
+                expected = list(plain.find(flt, skip=skip, limit=limit, sort=sort))
+            assert _same(got, expected), (flt, skip, limit, sort)
+
+
+def test_a_find_with_a_limit_copies_only_its_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An email outage leaves thousands of receipts owed: a sweep that reads them a page at a
+    time must hold a page, not every match (mongomock as shipped copies them all, then cuts)."""
+    fast = client()["t"].owed
+    fast.insert_many([{"_id": f"p{i:04d}", "receipt": "owed"} for i in range(500)])
+    copies = 0
+    copy_only_fields = mongomock.collection.Collection._copy_only_fields
+
+    def counted(self: Any, *args: Any) -> Any:
+        nonlocal copies
+        copies += 1
+        return copy_only_fields(self, *args)
+
+    monkeypatch.setattr(mongomock.collection.Collection, "_copy_only_fields", counted)
+    page = list(fast.find({"receipt": "owed"}, limit=10))
+    assert [d["_id"] for d in page] == [f"p{i:04d}" for i in range(10)]
+    assert copies == 10
+    with shipped():
+        copies = 0
+        assert len(list(fast.find({"receipt": "owed"}, limit=10))) == 10
+        assert copies == 500  # what the fast path saves
 
 
 def test_fast_reads_and_writes_match_mongomock_step_by_step() -> None:

@@ -10,7 +10,7 @@ import pytest
 from reference_impl import errors
 from reference_impl.memory_locks import MemoryLockService
 from reference_impl.ports import Engine, EngineConfig
-from reference_impl.reference_engine import ReferenceEngine
+from reference_impl.reference_engine import RECEIPT_OWED, RECEIPT_PAGE, ReferenceEngine
 from reference_impl.schema import program_doc
 from reference_impl.seats import SeatLedger
 from simulator.services import FakeEmail
@@ -389,6 +389,45 @@ def test_email_outage_never_loses_the_completion_and_reconcile_sends_once() -> N
             await w.engine.reconcile()
             await w.engine.reconcile()
             assert len(email.delivered) == 1
+
+    run_virtual(main)
+
+
+def test_reconcile_reads_owed_receipts_a_page_at_a_time_and_stops_while_email_is_down() -> None:
+    """An outage leaves receipts owed by the thousand: the sweep reads them a page at a time
+    (memory for one page, not all), sends every page, and gives up at the first failure."""
+    down = {"now": True}
+    email = FakeEmail(fail=lambda: down["now"])
+    owed = 2 * RECEIPT_PAGE + 50
+
+    async def main() -> None:
+        async with world(ReferenceEngine, email=email) as w:
+            store = w.env.store.purchases
+            await store.insert_many(
+                [
+                    {"_id": f"pur_{i:05d}", "user_id": f"user_{i}", "program_id": PROG}
+                    | {"status": "completed", "receipt": RECEIPT_OWED}
+                    for i in range(owed)
+                ]
+            )
+            pages: list[int] = []
+            engine_store: Any = w.engine.purchases  # type: ignore[attr-defined]
+            find = engine_store.find
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                if args and "receipt" in args[0]:
+                    pages.append(kwargs.get("limit", 0))
+                return find(*args, **kwargs)
+
+            engine_store.find = counted
+            await w.engine.reconcile()
+            assert email.attempts == 1 and email.delivered == []  # down: the sweep gave up
+            down["now"] = False
+            await w.engine.reconcile()
+            assert len(email.delivered) == owed
+            assert {r.purchase_id for r in email.delivered} == {f"pur_{i:05d}" for i in range(owed)}
+            assert await w.purchases(receipt=RECEIPT_OWED) == []
+            assert pages == [RECEIPT_PAGE] * 4  # one read down; then two full pages and the rest
 
     run_virtual(main)
 

@@ -33,6 +33,7 @@ FAST_PATH_TESTS: list[Callable[[], None]] = [
     fast_paths.test_fast_reads_and_writes_match_mongomock_step_by_step,
     fast_paths.test_fast_inserts_match_mongomock,
     fast_paths.test_equality_index_answers_as_a_scan_while_documents_change,
+    fast_paths.test_finds_with_a_limit_match_mongomock,
 ]
 
 
