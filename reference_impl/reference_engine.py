@@ -74,7 +74,7 @@ RELEASED = (CANCELLED, EXPIRED, FAILED)
 #: lookup instead of reading every completed purchase at each sweep
 RECEIPT_OWED = "owed"
 #: owed receipts `reconcile` reads at a time
-RECEIPT_PAGE = 200
+RECEIPT_PAGE = 100
 #: the purchase lock's lease held by the current request, for `_claim_slot`'s fence; a context
 #: variable so that the slot seam (overridden by mutants) keeps its signature
 _PURCHASE_LEASE: ContextVar[Lease | None] = ContextVar("purchase_lease", default=None)
