@@ -20,9 +20,13 @@ by its seeded scheduler (simulator/scheduling.py), so runs stay reproducible.
 Under a virtual clock the run loop also asks the OS for I/O at only one pass in POLL_EVERY that
 would not block (`_install_lazy_poll`).
 
-Private trio API (MockClock's `_virtual_base`, `_autojump`, the runner's deadline heap, the
-running clock, the I/O manager's `get_events`): the trio version range is pinned and tests/test_virtual_time.py checks every
-property this relies on, so an upgrade that moves any of it fails there.
+At its start (`start_clock`, which trio calls inside the run) a virtual clock also gives the
+run the queue that lets a task alone in its pass skip a checkpoint (`scheduling.checkpoint`).
+
+Private trio API (MockClock's `_virtual_base`, `_autojump`, the runner's deadline heap and run
+queue, the running clock, the I/O manager's `get_events`): the trio version range is pinned,
+and tests/test_virtual_time.py and tests/test_scheduling.py check every property this relies
+on, so an upgrade that moves any of it fails there.
 """
 
 from __future__ import annotations
