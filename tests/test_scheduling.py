@@ -107,8 +107,8 @@ class _Steps(trio.abc.Instrument):
         return count
 
 
-def _run_virtual(main: Any, clock: Any = None) -> _Steps:
-    steps = _Steps()
+def _run_virtual(main: Any, clock: Any = None, steps: _Steps | None = None) -> _Steps:
+    steps = steps or _Steps()
     seed_scheduler(1)
     trio.run(main, clock=clock or virtual_clock(), instruments=[steps])
     return steps
@@ -206,13 +206,8 @@ def test_a_deadline_due_at_this_instant_is_honoured_first() -> None:
             await scheduling.checkpoint()
             yielded.append(steps.steps[me] > before)
 
-    _run_deadline(main, steps)
+    _run_virtual(main, steps=steps)
     assert yielded == [True]
-
-
-def _run_deadline(main: Any, steps: _Steps) -> None:
-    seed_scheduler(1)
-    trio.run(main, clock=virtual_clock(), instruments=[steps])
 
 
 def test_outside_trio_it_is_anyio_checkpoint() -> None:
