@@ -292,6 +292,40 @@ def test_a_purchase_still_pending_after_quiescence_is_stuck() -> None:
     assert check("no_stuck_purchase", [], unsettled)[0] == UNKNOWN
 
 
+def granted(pid: str) -> dict[str, Any]:
+    return {"type": "fulfilment", "purchase_id": pid, "session_id": f"cs_{pid}"}
+
+
+def emailed(pid: str, outcome: str = "sent") -> dict[str, Any]:
+    return {"type": f"email.{outcome}", "purchase_id": pid, "key": f"receipt:{pid}"}
+
+
+def test_a_completed_purchase_never_granted_or_never_receipted_is_caught() -> None:
+    done = facts([purchase("p1", "completed", "cs_p1"), purchase("p2", "completed", "cs_p2")])
+    served = history(granted("p1"), emailed("p1"), granted("p2"), emailed("p2", "failed"),
+                     emailed("p2"))  # fmt: skip
+    assert check("completion_delivered", served, done)[0] == HELD
+    # p2's receipt failed and was never retried; p1 was never granted access
+    status, found = check(
+        "completion_delivered",
+        history(emailed("p1"), granted("p2"), emailed("p2", "failed")),
+        done,
+    )
+    assert status == VIOLATED
+    assert [(v.purchase_id, v.evidence) for v in found] == [("p1", ()), ("p2", (2,))]
+    assert "never granted" in found[0].detail and "failed at t=2.000" in found[1].detail
+    # a repeat the provider deduplicated delivered nothing for this purchase
+    repeat = history(granted("p1"), emailed("p1", "deduplicated"))
+    only_p1 = facts([purchase("p1", "completed", "cs_p1")])
+    status, found = check("completion_delivered", repeat, only_p1)
+    assert status == VIOLATED and "none was ever sent" in found[0].detail
+    # only completed purchases are owed anything; an unfinished run is unknown
+    ended = facts([purchase("p1", "refunded", "cs_p1"), purchase("p2", "pending", "cs_p2")])
+    assert check("completion_delivered", [], ended)[0] == HELD
+    unsettled = facts([purchase("p1", "completed", "cs_p1")], quiescent=False)
+    assert check("completion_delivered", [], unsettled)[0] == UNKNOWN
+
+
 # ---- against their mutants, in the scenarios whose hazard they are
 
 
@@ -365,3 +399,17 @@ def test_a_bounced_bank_debit_left_pending_is_caught(tmp_path: Path) -> None:
         == VIOLATED
     )
     assert invariants("bank-debit-over-days", 1, "reference", tmp_path)["no_stuck_purchase"] == HELD
+
+
+def test_receipts_an_outage_refused_and_nobody_retried_are_caught(tmp_path: Path) -> None:
+    for engine in ("mutant:forgets-owed-receipts", "seed"):
+        assert invariants("email-outage", 1, engine, tmp_path)["completion_delivered"] == VIOLATED
+    assert invariants("email-outage", 1, "reference", tmp_path)["completion_delivered"] == HELD
+
+
+def test_a_success_page_that_completes_without_granting_is_caught(tmp_path: Path) -> None:
+    def judged(engine: str) -> str:
+        return invariants("bank-debit-over-days", 1, engine, tmp_path)["completion_delivered"]
+
+    assert judged("mutant:redirect-leaves-the-grant") == VIOLATED
+    assert judged("reference") == HELD

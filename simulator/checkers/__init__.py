@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from simulator.checkers.base import HELD, UNKNOWN, VIOLATED, Checker, FinalFacts, Outcome, Violation
 from simulator.checkers.cancel_answer import CancelAnsweredTruly
+from simulator.checkers.completion_delivered import CompletionDelivered
 from simulator.checkers.counter import CounterConsistent
 from simulator.checkers.double_charge import NoDoubleCharge
 from simulator.checkers.double_completion import NoDoubleCompletion
@@ -37,6 +38,7 @@ CHECKERS: tuple[type, ...] = (
     NoStuckPurchase,
     OnlyOwnerCancels,
     CancelAnsweredTruly,
+    CompletionDelivered,
 )
 INVARIANTS: tuple[str, ...] = tuple(c.name for c in CHECKERS)
 
