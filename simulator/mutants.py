@@ -852,6 +852,43 @@ class ReplaysIntentsTooLate(ReferenceEngine):
     intent_replay_within_s = float("inf")
 
 
+class ForgetsOwedReceipts(ReferenceEngine):
+    """Sends a receipt only while completing: one the email provider refused (an outage) stays
+    owed for ever, since no sweep retries it. The customer paid and was granted access but
+    never hears so.
+
+    Reached by email-outage. Violates completion_delivered."""
+
+    async def _retry_receipts(self) -> None:
+        return None
+
+
+_REDIRECTED: ContextVar[bool] = ContextVar("mutant_redirected", default=False)
+
+
+class RedirectLeavesTheGrant(ReferenceEngine):
+    """Completes the purchase from the success page but leaves the grant to the webhook, as if
+    the page only showed "paid": the webhook then finds the purchase completed and, as any
+    duplicate, only sends the receipt still owed. Whenever the customer's redirect wins the race,
+    access is never granted.
+
+    Reached where a redirect beats the webhook: rolling-deploy-memory-locks, lease-expiry-fenced,
+    bank-debit-over-days. Violates completion_delivered."""
+
+    async def handle_success_redirect(self, session_id: str) -> None:
+        token = _REDIRECTED.set(True)
+        try:
+            await super().handle_success_redirect(session_id)
+        finally:
+            _REDIRECTED.reset(token)
+
+    async def _fulfil(self, purchase: dict[str, Any]) -> None:
+        if _REDIRECTED.get():
+            await self._send_receipt(purchase)
+            return
+        await super()._fulfil(purchase)
+
+
 def _mutant(name: str, cls: type[ReferenceEngine], *violates: str) -> Mutant:
     summary = (inspect.getdoc(cls) or name).split("\n\n")[0].replace("\n", " ")
     return Mutant(name, cls, summary, violates)
@@ -943,6 +980,8 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("replays-intents-too-late", ReplaysIntentsTooLate, "no_orphan_session"),
         _mutant("buy-again-ignores-a-reseat", BuyAgainIgnoresAReseat, "no_double_charge"),
         _mutant("takes-a-500-for-nothing-done", TakesA500ForNothingDone, "no_orphan_session"),
+        _mutant("forgets-owed-receipts", ForgetsOwedReceipts, "completion_delivered"),
+        _mutant("redirect-leaves-the-grant", RedirectLeavesTheGrant, "completion_delivered"),
     )
 }
 
