@@ -336,7 +336,7 @@ class _World:
             locks=locks,
             stripe=self._stripe_client(),
             webhook_secret=self.fake.webhook_secret,
-            fulfilment=self.fulfilment,
+            fulfilment=self.fulfilment.on(instance.name),
             email=self.email,
             clock=self.clock,
             ids=SequentialIds(f"{instance.name}g{instance.generation}x"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, MutableSequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reference_impl.ports import EmailError
@@ -53,6 +53,12 @@ class RecordingFulfilment:
         """Keep the grants on disk (a long run's ledger); call before the first grant."""
         assert not self.grants
         self.grants = RecordLog(spill.db, "grant", Grant)
+
+    def on(self, instance: str) -> RecordingFulfilment:
+        """The same ledger as the port of `instance`: its grants name the instance that made
+        them (a double fulfilment across a rolling deploy shows which two). Call after
+        `spill_to`: the view shares the ledger it finds."""
+        return replace(self, instance=instance)
 
     async def grant(
         self, *, purchase_id: str, user_id: str, program_id: str, session_id: str

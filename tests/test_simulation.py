@@ -324,6 +324,18 @@ def test_rolling_deploy_overlaps_two_instances(tmp_path: Path) -> None:
     assert of(history, "instance.stop", instance="i0")
 
 
+def test_each_grant_names_the_instance_that_made_it(tmp_path: Path) -> None:
+    """The fulfilment ledger is shared, but each instance's port stamps its own name: a double
+    fulfilment across two instances must show which two."""
+    _, history = run(tmp_path, replace(BASE, topology=Topology(instances=2)))
+    writers: dict[str, set[str]] = {}
+    for write in of(history, "store.write"):
+        writers.setdefault(write["req"], set()).add(write["instance"])
+    grants = of(history, "fulfilment")
+    assert {g["instance"] for g in grants} == {"i0", "i1"}
+    assert all(writers[g["req"]] == {g["instance"]} for g in grants)
+
+
 def test_run_output_files(tmp_path: Path) -> None:
     run(tmp_path)
     for name in ("history.jsonl", "final_state.json", "ledgers.json"):
