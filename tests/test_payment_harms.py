@@ -10,6 +10,7 @@ from typing import Any
 from simulator.checkers import HELD, UNKNOWN, VIOLATED, FinalFacts
 from simulator.runner import run_scenario
 from simulator.scenario_file import load_scenario
+from simulator.services import as_id
 from tests.test_checkers import check, created, history, paid, write
 
 CI = Path("scenarios/ci")
@@ -324,6 +325,17 @@ def test_a_completed_purchase_never_granted_or_never_receipted_is_caught() -> No
     assert check("completion_delivered", [], ended)[0] == HELD
     unsettled = facts([purchase("p1", "completed", "cs_p1")], quiescent=False)
     assert check("completion_delivered", [], unsettled)[0] == UNKNOWN
+
+
+def test_completion_delivered_judges_an_id_that_is_not_a_string() -> None:
+    """A broken engine's purchase id (an object) is judged under the tagged id the ledgers
+    give it, not a TypeError that would call the run folder unreadable."""
+    odd = {"_id": {"n": 1}, "status": "completed", "user_id": "u1", "program_id": "p"}
+    tagged = as_id({"n": 1})
+    delivered = history(granted(tagged), emailed(tagged))
+    assert check("completion_delivered", delivered, facts([odd]))[0] == HELD
+    status, found = check("completion_delivered", history(emailed(tagged)), facts([odd]))
+    assert status == VIOLATED and found[0].purchase_id == tagged
 
 
 # ---- against their mutants, in the scenarios whose hazard they are

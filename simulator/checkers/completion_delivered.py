@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from simulator.checkers.base import FinalFacts, Outcome, Violation, outcome
+from simulator.services import as_id
 
 NAME = "completion_delivered"
 
@@ -48,7 +49,9 @@ class CompletionDelivered:
         for purchase in facts.purchases:
             if purchase.get("status") != "completed":
                 continue
-            pid = purchase["_id"]
+            # as the ledgers name it: an id that is not a string (a broken engine's) is a
+            # tagged string there, and no unhashable id may stop the judgement
+            pid = as_id(purchase["_id"])
             session_id = purchase.get("stripe_session_id")
             if pid not in self.granted:
                 found.append(
