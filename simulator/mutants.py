@@ -857,7 +857,7 @@ class ForgetsOwedReceipts(ReferenceEngine):
     owed for ever, since no sweep retries it. The customer paid and was granted access but
     never hears so.
 
-    Reached by email-outage. Violates completion_delivered."""
+    Reached by email-outage and email-outage-backlog. Violates completion_delivered."""
 
     async def _retry_receipts(self) -> None:
         return None

@@ -646,7 +646,11 @@ class Scenario:
     thresholds: Thresholds = setting(Thresholds(), "lock-wait SLOs")
     webhooks: WebhookSettings = setting(WebhookSettings(), "webhook delivery")
     stripe_latency_s: float = setting(
-        0.15, "typical Stripe API latency, seconds (mean of an exponential)", min=0.0, max=60.0
+        0.15,
+        "Stripe's round trip for every API request, seconds (half up the wire, half down), for "
+        "the whole run: no fault, the liveness phase keeps it",
+        min=0.0,
+        max=60.0,
     )
     stripe_max_network_retries: int | None = setting(
         None,
@@ -747,7 +751,60 @@ class Scenario:
                     )
                 )
         found.extend(self._fleet_pause_problems())
+        found.extend(self._stripe_reach_problems())
+        found.extend(self._stripe_outage_problems())
         return found
+
+    def _stripe_outage_problems(self) -> Problems:
+        """The fleet-wide pause below, from Stripe's side: while Stripe is down every replay of
+        a create whose answer was lost just before fails, and once it has been down about a day
+        Stripe has forgotten the key, so no engine can learn that session by asking (the event
+        of its expiry only names the purchase, as anyone's session may). Refused past Stripe's
+        idempotency window less one sweep interval."""
+        end_of_faults = self.durations.workload_s
+        windows = [
+            (fault.start, min(fault.end, end_of_faults), n)
+            for n, fault in enumerate(self.faults)
+            if fault.kind == "stripe_outage" and fault.start < min(fault.end, end_of_faults)
+        ]
+        limit = max(IDEMPOTENCY_WINDOW_S - self.durations.reconcile_every_s, 0.0)
+        for start, end in _merged([(a, b) for a, b, _ in windows]):
+            if end - start > limit:
+                n = min(i for a, b, i in windows if start <= a and b <= end)
+                return [
+                    (
+                        f"faults[{n}].end",
+                        f"Stripe is down from {start:g} to {end:g} s ({end - start:g} s): expected "
+                        f"an outage of at most {limit:g} s (Stripe's 24 h idempotency window less "
+                        "reconcile_every_s), past which a create whose answer was lost can no "
+                        "longer be resolved by replaying it",
+                    )
+                ]
+        return []
+
+    def _stripe_reach_problems(self) -> Problems:
+        """`stripe_latency_s` lasts the whole run (the liveness phase ends faults, not it). At
+        or past the longest the engine is told to wait for Stripe, no call is ever answered in
+        time: a create whose answer was lost is never learned, by a sweep or otherwise, so any
+        engine that honours its timeouts leaves a seat held and a session no purchase names
+        for ever (`EngineConfig.reconcile_stripe_timeout` exists for this). Refused, as a
+        fleet-wide pause past Stripe's idempotency window is."""
+        config = self.engine_config
+        field_name, longest = max(
+            ("engine_config.stripe_timeout", config.stripe_timeout),
+            ("engine_config.reconcile_stripe_timeout", config.reconcile_stripe_timeout),
+            key=lambda named: named[1],
+        )
+        if self.stripe_latency_s == 0 or self.stripe_latency_s < longest:
+            return []
+        return [
+            (
+                "stripe_latency_s",
+                f"a round trip of {self.stripe_latency_s:g} s is at least {field_name} "
+                f"({longest:g} s), the longest the engine waits for Stripe: expected less, or "
+                "no Stripe call could ever be answered in time",
+            )
+        ]
 
     def _fleet_pause_problems(self) -> Problems:
         """A pause is a GC or VM pause. One that freezes every instance at once for about a day

@@ -224,3 +224,53 @@ def test_a_pause_freezing_the_whole_fleet_past_stripes_idempotency_window_is_ref
     )
     assert both.problems()[0][0] == "faults[0].end"  # both frozen from 95,000 s on
     assert IDEMPOTENCY_WINDOW_S == KEY_TTL_S
+
+
+def test_a_stripe_slower_than_every_timeout_the_engine_has_is_refused() -> None:
+    """explore --guided on the reference, example 158 (shrunk-no_orphan_session, 2026-12-07):
+    a 12 s round trip for every request and `reconcile_stripe_timeout = 10`. The create's
+    answer was lost, and every replay the sweep made timed out 2 s before Stripe's answer,
+    for the whole run: a seat held and a session no purchase names for ever. No engine that
+    keeps to its timeouts could do better."""
+    slow = Scenario(
+        stripe_latency_s=12.0,
+        engine_config=EngineConfig(stripe_timeout=0.5, reconcile_stripe_timeout=10.0),
+    )
+    [(key, message)] = slow.problems()
+    assert key == "stripe_latency_s"
+    assert "at least engine_config.reconcile_stripe_timeout (10 s)" in message
+    # the sweep outwaits it (stripe-slower-than-timeouts: 12 s against the default 80 s)
+    patient = dataclasses.replace(slow, engine_config=EngineConfig(stripe_timeout=0.5))
+    assert patient.problems() == []
+    # an engine that waits for Stripe longest in requests is judged by that timeout
+    eager = dataclasses.replace(
+        slow, engine_config=EngineConfig(stripe_timeout=12.0, reconcile_stripe_timeout=1.0)
+    )
+    assert "at least engine_config.stripe_timeout (12 s)" in eager.problems()[0][1]
+    assert dataclasses.replace(slow, stripe_latency_s=9.9).problems() == []
+
+
+def test_a_stripe_outage_past_its_idempotency_window_is_refused() -> None:
+    """explore --guided on the reference, example 773 (shrunk-no_orphan_session, 2026-12-07):
+    a create's answer lost at 1 s, then Stripe down from 5 s to the end of a 260,000 s workload.
+    Every replay failed; the first after the outage, three days on, met a key Stripe had
+    forgotten, and the session it had made was left to nobody. No engine's doing."""
+    every = Durations(workload_s=260_000.0, reconcile_every_s=3600.0)
+    down = Scenario(
+        faults=(
+            FaultSpec(kind="stripe_lost_response", end=30.0, probability=0.5),
+            FaultSpec(kind="stripe_outage", start=5.0),
+        ),
+        durations=every,
+    )
+    [(key, message)] = down.problems()
+    assert key == "faults[1].end" and "Stripe is down from 5 to 260000 s" in message
+    short = dataclasses.replace(
+        down, faults=(*down.faults[:1], FaultSpec(kind="stripe_outage", start=5.0, end=80_000.0))
+    )
+    assert short.problems() == []
+    # outages back to back are one outage
+    chained = dataclasses.replace(
+        short, faults=(*short.faults, FaultSpec(kind="stripe_outage", start=70_000.0))
+    )
+    assert chained.problems()[0][0] == "faults[1].end"
