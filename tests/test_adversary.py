@@ -170,3 +170,28 @@ def test_bad_adversary_keys_are_one_line_naming_the_key(
         load_scenario(path)
     message = str(info.value)
     assert key in message and says in message and "\n" not in message
+
+
+def test_the_sweep_gets_its_grace_after_the_attackers_last_request(tmp_path: Path) -> None:
+    """explore --guided on the reference, search seed 2, example 410 (2026-12-07): against a
+    Stripe with a 40 s round trip each attack takes minutes, so attacks drawn inside a 90 s
+    workload went on until t=400 s and more, after every customer. The liveness phase counted
+    the sweep's grace from the customers alone and ended before the sweep could resolve the
+    attacker's creates that timed out: 27 purchases "stuck", no engine's doing."""
+    from simulator.runner import run_scenario
+    from simulator.scenario import Durations, WorkloadPart
+
+    slow = Scenario(
+        name="slow-stripe-long-attack",
+        stripe_latency_s=40.0,
+        workload=(WorkloadPart(kind="double_click", count=1, at=1.0),),
+        durations=Durations(workload_s=90.0),
+        adversary=AdversarySettings(enabled=True),
+    )
+    report = run_scenario(slow, 2, "reference", tmp_path / "run")
+    history = read_history(tmp_path / "run" / "history.jsonl")
+    attacker = [e["t"] for e in history if e["type"] == "op.invoke" and "adv_" in e["user_id"]]
+    liveness = next(e["t"] for e in history if e["type"] == "liveness.start")
+    assert max(attacker) > slow.durations.workload_s  # the attack outlasted the window
+    assert liveness > max(attacker)  # and the liveness phase waited for it
+    assert report.summary["invariants"]["no_stuck_purchase"] == HELD
