@@ -74,6 +74,8 @@ class Nemesis:
         """Apply the schedule until `faults_end`, then switch every fault off (liveness phase)."""
         edges: list[tuple[float, int, FaultSpec]] = []
         for spec in self.specs:
+            if spec.end <= spec.start:
+                continue  # [start, end) is empty (an end sorts before a start at one instant)
             edges.append((spec.start, 1, spec))
             if spec.end < faults_end:
                 edges.append((spec.end, 0, spec))

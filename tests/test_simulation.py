@@ -181,6 +181,18 @@ def test_stripe_faults_reach_the_engine(tmp_path: Path, kind: str, fault: str) -
     assert of(history, "stripe.request", fault=fault)
 
 
+def test_a_fault_whose_window_is_empty_never_starts(tmp_path: Path) -> None:
+    """explore --guided, search seed 5 (2026-12-07): `start = 30, end = 30` switched Stripe's
+    connection errors on at 30 s and off only when the workload ended, an hour later (the
+    end sorted before the start at one instant and found nothing to end)."""
+    _, history = run(tmp_path, with_fault("stripe_connection_errors", start=30.0, end=30.0))
+    assert not of(history, "fault.start")
+    assert not [e for e in history if e["type"] == "stripe.request" and e.get("fault")]
+    # the same fault over a window of its own does start and end there
+    _, opened = run(tmp_path, with_fault("stripe_connection_errors", start=30.0, end=31.0), name="b")
+    assert [e["t"] for e in opened if e["type"].startswith("fault.")] == [30.0, 31.0]
+
+
 def test_lost_responses_are_replayed_by_the_sdk_with_the_same_key(tmp_path: Path) -> None:
     _, history = run(tmp_path, with_fault("stripe_lost_response", probability=0.5, end=60.0))
     assert of(history, "stripe.request", replayed=True)
