@@ -28,7 +28,12 @@ from pymongo.errors import DuplicateKeyError
 
 from reference_impl.errors import Busy, UpstreamError
 from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult
-from reference_impl.reference_engine import OutcomeUnknown, ReferenceEngine, _paid_fields
+from reference_impl.reference_engine import (
+    OutcomeUnknown,
+    ReferenceEngine,
+    _paid_fields,
+    _purchase_id,
+)
 from reference_impl.schema import COMPLETED, FAILED, PENDING, REFUNDED, SEAT_HOLDS
 from reference_impl.seats import HOLD_RELEASED, MOVES, WITHOUT_SEAT_MOVES, SeatLedger
 from reference_impl.webhook_signature import InvalidWebhook, verify_event
@@ -625,6 +630,20 @@ class TakesA500ForNothingDone(ReferenceEngine):
         return None
 
 
+class ForgetsAnEarlyExpiry(ReferenceEngine):
+    """Records the session an expiry names only on a purchase that has failed already: an
+    expiry that comes while the create's outcome is still unknown is dropped, and when the
+    sweep's replay then meets Stripe's stored 500 and fails the purchase, no event names that
+    session again. It belongs to nobody.
+
+    Reached by expiry-before-the-stored-500. Violates no_orphan_session."""
+
+    async def _record_session_of_failed_create(self, session: dict[str, Any]) -> None:
+        named = await self.purchases.find_one({"_id": _purchase_id(session)})
+        if named is not None and named["status"] == FAILED:
+            await super()._record_session_of_failed_create(session)
+
+
 class ForgetsOwedRefunds(ReferenceEngine):
     """Does not pay back a refund it decided but Stripe did not make (an outage): the event's
     retry finds the purchase refunded and changes nothing, so the money is kept.
@@ -842,16 +861,6 @@ class RefundKeyNeverRotates(ReferenceEngine):
         )
 
 
-class ReplaysIntentsTooLate(ReferenceEngine):
-    """Sweeps up a create whose outcome is unknown only after `reconcile_grace`, however long:
-    past the 24 h Stripe answers a replay from memory, the replay is refused (its expiry is in
-    the past) and the session the first attempt made belongs to no purchase.
-
-    Reached by late-sweep-long-grace. Violates no_orphan_session."""
-
-    intent_replay_within_s = float("inf")
-
-
 class ForgetsOwedReceipts(ReferenceEngine):
     """Sends a receipt only while completing: one the email provider refused (an outage) stays
     owed for ever, since no sweep retries it. The customer paid and was granted access but
@@ -977,9 +986,9 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("impatient-sweep", ImpatientSweep, "no_stuck_purchase"),
         _mutant("no-refund-sweep", NoRefundSweep, "no_lost_payment"),
         _mutant("refund-key-never-rotates", RefundKeyNeverRotates, "no_lost_payment"),
-        _mutant("replays-intents-too-late", ReplaysIntentsTooLate, "no_orphan_session"),
         _mutant("buy-again-ignores-a-reseat", BuyAgainIgnoresAReseat, "no_double_charge"),
         _mutant("takes-a-500-for-nothing-done", TakesA500ForNothingDone, "no_orphan_session"),
+        _mutant("forgets-an-early-expiry", ForgetsAnEarlyExpiry, "no_orphan_session"),
         _mutant("forgets-owed-receipts", ForgetsOwedReceipts, "completion_delivered"),
         _mutant("redirect-leaves-the-grant", RedirectLeavesTheGrant, "completion_delivered"),
     )

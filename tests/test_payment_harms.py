@@ -425,3 +425,15 @@ def test_a_success_page_that_completes_without_granting_is_caught(tmp_path: Path
 
     assert judged("mutant:redirect-leaves-the-grant") == VIOLATED
     assert judged("reference") == HELD
+
+
+def test_an_expiry_that_came_before_the_stored_500_is_kept(tmp_path: Path) -> None:
+    """The expiry of a session whose create's outcome was still unknown names the purchase;
+    the sweep's replay then meets Stripe's stored 500 and fails it. Kept, the expiry records
+    the session on the failed purchase; dropped, the session belongs to nobody."""
+
+    def orphans(engine: str) -> str:
+        return invariants("expiry-before-the-stored-500", 3, engine, tmp_path)["no_orphan_session"]
+
+    assert orphans("mutant:forgets-an-early-expiry") == VIOLATED
+    assert orphans("reference") == HELD
