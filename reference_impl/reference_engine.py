@@ -771,8 +771,9 @@ class ReferenceEngine:
             await self._end_pending(purchase["_id"], FAILED)
 
     async def _on_session_expired(self, session: dict[str, Any]) -> None:
-        # a purchase whose create answer was lost is left to reconcile, which asks Stripe which
-        # session is its own: an expired session merely naming it proves nothing
+        # a purchase whose create's answer was lost learns its session from the replayed
+        # create; an expiry merely naming it proves nothing, unless it has the create's own
+        # terms (`_record_session_of_failed_create`)
         if session.get("status") != "expired" or session.get("payment_status") == "paid":
             return  # the event contradicts its own object: end nothing on its word
         purchase = await self._purchase_of_session(session["id"])
@@ -790,24 +791,22 @@ class ReferenceEngine:
         only a session with the create's own terms (amount, `expires_at`).
 
         The expiry may come first, while the create's outcome is still unknown (its retry was
-        lost too) and the purchase waits for the sweep, whose replay then meets the stored 500:
-        the expiry is noted on the purchase (`expired_session`) and `_fail_create` records it.
-        Noted before the failed purchase is looked for, so that a failure between the two
-        finds the note."""
+        lost too, or Stripe is out of reach) and the purchase waits for the sweep. A session
+        with the create's own terms has the purchase's own `expires_at`, so whichever session
+        the create made has expired with it: the purchase expires, that session recorded."""
         terms = {
-            "_id": _purchase_id(session),  # None, a session naming nothing: matches nothing
             "stripe_session_id": None,
             "amount": session["amount_total"],
             # a number equal to the session's: an odd `expires_at` (None) matches nothing
             "session_expires_at": {"$type": "number", "$eq": session["expires_at"]},
         }
-        await self.purchases.update_one(
-            {**terms, "status": {"$in": [PENDING, FAILED]}},
-            {"$set": {"expired_session": session["id"]}},
-        )
-        await self.purchases.update_one(
-            {**terms, "status": FAILED}, {"$set": {"stripe_session_id": session["id"]}}
-        )
+        named = _purchase_id(session)  # None, a session naming nothing: matches nothing
+        fields = {"ended_at": self.env.clock.now(), "stripe_session_id": session["id"]}
+        if await self._transition(named, PENDING, EXPIRED, fields, terms) is None:
+            await self.purchases.update_one(
+                {"_id": named, **terms, "status": FAILED},
+                {"$set": {"stripe_session_id": session["id"]}},
+            )
 
     async def _purchase_of_session(self, session_id: str) -> dict[str, Any] | None:
         return await self.purchases.find_one({"stripe_session_id": session_id})
@@ -879,27 +878,16 @@ class ReferenceEngine:
         return {**before, "status": new, **fields}
 
     async def _fail_create(self, purchase: dict[str, Any]) -> bool:
-        """Stripe definitely refused the Checkout Session: give the seat back, exactly once.
-        A session whose expiry named the purchase meanwhile is recorded on it
-        (`_record_session_of_failed_create`)."""
-        failed = await self._ended(purchase["_id"], FAILED)
-        if failed is not None and failed.get("expired_session"):  # noted before the failure
-            await self.purchases.update_one(
-                {"_id": purchase["_id"], "stripe_session_id": None},
-                {"$set": {"stripe_session_id": failed["expired_session"]}},
-            )
-        return failed is not None
+        """Stripe definitely refused the Checkout Session: give the seat back, exactly once."""
+        return await self._end_pending(purchase["_id"], FAILED)
 
     async def _end_pending(self, purchase_id: str, new: str) -> bool:
         """`pending -> new`; True for the one caller that made it. (A purchase whose create's
         answer was lost learns its session from the replayed create, never from an event that
-        merely names it: `_foreign_session`, `_resolve_intents`.)"""
-        return await self._ended(purchase_id, new) is not None
-
-    async def _ended(self, purchase_id: str, new: str) -> dict[str, Any] | None:
-        """`_end_pending`, answering the ended document to the one caller that made it."""
+        merely names it: `_foreign_session`, `_resolve_intents`; an expiry with the create's
+        own terms is the one exception, `_record_session_of_failed_create`.)"""
         fields: dict[str, Any] = {"ended_at": self.env.clock.now()}
-        return await self._transition(purchase_id, PENDING, new, fields)
+        return await self._transition(purchase_id, PENDING, new, fields) is not None
 
     # ------------------------------------------------------------------ reconcile
 

@@ -758,9 +758,9 @@ class Scenario:
     def _stripe_outage_problems(self) -> Problems:
         """The fleet-wide pause below, from Stripe's side: while Stripe is down every replay of
         a create whose answer was lost just before fails, and once it has been down about a day
-        Stripe has forgotten the key, so no engine can learn that session by asking (the event
-        of its expiry only names the purchase, as anyone's session may). Refused past Stripe's
-        idempotency window less one sweep interval."""
+        Stripe has forgotten the key, so no engine can learn that session by asking: it is left
+        with what Stripe's events tell it, if they come. Refused past Stripe's idempotency
+        window less one sweep interval."""
         end_of_faults = self.durations.workload_s
         windows = [
             (fault.start, min(fault.end, end_of_faults), n)

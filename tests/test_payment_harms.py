@@ -429,8 +429,9 @@ def test_a_success_page_that_completes_without_granting_is_caught(tmp_path: Path
 
 def test_an_expiry_that_came_before_the_stored_500_is_kept(tmp_path: Path) -> None:
     """The expiry of a session whose create's outcome was still unknown names the purchase;
-    the sweep's replay then meets Stripe's stored 500 and fails it. Kept, the expiry records
-    the session on the failed purchase; dropped, the session belongs to nobody."""
+    the sweep's replay would then meet Stripe's stored 500 and fail it. Kept (it has the
+    create's own terms), the expiry ends the purchase with that session recorded; dropped, the
+    session belongs to nobody."""
 
     def orphans(engine: str) -> str:
         return invariants("expiry-before-the-stored-500", 3, engine, tmp_path)["no_orphan_session"]
