@@ -773,16 +773,16 @@ class ReferenceEngine:
     async def _on_session_expired(self, session: dict[str, Any]) -> None:
         # a purchase whose create's answer was lost learns its session from the replayed
         # create; an expiry merely naming it proves nothing, unless it has the create's own
-        # terms (`_record_session_of_failed_create`)
+        # terms (`_adopt_expired_session`)
         if session.get("status") != "expired" or session.get("payment_status") == "paid":
             return  # the event contradicts its own object: end nothing on its word
         purchase = await self._purchase_of_session(session["id"])
         if purchase is not None:
             await self._end_pending(purchase["_id"], EXPIRED)
         else:
-            await self._record_session_of_failed_create(session)
+            await self._adopt_expired_session(session)
 
-    async def _record_session_of_failed_create(self, session: dict[str, Any]) -> None:
+    async def _adopt_expired_session(self, session: dict[str, Any]) -> None:
         """A create Stripe answered with a 500 may have made its session all the same (a 500
         promises nothing, and Stripe replays it to every retry with the key). The purchase
         failed and gave its seat back, which is safe: nobody saw that session's URL, so nobody
@@ -885,7 +885,7 @@ class ReferenceEngine:
         """`pending -> new`; True for the one caller that made it. (A purchase whose create's
         answer was lost learns its session from the replayed create, never from an event that
         merely names it: `_foreign_session`, `_resolve_intents`; an expiry with the create's
-        own terms is the one exception, `_record_session_of_failed_create`.)"""
+        own terms is the one exception, `_adopt_expired_session`.)"""
         fields: dict[str, Any] = {"ended_at": self.env.clock.now()}
         return await self._transition(purchase_id, PENDING, new, fields) is not None
 

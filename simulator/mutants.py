@@ -626,7 +626,7 @@ class TakesA500ForNothingDone(ReferenceEngine):
 
     Reached by stripe-500-after-execution. Violates no_orphan_session."""
 
-    async def _record_session_of_failed_create(self, session: dict[str, Any]) -> None:
+    async def _adopt_expired_session(self, session: dict[str, Any]) -> None:
         return None
 
 
@@ -638,10 +638,10 @@ class ForgetsAnEarlyExpiry(ReferenceEngine):
 
     Reached by expiry-before-the-stored-500. Violates no_orphan_session."""
 
-    async def _record_session_of_failed_create(self, session: dict[str, Any]) -> None:
+    async def _adopt_expired_session(self, session: dict[str, Any]) -> None:
         named = await self.purchases.find_one({"_id": _purchase_id(session)})
         if named is not None and named["status"] == FAILED:
-            await super()._record_session_of_failed_create(session)
+            await super()._adopt_expired_session(session)
 
 
 class ForgetsOwedRefunds(ReferenceEngine):

@@ -761,34 +761,27 @@ class Scenario:
         Stripe has forgotten the key, so no engine can learn that session by asking: it is left
         with what Stripe's events tell it, if they come. Refused past Stripe's idempotency
         window less one sweep interval."""
-        end_of_faults = self.durations.workload_s
-        windows = [
-            (fault.start, min(fault.end, end_of_faults), n)
-            for n, fault in enumerate(self.faults)
-            if fault.kind == "stripe_outage" and fault.start < min(fault.end, end_of_faults)
+        windows = self._fault_windows("stripe_outage")
+        too_long = self._past_replay(_merged([(a, b) for a, b, _, _ in windows]))
+        if too_long is None:
+            return []
+        start, end, limit = too_long
+        n = min(i for a, b, i, _ in windows if start <= a and b <= end)
+        return [
+            (
+                f"faults[{n}].end",
+                f"Stripe is down from {start:g} to {end:g} s ({end - start:g} s): expected an "
+                f"outage of at most {limit:g} s {_PAST_REPLAY}",
+            )
         ]
-        limit = max(IDEMPOTENCY_WINDOW_S - self.durations.reconcile_every_s, 0.0)
-        for start, end in _merged([(a, b) for a, b, _ in windows]):
-            if end - start > limit:
-                n = min(i for a, b, i in windows if start <= a and b <= end)
-                return [
-                    (
-                        f"faults[{n}].end",
-                        f"Stripe is down from {start:g} to {end:g} s ({end - start:g} s): expected "
-                        f"an outage of at most {limit:g} s (Stripe's 24 h idempotency window less "
-                        "reconcile_every_s), past which a create whose answer was lost can no "
-                        "longer be resolved by replaying it",
-                    )
-                ]
-        return []
 
     def _stripe_reach_problems(self) -> Problems:
         """`stripe_latency_s` lasts the whole run (the liveness phase ends faults, not it). At
         or past the longest the engine is told to wait for Stripe, no call is ever answered in
-        time: a create whose answer was lost is never learned, by a sweep or otherwise, so any
-        engine that honours its timeouts leaves a seat held and a session no purchase names
-        for ever (`EngineConfig.reconcile_stripe_timeout` exists for this). Refused, as a
-        fleet-wide pause past Stripe's idempotency window is."""
+        time: no create, retrieve or refund is ever confirmed, and a create that never landed
+        leaves no session whose events could tell, so any engine that honours its timeouts
+        holds seats and owes refunds for ever (`EngineConfig.reconcile_stripe_timeout` exists
+        for this). Refused, as a fleet-wide pause past Stripe's idempotency window is."""
         config = self.engine_config
         field_name, longest = max(
             ("engine_config.stripe_timeout", config.stripe_timeout),
@@ -814,34 +807,51 @@ class Scenario:
         waits. Refused when it lasts past Stripe's idempotency window less one sweep interval
         (the first sweep after it may come that much later)."""
         names = self.topology.instance_names()
-        end_of_faults = self.durations.workload_s
         paused: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
         first: dict[str, int] = {}
-        for n, fault in enumerate(self.faults):
-            if fault.kind == "pause" and fault.target in paused:
-                window = (fault.start, min(fault.end, end_of_faults))
-                if window[0] < window[1]:
-                    paused[fault.target].append(window)
-                    first.setdefault(fault.target, n)
+        for start, end, n, target in self._fault_windows("pause"):
+            if target in paused:
+                paused[target].append((start, end))
+                first.setdefault(target, n)
         if not names or any(not windows for windows in paused.values()):
             return []
         frozen = _merged(paused[names[0]])
         for name in names[1:]:
             frozen = _intersection(frozen, _merged(paused[name]))
+        too_long = self._past_replay(frozen)
+        if too_long is None:
+            return []
+        start, end, limit = too_long
+        return [
+            (
+                f"faults[{min(first.values())}].end",
+                f"every instance is paused from {start:g} to {end:g} s ({end - start:g} s): "
+                f"expected a fleet-wide pause of at most {limit:g} s {_PAST_REPLAY}",
+            )
+        ]
+
+    def _fault_windows(self, kind: str) -> list[tuple[float, float, int, str]]:
+        """(start, end, index, target) of each `kind` fault whose window, cut at the end of
+        the workload (where every fault stops), is not empty."""
+        end_of_faults = self.durations.workload_s
+        return [
+            (fault.start, min(fault.end, end_of_faults), n, fault.target)
+            for n, fault in enumerate(self.faults)
+            if fault.kind == kind and fault.start < min(fault.end, end_of_faults)
+        ]
+
+    def _past_replay(self, windows: list[tuple[float, float]]) -> tuple[float, float, float] | None:
+        """The first of the disjoint `windows` longer than Stripe's idempotency window less one
+        sweep interval, with that limit: (start, end, limit)."""
         limit = max(IDEMPOTENCY_WINDOW_S - self.durations.reconcile_every_s, 0.0)
-        for start, end in frozen:
-            if end - start > limit:
-                n = min(first.values())
-                return [
-                    (
-                        f"faults[{n}].end",
-                        f"every instance is paused from {start:g} to {end:g} s ({end - start:g} "
-                        f"s): expected a fleet-wide pause of at most {limit:g} s (Stripe's 24 h "
-                        f"idempotency window less reconcile_every_s), past which a create whose "
-                        "answer was lost can no longer be resolved by replaying it",
-                    )
-                ]
-        return []
+        return next(((a, b, limit) for a, b in windows if b - a > limit), None)
+
+
+#: why a window past `Scenario._past_replay`'s limit is refused
+_PAST_REPLAY = (
+    "(Stripe's 24 h idempotency window less reconcile_every_s), past which a create whose "
+    "answer was lost can no longer be resolved by replaying it"
+)
 
 
 def _merged(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
