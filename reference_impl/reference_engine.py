@@ -945,17 +945,36 @@ class ReferenceEngine:
             session = await self._stripe(
                 self.env.stripe.v1.checkout.sessions.retrieve_async(session_id)
             )
+            debit_failed = await self._delayed_payment_failed(session)
         except (OutcomeUnknown, stripe.StripeError):
             return
         async with self._lock(f"webhook:session:{session_id}", self.config.webhook_lock_timeout):
-            await self._settle_as_stripe_says(purchase_id, session)
+            await self._settle_as_stripe_says(purchase_id, session, debit_failed)
 
-    async def _settle_as_stripe_says(self, purchase_id: str, session: dict[str, Any]) -> None:
-        """Expired: the purchase ends. Complete: honoured (or kept, if it is not ours). Still
-        open: Stripe has not run its expiry yet (it may lag `expires_at`); the next sweep asks
-        again."""
+    async def _delayed_payment_failed(self, session: dict[str, Any]) -> bool:
+        """A session `complete` but `unpaid` is a delayed payment (a bank debit) still in
+        flight, or one that failed: the session reads the same either way, and the event that
+        told them apart (`checkout.session.async_payment_failed`) may have been given up. Its
+        PaymentIntent tells: `processing` while in flight, `requires_payment_method` once the
+        debit failed (a completed session takes no other attempt), or `canceled`."""
+        intent_id = session.get("payment_intent")
+        if session["status"] != "complete" or session.get("payment_status") != "unpaid":
+            return False
+        if not isinstance(intent_id, str):  # not in payment mode, which the engine never asks
+            return False  # for (no CI scenario reaches it): nothing attempted, nothing failed
+        intent = await self._stripe(self.env.stripe.v1.payment_intents.retrieve_async(intent_id))
+        return intent.get("status") in ("requires_payment_method", "canceled")
+
+    async def _settle_as_stripe_says(
+        self, purchase_id: str, session: dict[str, Any], debit_failed: bool = False
+    ) -> None:
+        """Expired: the purchase ends. Complete: honoured (or kept, if it is not ours), or
+        failed if its delayed payment failed. Still open: Stripe has not run its expiry yet (it
+        may lag `expires_at`); the next sweep asks again."""
         if session["status"] == "expired":
             await self._end_pending(purchase_id, EXPIRED)
+        elif debit_failed:  # complete, unpaid, and its PaymentIntent says the debit failed
+            await self._on_session_payment_failed(checkout_session(session))
         elif session["status"] == "complete":
             await self._on_session_paid_or_pending(checkout_session(session))
 

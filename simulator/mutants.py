@@ -644,6 +644,17 @@ class ForgetsAnEarlyExpiry(ReferenceEngine):
             await super()._adopt_expired_session(session)
 
 
+class WaitsForTheBounceEvent(ReferenceEngine):
+    """Takes a session `complete` and `unpaid` for a bank debit still in flight, whatever its
+    PaymentIntent says: when Stripe gave up on `checkout.session.async_payment_failed`, the
+    bounced debit's purchase waits for ever, holding its seat.
+
+    Reached by bounced-debit-event-lost. Violates no_stuck_purchase and counter_consistent."""
+
+    async def _delayed_payment_failed(self, session: dict[str, Any]) -> bool:
+        return False
+
+
 class ForgetsOwedRefunds(ReferenceEngine):
     """Does not pay back a refund it decided but Stripe did not make (an outage): the event's
     retry finds the purchase refunded and changes nothing, so the money is kept.
@@ -991,6 +1002,12 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("forgets-an-early-expiry", ForgetsAnEarlyExpiry, "no_orphan_session"),
         _mutant("forgets-owed-receipts", ForgetsOwedReceipts, "completion_delivered"),
         _mutant("redirect-leaves-the-grant", RedirectLeavesTheGrant, "completion_delivered"),
+        _mutant(
+            "waits-for-the-bounce-event",
+            WaitsForTheBounceEvent,
+            "no_stuck_purchase",
+            "counter_consistent",
+        ),
     )
 }
 

@@ -438,3 +438,19 @@ def test_an_expiry_that_came_before_the_stored_500_is_kept(tmp_path: Path) -> No
 
     assert orphans("mutant:forgets-an-early-expiry") == VIOLATED
     assert orphans("reference") == HELD
+
+
+def test_a_bounced_debit_whose_event_was_given_up_is_failed_by_the_sweep(tmp_path: Path) -> None:
+    """Stripe gave up on every `async_payment_failed`; the sweep's session reads `complete`,
+    `unpaid`, as for a debit in flight. The PaymentIntent tells them apart: the reference
+    fails the purchase and frees its seat; a sweep that waits for the event never does."""
+
+    def judged(engine: str) -> dict[str, str]:
+        return invariants("bounced-debit-event-lost", 1, engine, tmp_path)
+
+    waiting = judged("mutant:waits-for-the-bounce-event")
+    assert waiting["no_stuck_purchase"] == VIOLATED
+    assert waiting["counter_consistent"] == VIOLATED
+    fixed = judged("reference")
+    assert fixed["no_stuck_purchase"] == HELD
+    assert fixed["counter_consistent"] == HELD

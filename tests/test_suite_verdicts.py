@@ -75,6 +75,7 @@ SEED_VIOLATES = {
     "old-tab-paid-during-buy-again": {"counter_consistent", "no_double_charge"},
     "double-cancel-lost-answer": {"counter_consistent", "no_orphan_session"},
     "expiry-before-the-stored-500": {"counter_consistent", "no_lost_payment", "no_orphan_session"},
+    "bounced-debit-event-lost": {"counter_consistent", "no_orphan_session", "no_stuck_purchase"},
 }
 
 
