@@ -49,7 +49,7 @@ def fault_specs(draw: st.DrawFn) -> FaultSpec:
         value_s=draw(st.sampled_from([1.0, 12.0, 40.0])),
         rate=draw(st.sampled_from([1.0, 5.0])),
         target=draw(st.sampled_from(["i0", "any"])),
-    )
+    ).without_unread()  # as a scenario file must have it: only what its kind reads
 
 
 @st.composite

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reference_impl.ports import EngineConfig
@@ -39,10 +39,12 @@ FAULT_KINDS: Mapping[str, str] = {
     "stripe_rate_limit": "Stripe answers 429 above `rate` requests per second",
     "email_outage": "sending a receipt fails with `probability`",
     "store_latency": "a store call waits up to `value_s` with `probability`",
-    "slow_handler": "instance `target` (or `any`) stalls `value_s` before a store call",
+    "slow_handler": "instance `target` (or `any`) stalls `value_s` before a store call, with "
+    "`probability`",
     "webhook_duplicates": "an event is delivered again (at once or late) with `probability`",
     "webhook_reorder": "deliveries are jittered by up to `value_s`, so events arrive out of order",
-    "webhook_failures": "the webhook endpoint answers 500 before the engine sees the event",
+    "webhook_failures": "the webhook endpoint answers 500 before the engine sees the event, "
+    "with `probability`",
     "crash": "instance `target` (or `any`) crashes at a store call with `probability`",
     "pause": "instance `target` stops making progress for the fault window (a GC/VM pause)",
     "lease_pause": "a lock holder on `target` (or `any`) stalls `value_s` at its first write "
@@ -52,6 +54,34 @@ FAULT_KINDS: Mapping[str, str] = {
     'refuses commands for `value_s` (`locks = "redis"` only)',
     "redis_latency": 'each Redis command is delayed by `value_s` with `probability` (`locks = "redis"` only)',
 }
+
+#: the settings each fault kind reads besides its window (`start`, `end`): a file that sets any
+#: other is refused, since it would do nothing (a `probability` on `stripe_outage` is not a
+#: partial outage); a test keeps this and simulator/nemesis.py equal
+FAULT_SETTINGS: Mapping[str, tuple[str, ...]] = {
+    "stripe_latency": ("probability", "value_s"),
+    "stripe_errors": ("probability",),
+    "stripe_errors_after_execution": ("probability",),
+    "stripe_outage": (),
+    "stripe_slow_execution": ("value_s",),
+    "stripe_connection_errors": ("probability",),
+    "stripe_lost_response": ("probability",),
+    "stripe_rate_limit": ("rate",),
+    "email_outage": ("probability",),
+    "store_latency": ("probability", "value_s"),
+    "slow_handler": ("probability", "value_s", "target"),
+    "webhook_duplicates": ("probability",),
+    "webhook_reorder": ("value_s",),
+    "webhook_failures": ("probability",),
+    "crash": ("probability", "target"),
+    "pause": ("target",),
+    "lease_pause": ("probability", "value_s", "target"),
+    "redis_restart": ("value_s",),
+    "redis_latency": ("probability", "value_s"),
+}
+#: the settings a fault kind may or may not read
+FAULT_OPTIONAL = ("probability", "value_s", "rate", "target")
+
 
 #: what a run must show for its verdict to mean something: a run missing an expected kind of
 #: evidence is vacuous (simulator/checkers/evidence.py detects them; a test keeps the two equal)
@@ -444,7 +474,24 @@ class FaultSpec:
             return [
                 ("end", f"expected a time at or after start ({self.start:g}), got {self.end:g}")
             ]
+        reads = FAULT_SETTINGS.get(self.kind)
+        unread = [name for name in self._changed() if reads is not None and name not in reads]
+        if unread:
+            uses = ", ".join(("start", "end", *(reads or ())))
+            return [(unread[0], f"{self.kind} does not read {unread[0]}: it reads {uses}")]
         return []
+
+    def _changed(self) -> list[str]:
+        defaults = FaultSpec(kind=self.kind)
+        return [n for n in FAULT_OPTIONAL if getattr(self, n) != getattr(defaults, n)]
+
+    def without_unread(self) -> FaultSpec:
+        """The same fault with every setting its kind does not read at its default (what a
+        generated fault becomes before it is run or written)."""
+        reads = FAULT_SETTINGS.get(self.kind, FAULT_OPTIONAL)
+        defaults = FaultSpec(kind=self.kind)
+        unread = {n: getattr(defaults, n) for n in FAULT_OPTIONAL if n not in reads}
+        return replace(self, **unread)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import tomllib
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from simulator.scenario import (
     EVIDENCE_KINDS,
     EXTERNAL_METADATA,
     FAULT_KINDS,
+    FAULT_OPTIONAL,
+    FAULT_SETTINGS,
     IDEMPOTENCY_WINDOW_S,
     Durations,
     FaultSpec,
@@ -68,6 +71,10 @@ BROKEN: dict[str, tuple[str, str]] = {
     "nan_duration.toml": ("durations.workload_s", "finite"),
     "session_ttl_too_long.toml": ("engine_config.session_ttl", "between 1800 and 86400"),
     "unknown_fault_target.toml": ("faults[0].target", 'got "i5"'),
+    "unread_fault_setting.toml": (
+        "faults[0].probability",
+        "stripe_outage does not read probability: it reads start, end",
+    ),
     "duplicate_preload.toml": ("preload[1].user_id", "at most one per user and program"),
     "preload_past_the_limit.toml": ("preload[2].class_rep", "whose class_rep_limit is 1"),
 }
@@ -166,6 +173,55 @@ def test_loaded_scenario_runs(tmp_path: Path) -> None:
 
 def test_fault_kinds_match_the_nemesis() -> None:
     assert set(FAULT_KINDS) == set(NEMESIS_FAULT_KINDS)
+
+
+def test_each_fault_kind_says_which_settings_it_reads() -> None:
+    """Every kind has its settings listed, and its description names (in backticks) each
+    setting it reads and none that it does not."""
+    assert set(FAULT_SETTINGS) == set(FAULT_KINDS)
+    for kind, reads in FAULT_SETTINGS.items():
+        assert set(reads) <= set(FAULT_OPTIONAL), kind
+        named = {n for n in FAULT_OPTIONAL if f"`{n}`" in FAULT_KINDS[kind]}
+        assert named == set(reads), kind
+
+
+def _everything_set(kind: str) -> FaultSpec:
+    return FaultSpec(kind=kind, probability=0.25, value_s=7.0, rate=3.0, target="any")
+
+
+@pytest.mark.parametrize("kind", sorted(FAULT_SETTINGS))
+def test_a_fault_keeps_only_the_settings_its_kind_reads(kind: str) -> None:
+    spec = _everything_set(kind)
+    kept = spec.without_unread()
+    assert kept.problems() == []
+    for name in FAULT_OPTIONAL:
+        default = getattr(FaultSpec(kind=kind), name)
+        expected = getattr(spec, name) if name in FAULT_SETTINGS[kind] else default
+        assert getattr(kept, name) == expected, name
+    if set(FAULT_SETTINGS[kind]) != set(FAULT_OPTIONAL):
+        assert spec.problems(), kind  # the unread settings are refused
+
+
+@pytest.mark.parametrize(
+    "kind", sorted(set(FAULT_SETTINGS) - {"pause", "redis_restart", "redis_latency"})
+)
+def test_an_unread_setting_changes_nothing_the_nemesis_sets(kind: str) -> None:
+    """What the nemesis projects onto the fakes is the same with every unread setting at its
+    default: refusing them loses nothing a run could have used."""
+    from types import SimpleNamespace
+
+    from simulator.nemesis import Nemesis
+
+    def projected(spec: FaultSpec) -> tuple[dict[str, object], dict[str, object]]:
+        stripe_faults, policy = SimpleNamespace(), SimpleNamespace()
+        nemesis = Nemesis(
+            (spec,), random.Random(0), lambda *a, **k: None, stripe_faults, policy, None, None
+        )  # type: ignore[arg-type]
+        nemesis._start(spec)
+        return vars(stripe_faults), vars(policy)
+
+    spec = _everything_set(kind)
+    assert projected(spec) == projected(spec.without_unread())
 
 
 def test_evidence_kinds_match_the_checker() -> None:

@@ -303,7 +303,7 @@ class Mutator:
                     continue
                 scenario, run_seed, what = changed
                 changes.append(what)
-            scenario = _fix_targets(scenario)
+            scenario = _fix_faults(scenario)
             if not changes or (scenario == parent and run_seed == seed):
                 continue
             if users(scenario) > max(MAX_USERS, users(parent)) or not explorable(scenario):
@@ -434,10 +434,12 @@ def _referenced(scenario: Scenario, program_id: str) -> bool:
     return any(p.program == program_id for p in (*scenario.workload, *scenario.preload))
 
 
-def _fix_targets(scenario: Scenario) -> Scenario:
-    """Faults aimed at an instance the topology no longer has aim at i0 instead."""
+def _fix_faults(scenario: Scenario) -> Scenario:
+    """A setting a fault's kind does not read goes back to its default (a scenario file may
+    not set it); faults aimed at an instance the topology no longer has aim at i0 instead."""
     targets = _targets(scenario)
-    faults = tuple(f if f.target in targets else replace(f, target="i0") for f in scenario.faults)
+    faults = tuple(f.without_unread() for f in scenario.faults)
+    faults = tuple(f if f.target in targets else replace(f, target="i0") for f in faults)
     return scenario if faults == scenario.faults else replace(scenario, faults=faults)
 
 
