@@ -45,6 +45,9 @@ class Sizes:
     """What each section runs; `full()` is `make bench`, `tiny()` is the smoke test's."""
 
     purchases: int = 10_000
+    #: the throughput run is repeated and the least disturbed (least CPU) kept, as each floor
+    #: is the best of its rounds: a floor over one noisy run would understate efficiency
+    throughput_trials: int = 3
     profile_purchases: int = 2_000
     sdk_calls: int = 2_000
     trio_ops: int = 40_000
@@ -82,6 +85,7 @@ class Sizes:
     def tiny(cls) -> Sizes:
         return cls(
             purchases=40,
+            throughput_trials=2,
             profile_purchases=20,
             sdk_calls=20,
             trio_ops=200,
@@ -149,12 +153,22 @@ def run(
 
 
 def _throughput(report: Report, sizes: Sizes, progress: Progress) -> None:
-    n = sizes.purchases
-    run = progress.step(
-        f"1/6 throughput: {n:,} purchases, CI fault mix, one process",
-        lambda: bench_runs.run_in_child(n),
-    )
-    report.sections["throughput"] = run
+    n, trials = sizes.purchases, sizes.throughput_trials
+    runs = [
+        progress.step(
+            f"1/6 throughput: {n:,} purchases, CI fault mix, one process (trial {i}/{trials})",
+            lambda: bench_runs.run_in_child(n),
+        )
+        for i in range(1, trials + 1)
+    ]
+    run = min(runs, key=lambda r: r["cpu_s"])
+    cpu_rates = sorted(n / r["cpu_s"] for r in runs)
+    same_history = len({r["history_sha256"] for r in runs}) == 1
+    report.sections["throughput"] = {
+        **run,
+        "trials": [{"wall_s": r["wall_s"], "cpu_s": r["cpu_s"]} for r in runs],
+        "same_history": same_history,
+    }
     rate, cpu_rate = n / run["wall_s"], n / run["cpu_s"]
     report.add(
         judged(
@@ -170,6 +184,9 @@ def _throughput(report: Report, sizes: Sizes, progress: Progress) -> None:
             ratio_label="per CPU-second, of the target",
             ratio=cpu_rate / CPU_RATE_TARGET,
             note=(
+                f"the least CPU of {trials} identical runs "
+                f"({', '.join(f'{r:,.0f}' for r in cpu_rates)} per CPU-second; same history "
+                f"bytes: {'yes' if same_history else 'NO'}); "
                 f"{run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU for {run['virtual_s']:,.0f} "
                 f"virtual s; {run['history_lines']:,} history lines; quiescent={run['quiescent']}"
             ),

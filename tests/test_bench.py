@@ -53,7 +53,11 @@ def test_tiny_bench_writes_a_complete_report(tmp_path: Path) -> None:
         if figure["key"].startswith("redis") and figure["value"] is None:
             continue  # no Redis here: skipped, with a note
         assert figure["value"] > 0, figure
-    assert data["sections"]["throughput"]["quiescent"] is True
+    throughput = data["sections"]["throughput"]
+    assert throughput["quiescent"] is True
+    assert len(throughput["trials"]) == bench.Sizes.tiny().throughput_trials
+    assert throughput["cpu_s"] == min(t["cpu_s"] for t in throughput["trials"])  # the best kept
+    assert throughput["same_history"] is True  # the trials are the same run
     floors = data["sections"]["floors"]
     assert floors["sdk_calls_per_purchase"]["posts"] > 0  # read off the history
     assert floors["sdk_calls_per_purchase"]["verifications"] > 0
