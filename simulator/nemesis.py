@@ -148,11 +148,11 @@ class Nemesis:
         sf.outage = self._has("stripe_outage")
         slow = [s.value_s for s in self.active if s.kind == "stripe_slow_execution"]
         sf.processing_s = max(slow, default=0.0)
-        limit = self._strongest("stripe_rate_limit")
-        sf.rate_limit_per_s = limit.rate if limit else None
+        rates = [s.rate for s in self.active if s.kind == "stripe_rate_limit"]
+        sf.rate_limit_per_s = min(rates) if rates else None  # the tightest limit
         wp.duplicate_probability = _p(self._strongest("webhook_duplicates"))
-        reorder = self._strongest("webhook_reorder")
-        wp.reorder_jitter_s = reorder.value_s if reorder else 0.0
+        jitters = [s.value_s for s in self.active if s.kind == "webhook_reorder"]
+        wp.reorder_jitter_s = max(jitters, default=0.0)  # the widest jitter
         if self.redis is not None:
             redis_latency = self._strongest("redis_latency")
             self.redis.set_latency(_p(redis_latency), redis_latency.value_s if redis_latency else 0)

@@ -6,6 +6,7 @@ import dataclasses
 import random
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +15,7 @@ from simulator.checkers.evidence import EVIDENCE_KINDS as CHECKED_EVIDENCE_KINDS
 from simulator.demo import DEMO
 from simulator.fake_stripe.idempotency import KEY_TTL_S
 from simulator.nemesis import FAULT_KINDS as NEMESIS_FAULT_KINDS
+from simulator.nemesis import Nemesis
 from simulator.run import simulate
 from simulator.scenario import (
     EVIDENCE_KINDS,
@@ -202,26 +204,37 @@ def test_a_fault_keeps_only_the_settings_its_kind_reads(kind: str) -> None:
         assert spec.problems(), kind  # the unread settings are refused
 
 
+def _projected(*specs: FaultSpec) -> tuple[dict[str, object], dict[str, object]]:
+    """What the nemesis sets on the fake Stripe's faults and the delivery policy with `specs`
+    switched on, in that order."""
+    stripe_faults, policy = SimpleNamespace(), SimpleNamespace()
+    nemesis = Nemesis(
+        specs, random.Random(0), lambda *a, **k: None, stripe_faults, policy, None, None
+    )  # type: ignore[arg-type]
+    for spec in specs:
+        nemesis._start(spec)
+    return vars(stripe_faults), vars(policy)
+
+
 @pytest.mark.parametrize(
     "kind", sorted(set(FAULT_SETTINGS) - {"pause", "redis_restart", "redis_latency"})
 )
 def test_an_unread_setting_changes_nothing_the_nemesis_sets(kind: str) -> None:
     """What the nemesis projects onto the fakes is the same with every unread setting at its
     default: refusing them loses nothing a run could have used."""
-    from types import SimpleNamespace
-
-    from simulator.nemesis import Nemesis
-
-    def projected(spec: FaultSpec) -> tuple[dict[str, object], dict[str, object]]:
-        stripe_faults, policy = SimpleNamespace(), SimpleNamespace()
-        nemesis = Nemesis(
-            (spec,), random.Random(0), lambda *a, **k: None, stripe_faults, policy, None, None
-        )  # type: ignore[arg-type]
-        nemesis._start(spec)
-        return vars(stripe_faults), vars(policy)
-
     spec = _everything_set(kind)
-    assert projected(spec) == projected(spec.without_unread())
+    assert _projected(spec) == _projected(spec.without_unread())
+
+
+def test_overlapping_faults_without_a_probability_take_the_strongest_setting() -> None:
+    """Two rate limits at once: the tighter holds; two reorder jitters: the wider. In either
+    order (they were told apart by a `probability` neither reads)."""
+    loose, tight = (FaultSpec(kind="stripe_rate_limit", rate=r) for r in (50.0, 2.0))
+    narrow, wide = (FaultSpec(kind="webhook_reorder", value_s=v) for v in (1.0, 30.0))
+    for order in ((loose, tight, narrow, wide), (tight, loose, wide, narrow)):
+        stripe_faults, policy = _projected(*order)
+        assert stripe_faults["rate_limit_per_s"] == 2.0
+        assert policy["reorder_jitter_s"] == 30.0
 
 
 def test_evidence_kinds_match_the_checker() -> None:
