@@ -81,6 +81,14 @@ FAULT_SETTINGS: Mapping[str, tuple[str, ...]] = {
 }
 #: the settings a fault kind may or may not read
 FAULT_OPTIONAL = ("probability", "value_s", "rate", "target")
+#: what the writer of an unread setting most likely meant
+_INSTEAD: Mapping[tuple[str, str], str] = {
+    ("stripe_outage", "probability"): (
+        " (for some calls failing, not all: stripe_errors or stripe_connection_errors)"
+    ),
+    ("stripe_outage", "value_s"): " (for slow calls: stripe_latency or stripe_slow_execution)",
+    ("webhook_reorder", "probability"): " (every delivery is jittered by up to value_s)",
+}
 
 
 #: what a run must show for its verdict to mean something: a run missing an expected kind of
@@ -478,7 +486,8 @@ class FaultSpec:
         unread = [name for name in self._changed() if reads is not None and name not in reads]
         if unread:
             uses = ", ".join(("start", "end", *(reads or ())))
-            return [(unread[0], f"{self.kind} does not read {unread[0]}: it reads {uses}")]
+            hint = _INSTEAD.get((self.kind, unread[0]), "")
+            return [(unread[0], f"{self.kind} does not read {unread[0]}: it reads {uses}{hint}")]
         return []
 
     def _changed(self) -> list[str]:

@@ -75,7 +75,7 @@ BROKEN: dict[str, tuple[str, str]] = {
     "unknown_fault_target.toml": ("faults[0].target", 'got "i5"'),
     "unread_fault_setting.toml": (
         "faults[0].probability",
-        "stripe_outage does not read probability: it reads start, end",
+        "stripe_outage does not read probability: it reads start, end (for some calls failing",
     ),
     "duplicate_preload.toml": ("preload[1].user_id", "at most one per user and program"),
     "preload_past_the_limit.toml": ("preload[2].class_rep", "whose class_rep_limit is 1"),
