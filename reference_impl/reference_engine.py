@@ -957,16 +957,16 @@ class ReferenceEngine:
         told them apart (`checkout.session.async_payment_failed`) may have been given up. Its
         PaymentIntent tells: `processing` while in flight, `requires_payment_method` once the
         debit failed (a completed session takes no other attempt), or `canceled`."""
-        intent_id = session.get("payment_intent")
         if session["status"] != "complete" or session.get("payment_status") != "unpaid":
             return False
+        intent_id = session.get("payment_intent")
         if not isinstance(intent_id, str):  # not in payment mode, which the engine never asks
             return False  # for (no CI scenario reaches it): nothing attempted, nothing failed
         intent = await self._stripe(self.env.stripe.v1.payment_intents.retrieve_async(intent_id))
         return intent.get("status") in ("requires_payment_method", "canceled")
 
     async def _settle_as_stripe_says(
-        self, purchase_id: str, session: dict[str, Any], debit_failed: bool = False
+        self, purchase_id: str, session: dict[str, Any], debit_failed: bool
     ) -> None:
         """Expired: the purchase ends. Complete: honoured (or kept, if it is not ours), or
         failed if its delayed payment failed. Still open: Stripe has not run its expiry yet (it

@@ -57,7 +57,7 @@ FAULT_KINDS: Mapping[str, str] = {
 
 #: the settings each fault kind reads besides its window (`start`, `end`): a file that sets any
 #: other is refused, since it would do nothing (a `probability` on `stripe_outage` is not a
-#: partial outage); a test keeps this and simulator/nemesis.py equal
+#: partial outage); tests check it against each kind's description and what the nemesis sets
 FAULT_SETTINGS: Mapping[str, tuple[str, ...]] = {
     "stripe_latency": ("probability", "value_s"),
     "stripe_errors": ("probability",),
@@ -482,8 +482,9 @@ class FaultSpec:
             return [
                 ("end", f"expected a time at or after start ({self.start:g}), got {self.end:g}")
             ]
-        reads = FAULT_SETTINGS.get(self.kind)
-        unread = [name for name in self._changed() if reads is not None and name not in reads]
+        reads = FAULT_SETTINGS.get(self.kind)  # None: an unknown kind, refused by its choices
+        readable = FAULT_OPTIONAL if reads is None else reads
+        unread = [name for name in self._changed() if name not in readable]
         if unread:
             uses = ", ".join(("start", "end", *(reads or ())))
             hint = _INSTEAD.get((self.kind, unread[0]), "")
