@@ -93,6 +93,9 @@ class OutcomeUnknown(Exception):
 class ReferenceEngine:
     memory_lock_service = MemoryLockService
     intent_replay_within_s = INTENT_REPLAY_WITHIN_S
+    #: what makes the sweep leave a purchase to its next pass instead of failing: the session's
+    #: lock held past its timeout (a stalled delivery or success page)
+    sweep_skips: tuple[type[Exception], ...] = (Busy,)
 
     def __init__(self, env: EngineEnv) -> None:
         self.env = env
@@ -948,8 +951,13 @@ class ReferenceEngine:
             debit_failed = await self._delayed_payment_failed(session)
         except (OutcomeUnknown, stripe.StripeError):
             return
-        async with self._lock(f"webhook:session:{session_id}", self.config.webhook_lock_timeout):
-            await self._settle_as_stripe_says(purchase_id, session, debit_failed)
+        try:
+            async with self._lock(
+                f"webhook:session:{session_id}", self.config.webhook_lock_timeout
+            ):
+                await self._settle_as_stripe_says(purchase_id, session, debit_failed)
+        except self.sweep_skips:
+            return  # the next sweep asks again; the rest of this one goes on
 
     async def _delayed_payment_failed(self, session: dict[str, Any]) -> bool:
         """A session `complete` but `unpaid` is a delayed payment (a bank debit) still in

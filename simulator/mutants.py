@@ -655,6 +655,16 @@ class WaitsForTheBounceEvent(ReferenceEngine):
         return False
 
 
+class SweepTripsOnAHeldLock(ReferenceEngine):
+    """Lets a lock timeout escape the sweep: a session whose lock a stalled delivery holds
+    ends the whole sweep with an exception, and the rest of its work waits for a pass that
+    meets no stalled holder.
+
+    Reached by sweep-meets-a-stalled-holder. Violates no_engine_exception."""
+
+    sweep_skips = ()
+
+
 class ForgetsOwedRefunds(ReferenceEngine):
     """Does not pay back a refund it decided but Stripe did not make (an outage): the event's
     retry finds the purchase refunded and changes nothing, so the money is kept.
@@ -1002,6 +1012,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("forgets-an-early-expiry", ForgetsAnEarlyExpiry, "no_orphan_session"),
         _mutant("forgets-owed-receipts", ForgetsOwedReceipts, "completion_delivered"),
         _mutant("redirect-leaves-the-grant", RedirectLeavesTheGrant, "completion_delivered"),
+        _mutant("sweep-trips-on-a-held-lock", SweepTripsOnAHeldLock, "no_engine_exception"),
         _mutant(
             "waits-for-the-bounce-event",
             WaitsForTheBounceEvent,

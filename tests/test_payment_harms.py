@@ -454,3 +454,16 @@ def test_a_bounced_debit_whose_event_was_given_up_is_failed_by_the_sweep(tmp_pat
     fixed = judged("reference")
     assert fixed["no_stuck_purchase"] == HELD
     assert fixed["counter_consistent"] == HELD
+
+
+def test_a_sweep_that_meets_a_stalled_lock_holder_goes_on(tmp_path: Path) -> None:
+    """The sweep times out on a session lock a stalled expiry handler holds: the reference
+    leaves that purchase to its next pass; letting the timeout escape fails the sweep."""
+
+    def judged(engine: str) -> dict[str, str]:
+        return invariants("sweep-meets-a-stalled-holder", 1, engine, tmp_path)
+
+    assert judged("mutant:sweep-trips-on-a-held-lock")["no_engine_exception"] == VIOLATED
+    fixed = judged("reference")
+    assert fixed["no_engine_exception"] == HELD
+    assert fixed["no_stuck_purchase"] == HELD

@@ -76,6 +76,7 @@ SEED_VIOLATES = {
     "double-cancel-lost-answer": {"counter_consistent", "no_orphan_session"},
     "expiry-before-the-stored-500": {"counter_consistent", "no_lost_payment", "no_orphan_session"},
     "bounced-debit-event-lost": {"counter_consistent", "no_orphan_session", "no_stuck_purchase"},
+    "sweep-meets-a-stalled-holder": {"counter_consistent", "no_orphan_session"},
 }
 
 
