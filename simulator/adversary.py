@@ -144,7 +144,10 @@ class Adversary:
         forgery = self.forger.build(family, base, self._n)
         refuse = forgery.expect == REFUSE
         request = f"{PROBE_REQUEST if refuse else ATTACK_REQUEST}{self._n}"
-        status = await post_webhook(self.cluster, request, forgery.payload, forgery.header)
+        sign = self.forger.header_now if forgery.signed_now else None
+        status = await post_webhook(
+            self.cluster, request, forgery.payload, forgery.header, sign=sign
+        )
         if refuse:
             self.record(
                 "probe.forged",
@@ -199,7 +202,6 @@ class Adversary:
             mode=mode,
         )
         await self.fake.customer_pay(session.id, flow="card")
-
 
     # ---- the customer-facing pages
 

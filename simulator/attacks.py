@@ -18,7 +18,7 @@ import hmac
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 REFUSE, ACK, NOT_HONOURED = "refuse", "ack", "not_honoured"
@@ -37,6 +37,10 @@ class Forgery:
     expect: str
     purchase_id: str | None = None
     session_id: str | None = None
+    #: validly signed at the time of sending, as Stripe signs each delivery attempt: signed
+    #: again if the post must wait for an instance (else the wait alone could age it past the
+    #: tolerance, and a correct engine's 400 would read as a refused genuine event)
+    signed_now: bool = False
 
 
 @dataclass
@@ -242,7 +246,14 @@ class Forger:
         expect: str,
         **ids: Any,
     ) -> Forgery:
-        return self._forgery(family, variant, base, payload, self._header(payload), expect, **ids)
+        forgery = self._forgery(
+            family, variant, base, payload, self._header(payload), expect, **ids
+        )
+        return replace(forgery, signed_now=True)
+
+    def header_now(self, payload: bytes) -> str:
+        """A valid `Stripe-Signature` for `payload`, timestamped now."""
+        return self._header(payload)
 
     def _forgery(
         self,

@@ -106,17 +106,25 @@ class SignatureProbe:
 
 
 async def post_webhook(
-    cluster: Cluster, request: str, payload: bytes, header: str | None
+    cluster: Cluster,
+    request: str,
+    payload: bytes,
+    header: str | None,
+    *,
+    sign: Callable[[bytes], str] | None = None,
 ) -> int | str:
     """The engine's answer to a posted webhook, under request id `request`; posted again while
-    no instance is up. "unreachable" only if none came up within the retries; "error: ..." if
-    an exception escaped the engine (no_engine_exception has it from the history)."""
+    no instance is up, signed afresh by `sign` if given (as Stripe signs each attempt).
+    "unreachable" only if none came up within the retries; "error: ..." if an exception
+    escaped the engine (no_engine_exception has it from the history)."""
     for attempt in range(UNREACHABLE_RETRIES):
         if attempt:
             await virtual_time.sleep(UNREACHABLE_WAIT_S)
+            if sign is not None:
+                header = sign(payload)
         with request_scope(request):
             try:
-                _, status = await cluster.call(lambda e: e.handle_webhook(payload, header))
+                _, status = await cluster.call(lambda e, h=header: e.handle_webhook(payload, h))
                 return int(status)
             except (InstanceDown, InstanceCrashed):
                 continue

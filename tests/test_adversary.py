@@ -195,3 +195,32 @@ def test_the_sweep_gets_its_grace_after_the_attackers_last_request(tmp_path: Pat
     assert max(attacker) > slow.durations.workload_s  # the attack outlasted the window
     assert liveness > max(attacker)  # and the liveness phase waited for it
     assert report.summary["invariants"]["no_stuck_purchase"] == HELD
+
+
+def test_a_signed_attack_that_waits_for_an_instance_is_signed_again(tmp_path: Path) -> None:
+    """explore --guided on the reference, search seed 45, example 145 (2026-12-07): with a
+    5 s signature tolerance and an instance that crashes at every store call, an event about
+    an unknown object (which a safe engine acknowledges) waited 5 s for the restart and was
+    posted with its first signature, now past the tolerance: the engine's right 400 read as a
+    refused genuine event (`webhooks_acknowledged`). Stripe signs every attempt afresh; the
+    adversary's validly signed attacks now do too."""
+    from simulator.runner import run_scenario
+    from simulator.scenario import Durations, FaultSpec, WorkloadPart
+
+    weights = {name: 0.0 for name in ATTACKS}
+    weights["unknown_objects"] = 1.0
+    crashing = Scenario(
+        name="signed-attack-waits-for-a-restart",
+        workload=(WorkloadPart(kind="steady", count=1, rate_per_s=0.5, duration_s=15.0),),
+        faults=(FaultSpec(kind="crash", end=30.0),),
+        engine_config=dataclasses.replace(Scenario().engine_config, webhook_tolerance=5.0),
+        durations=Durations(workload_s=300.0),
+        adversary=AdversarySettings(enabled=True, start=3.0, weights=AttackWeights(**weights)),
+    )
+    report = run_scenario(crashing, 1, "reference", tmp_path / "run")
+    history = read_history(tmp_path / "run" / "history.jsonl")
+    restarts = [e["t"] for e in history if e["type"] == "instance.start"][1:]
+    acks = [e for e in history if e["type"] == "adversary.attack" and e["expect"] == ACK]
+    assert restarts and acks
+    assert any(e["t"] in restarts and e["status"] == 200 for e in acks)  # posted on a restart
+    assert report.summary["invariants"]["webhooks_acknowledged"] == HELD
