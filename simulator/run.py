@@ -524,8 +524,14 @@ class _World:
         )
 
     def _quiet(self) -> bool:
-        """No session a customer could still pay, no webhook Stripe still has to deliver."""
-        return self._open_sessions() == 0 and self.delivery.outstanding() == 0
+        """No session a customer could still pay, no webhook Stripe still has to deliver, no
+        request Stripe is still executing (a slow create still makes a session, or a 400 the
+        sweep has to learn of)."""
+        return (
+            self._open_sessions() == 0
+            and self.delivery.outstanding() == 0
+            and self.fake.executing == 0
+        )
 
     def _open_sessions(self) -> int:
         sessions = self.fake.sessions

@@ -372,3 +372,28 @@ def test_the_sweep_gets_its_whole_grace_after_the_last_customer_acts(tmp_path: P
     [end] = [e for e in history if e["type"] == "liveness.end"]
     assert last_op > scenario.durations.workload_s  # the customer did act late
     assert end["t"] >= last_op + scenario.engine_config.reconcile_grace
+
+
+@pytest.mark.parametrize("seed", [6, 40244])
+def test_the_run_is_not_quiet_while_stripe_still_executes_a_request(
+    tmp_path: Path, seed: int
+) -> None:
+    """A create the sweep replayed while Stripe was slow is still executing when the workload
+    ends: until it finishes, what it does (a session, or a 400 the sweep must hear) is still to
+    come, and judging the run then read the purchase it settles as stuck and its seat as
+    leaked."""
+    from simulator.runner import run_scenario
+    from simulator.scenario_file import load_scenario
+
+    path = Path(__file__).parent / "data" / "scenarios" / "slow-create-outlives-the-workload.toml"
+    report = run_scenario(load_scenario(path), seed, "reference", tmp_path / "run")
+    assert report.summary["violations"] == []
+    history = list(read_history(tmp_path / "run" / "history.jsonl"))
+    [start] = of(history, "liveness.start")
+    [end] = of(history, "liveness.end")
+    assert end["quiescent"] is True
+    # the world this test is about: a request was still executing when liveness began
+    finished_late = [
+        e for e in of(history, "stripe.request") if start["t"] < e["t"] and not e["replayed"]
+    ]
+    assert finished_late

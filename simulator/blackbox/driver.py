@@ -375,7 +375,13 @@ class _BlackboxRun:
             )
             await self.poller.poll_once()
             settled = trio.current_time() - self.poller.changed_at >= api.settle_s
-            if idle and settled and self._open_sessions() == 0 and self.poller.errors == 0:
+            if (
+                idle
+                and settled
+                and self._open_sessions() == 0
+                and self.stripe.fake.executing == 0  # a slow create may yet make a session
+                and self.poller.errors == 0
+            ):
                 self.quiescent = True
                 break
             await trio.sleep(api.poll_every_s)

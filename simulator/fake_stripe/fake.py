@@ -140,6 +140,11 @@ class FakeStripe:
         session.mode = mode
         return session
 
+    @property
+    def executing(self) -> int:
+        """Requests Stripe is still executing: until they finish, the world is not quiet."""
+        return self._server.executing
+
     # ---- ledgers, for the checkers and tests
 
     @property

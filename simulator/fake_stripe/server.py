@@ -33,6 +33,12 @@ class StripeServer:
         self._keys = IdempotencyStore()
         self._bucket = TokenBucket()
         self._ids = SequentialIds("sim_")
+        self._executing = 0
+
+    @property
+    def executing(self) -> int:
+        """Requests Stripe is still executing (slow execution): each may yet create something."""
+        return self._executing
 
     @property
     def idempotency_keys(self) -> IdempotencyStore:
@@ -62,13 +68,16 @@ class StripeServer:
                 return Reply(
                     saved.status, saved.body, {**saved.headers, "Idempotent-Replayed": "true"}
                 )
-        try:
-            if faults.processing_s > 0:
+        if faults.processing_s > 0:
+            self._executing += 1
+            try:
                 await virtual_time.sleep(faults.processing_s)
-        except BaseException:
-            if scope is not None:
-                self._keys.finish(scope, None)
-            raise
+            except BaseException:
+                if scope is not None:
+                    self._keys.finish(scope, None)
+                raise
+            finally:
+                self._executing -= 1
         fault = None
         faults = self._faults()
         if chance(self._rng, faults.error_5xx_probability):
