@@ -166,6 +166,7 @@ class _World:
         self.success_page = False
         self._deliveries = 0
         self._reconciles = 0
+        self._sweeping = 0  # sweeps in flight (the periodic one may be stalled by a fault)
         self.final_state: dict[str, Any] | None = None
         self.ledgers: dict[str, Any] | None = None
 
@@ -481,17 +482,21 @@ class _World:
 
     async def _reconcile_once(self) -> None:
         self._reconciles += 1
-        for instance in self.cluster.instances:
-            if instance.up:
-                try:
-                    with request_scope(f"reconcile{self._reconciles}"):
-                        await instance.call(lambda e: e.reconcile())
-                except Exception as exc:  # a crashing sweeper is recorded, never fatal
-                    self.history.record(
-                        "reconcile.error",
-                        instance=instance.name,
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
+        self._sweeping += 1
+        try:
+            for instance in self.cluster.instances:
+                if instance.up:
+                    try:
+                        with request_scope(f"reconcile{self._reconciles}"):
+                            await instance.call(lambda e: e.reconcile())
+                    except Exception as exc:  # a crashing sweeper is recorded, never fatal
+                        self.history.record(
+                            "reconcile.error",
+                            instance=instance.name,
+                            error=f"{type(exc).__name__}: {exc}",
+                        )
+        finally:
+            self._sweeping -= 1
 
     # ---- liveness
 
@@ -526,11 +531,14 @@ class _World:
     def _quiet(self) -> bool:
         """No session a customer could still pay, no webhook Stripe still has to deliver, no
         request Stripe is still executing (a slow create still makes a session, or a 400 the
-        sweep has to learn of)."""
+        sweep has to learn of), no sweep still running (one stalled by a fault before the
+        workload ended may hold what the liveness phase's own sweep needs: a lock, a
+        one-sweeper-at-a-time lease)."""
         return (
             self._open_sessions() == 0
             and self.delivery.outstanding() == 0
             and self.fake.executing == 0
+            and self._sweeping == 0
         )
 
     def _open_sessions(self) -> int:

@@ -397,3 +397,31 @@ def test_the_run_is_not_quiet_while_stripe_still_executes_a_request(
         e for e in of(history, "stripe.request") if start["t"] < e["t"] and not e["replayed"]
     ]
     assert finished_late
+
+
+def test_the_run_is_not_quiet_while_a_sweep_is_still_running(tmp_path: Path) -> None:
+    """The last sweep of the workload stalls 400 s on the store with every receipt still owed.
+    An engine that runs one sweep at a time (a cron lease, tests/data/engines/one_sweeper.py)
+    does nothing in the liveness phase's own sweep meanwhile: judged then, its owed receipts
+    read as never retried. Judged once the stalled sweep has finished, they were sent."""
+    import importlib.util
+
+    from simulator.runner import run_scenario
+    from simulator.scenario_file import load_scenario
+
+    data = Path(__file__).parent / "data"
+    spec = importlib.util.spec_from_file_location(
+        "one_sweeper", data / "engines" / "one_sweeper.py"
+    )
+    assert spec is not None and spec.loader is not None
+    engine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(engine)
+    scenario = load_scenario(data / "scenarios" / "sweep-still-running-at-the-end.toml")
+    report = run_scenario(scenario, 1, engine.factory, tmp_path / "run")
+    assert report.summary["violations"] == []
+    history = list(read_history(tmp_path / "run" / "history.jsonl"))
+    [start] = of(history, "liveness.start")
+    sent = of(history, "email.sent")
+    # the world this test is about: every receipt was owed when the workload ended, and sent
+    # only by the sweep that had stalled before it ended
+    assert len(sent) == 3 and all(e["t"] > start["t"] + 300 for e in sent)
