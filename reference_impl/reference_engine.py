@@ -82,6 +82,9 @@ _PURCHASE_LEASE: ContextVar[Lease | None] = ContextVar("purchase_lease", default
 #: the 24 h Stripe keeps an idempotency key's answer (after that a replay is a new request, and
 #: one for a session past its `expires_at` is refused: the session it made would be no one's)
 INTENT_REPLAY_WITHIN_S = 12 * 3600.0
+#: the longest a pending purchase's live session goes unasked once its age has passed that:
+#: an event given up says nothing, and a session may live 24 h
+RECHECK_MAX_S = 3600.0
 #: set while `reconcile` runs: its Stripe calls wait `reconcile_stripe_timeout`
 _SWEEPING: ContextVar[bool] = ContextVar("sweeping", default=False)
 
@@ -904,6 +907,7 @@ class ReferenceEngine:
             # which Stripe answers from memory for 24 h only: never later, whatever the grace
             await self._resolve_intents(max(horizon, now - self.intent_replay_within_s))
             await self._resolve_expired_sessions(now)
+            await self._recheck_live_sessions(now, horizon)
             await self._repair_seat_ledger(horizon)
             await self._retry_receipts()
             await self._retry_refunds()
@@ -941,6 +945,31 @@ class ReferenceEngine:
         for purchase in overdue:
             await self._settle_session(purchase["_id"], purchase["stripe_session_id"], expire=False)
 
+    async def _recheck_live_sessions(self, now: float, horizon: float) -> None:
+        """Ask Stripe about pending purchases whose session is not due to expire yet. The
+        customer may have paid, or their bank debit settled or bounced, with every event that
+        said so given up (an endpoint down for hours: test mode gives up within hours, live
+        mode after 3 days), and a session may live 24 h: a paid customer waiting that long for
+        access, a bounced one holding a seat. Each is asked again once its age has doubled, at
+        least every RECHECK_MAX_S: an abandoned tab costs a few retrieves, not one a sweep."""
+        live = await self.purchases.find(
+            {
+                "status": PENDING,
+                "stripe_session_id": {"$ne": None},
+                "session_expires_at": {"$gte": now},
+                "created_at": {"$lt": horizon},
+            }
+        ).to_list()
+        for purchase in live:
+            if purchase.get("recheck_at", now) > now:
+                continue
+            await self._settle_session(purchase["_id"], purchase["stripe_session_id"], expire=False)
+            age = now - purchase["created_at"]
+            await self.purchases.update_one(
+                {"_id": purchase["_id"], "status": PENDING},
+                {"$set": {"recheck_at": now + min(age, RECHECK_MAX_S)}},
+            )
+
     async def _settle_session(self, purchase_id: str, session_id: str, *, expire: bool) -> None:
         try:
             if expire:
@@ -951,6 +980,8 @@ class ReferenceEngine:
             debit_failed = await self._delayed_payment_failed(session)
         except (OutcomeUnknown, stripe.StripeError):
             return
+        if session["status"] == "open":
+            return  # nothing to settle: not due yet, or Stripe's expiry lags `expires_at`
         try:
             async with self._lock(
                 f"webhook:session:{session_id}", self.config.webhook_lock_timeout
@@ -977,8 +1008,8 @@ class ReferenceEngine:
         self, purchase_id: str, session: dict[str, Any], debit_failed: bool
     ) -> None:
         """Expired: the purchase ends. Complete: honoured (or kept, if it is not ours), or
-        failed if its delayed payment failed. Still open: Stripe has not run its expiry yet (it
-        may lag `expires_at`); the next sweep asks again."""
+        failed if its delayed payment failed. (Still open: `_settle_session` asks again at its
+        next sweep.)"""
         if session["status"] == "expired":
             await self._end_pending(purchase_id, EXPIRED)
         elif debit_failed:  # complete, unpaid, and its PaymentIntent says the debit failed

@@ -655,6 +655,18 @@ class WaitsForTheBounceEvent(ReferenceEngine):
         return False
 
 
+class AsksOnlyAfterExpiry(ReferenceEngine):
+    """Asks Stripe about a pending purchase's session only once it is past its `expires_at`:
+    with every event given up, a customer whose bank debit cleared waits up to a day (the
+    longest session) for access, and one whose debit bounced holds a seat as long.
+
+    Reached by debit-settles-behind-a-long-session. Violates no_lost_payment,
+    no_stuck_purchase and counter_consistent."""
+
+    async def _recheck_live_sessions(self, now: float, horizon: float) -> None:
+        return None
+
+
 class SweepTripsOnAHeldLock(ReferenceEngine):
     """Lets a lock timeout escape the sweep: a session whose lock a stalled delivery holds
     ends the whole sweep with an exception, and the rest of its work waits for a pass that
@@ -1013,6 +1025,13 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("forgets-owed-receipts", ForgetsOwedReceipts, "completion_delivered"),
         _mutant("redirect-leaves-the-grant", RedirectLeavesTheGrant, "completion_delivered"),
         _mutant("sweep-trips-on-a-held-lock", SweepTripsOnAHeldLock, "no_engine_exception"),
+        _mutant(
+            "asks-only-after-expiry",
+            AsksOnlyAfterExpiry,
+            "no_lost_payment",
+            "no_stuck_purchase",
+            "counter_consistent",
+        ),
         _mutant(
             "waits-for-the-bounce-event",
             WaitsForTheBounceEvent,

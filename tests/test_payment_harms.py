@@ -467,3 +467,22 @@ def test_a_sweep_that_meets_a_stalled_lock_holder_goes_on(tmp_path: Path) -> Non
     fixed = judged("reference")
     assert fixed["no_engine_exception"] == HELD
     assert fixed["no_stuck_purchase"] == HELD
+
+
+def test_a_debit_settled_behind_a_live_session_is_learnt_by_the_sweep(tmp_path: Path) -> None:
+    """Sessions live 24 h, bank debits clear or bounce within two, and Stripe gives up on
+    every event that says so. The reference's sweep asks about pending purchases whose session
+    is still live, and completes or fails them; one that asks only after `expires_at` leaves a
+    paid customer without access and a bounced one holding a seat, for a day."""
+
+    def judged(engine: str) -> dict[str, str]:
+        return invariants("debit-settles-behind-a-long-session", 1, engine, tmp_path)
+
+    late = judged("mutant:asks-only-after-expiry")
+    assert late["no_lost_payment"] == VIOLATED
+    assert late["no_stuck_purchase"] == VIOLATED
+    assert late["counter_consistent"] == VIOLATED
+    fixed = judged("reference")
+    assert fixed["no_lost_payment"] == HELD
+    assert fixed["no_stuck_purchase"] == HELD
+    assert fixed["counter_consistent"] == HELD

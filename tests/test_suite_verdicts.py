@@ -77,6 +77,11 @@ SEED_VIOLATES = {
     "expiry-before-the-stored-500": {"counter_consistent", "no_lost_payment", "no_orphan_session"},
     "bounced-debit-event-lost": {"counter_consistent", "no_orphan_session", "no_stuck_purchase"},
     "sweep-meets-a-stalled-holder": {"counter_consistent", "no_orphan_session"},
+    "debit-settles-behind-a-long-session": {
+        "counter_consistent",
+        "no_orphan_session",
+        "no_stuck_purchase",
+    },
 }
 
 
