@@ -82,9 +82,10 @@ _PURCHASE_LEASE: ContextVar[Lease | None] = ContextVar("purchase_lease", default
 #: the 24 h Stripe keeps an idempotency key's answer (after that a replay is a new request, and
 #: one for a session past its `expires_at` is refused: the session it made would be no one's)
 INTENT_REPLAY_WITHIN_S = 12 * 3600.0
-#: the longest a pending purchase's live session goes unasked once its age has passed that:
-#: an event given up says nothing, and a session may live 24 h
-RECHECK_MAX_S = 3600.0
+#: how often `reconcile` asks Stripe about a pending purchase whose session is still live, once
+#: it is that old: Stripe retries an event for hours before it gives up, so asking sooner would
+#: mostly ask about abandoned tabs (and a session that lives under an hour is asked at expiry)
+RECHECK_EVERY_S = 3600.0
 #: set while `reconcile` runs: its Stripe calls wait `reconcile_stripe_timeout`
 _SWEEPING: ContextVar[bool] = ContextVar("sweeping", default=False)
 
@@ -950,24 +951,23 @@ class ReferenceEngine:
         customer may have paid, or their bank debit settled or bounced, with every event that
         said so given up (an endpoint down for hours: test mode gives up within hours, live
         mode after 3 days), and a session may live 24 h: a paid customer waiting that long for
-        access, a bounced one holding a seat. Each is asked again once its age has doubled, at
-        least every RECHECK_MAX_S: an abandoned tab costs a few retrieves, not one a sweep."""
+        access, a bounced one holding a seat. Each is asked every RECHECK_EVERY_S once it is
+        that old: an abandoned tab costs one retrieve an hour, not one a sweep."""
         live = await self.purchases.find(
             {
                 "status": PENDING,
                 "stripe_session_id": {"$ne": None},
                 "session_expires_at": {"$gte": now},
-                "created_at": {"$lt": horizon},
+                "created_at": {"$lt": min(horizon, now - RECHECK_EVERY_S)},
             }
         ).to_list()
         for purchase in live:
             if purchase.get("recheck_at", now) > now:
                 continue
             await self._settle_session(purchase["_id"], purchase["stripe_session_id"], expire=False)
-            age = now - purchase["created_at"]
             await self.purchases.update_one(
                 {"_id": purchase["_id"], "status": PENDING},
-                {"$set": {"recheck_at": now + min(age, RECHECK_MAX_S)}},
+                {"$set": {"recheck_at": now + RECHECK_EVERY_S}},
             )
 
     async def _settle_session(self, purchase_id: str, session_id: str, *, expire: bool) -> None:
