@@ -308,6 +308,29 @@ def test_lost_response_is_recovered_by_the_sdk_retry_with_the_same_key() -> None
     run(main)
 
 
+def test_a_request_stripe_still_executes_is_counted_until_it_finishes() -> None:
+    """What the liveness phase reads before it calls a run quiet: a client that gave up
+    (the engine's timeout) does not end Stripe's execution, and until it ends, a session
+    may yet appear."""
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            fake = make_fake(tg, faults=StripeFaults(processing_s=400.0))
+            client = fake.client(max_network_retries=0)
+            assert fake.executing == 0
+            with anyio.move_on_after(1.0) as scope:
+                await create(client, key="k")
+            assert scope.cancelled_caught
+            assert fake.executing == 1 and not fake.sessions
+            await anyio.sleep(398.0)
+            assert fake.executing == 1
+            await anyio.sleep(2.0)
+            assert fake.executing == 0 and len(fake.sessions) == 1
+            tg.cancel_scope.cancel()
+
+    run(main)
+
+
 def test_timeout_after_landing_still_creates_the_session() -> None:
     async def main() -> None:
         rec = Recorder()
