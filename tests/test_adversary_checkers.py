@@ -131,6 +131,8 @@ def test_webhooks_acknowledged_wants_a_2xx_for_an_event_that_can_never_succeed()
     fine = history(
         {**attack, "expect": "ack", "status": 200},
         {**attack, "expect": "not_honoured", "status": 500},
+        # every post met a crashed instance (the nemesis's, not the engine's): nothing judged
+        {**attack, "expect": "ack", "status": "unreachable"},
     )
     assert check("webhooks_acknowledged", fine) == (HELD, [])
 

@@ -8,7 +8,9 @@ a 2xx at once, not failed for Stripe to retry for three days.
 (between a `fault.start` and its `fault.end`, before `liveness.start`) is not judged. Its whole
 retry window lay under the nemesis (e.g. `webhook_failures` at probability 1 for longer than
 three days answers 500 before the engine ever sees the event), so its failure says nothing about
-the engine. An event with even one attempt after the faults stopped is judged as usual.
+the engine. An event with even one attempt after the faults stopped is judged as usual. Nor is
+an attack the adversary could post only to instances that were down or crashed mid-request
+(`unreachable`), as `signature_enforced` does not judge such a forgery.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class WebhooksAcknowledged:
             self.last_response[entry["event_id"]] = entry
         elif kind == "adversary.attack":
             status = entry.get("status")
+            if status == "unreachable":
+                return  # every attempt met a down or crashing instance: no engine judged it
             if entry.get("expect") == "ack" and not (isinstance(status, int) and status < 300):
                 self.given_up.append(
                     Violation(
