@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simulator.checkers import faults_on
 from simulator.checkers.base import FinalFacts, Outcome, Violation, outcome
 
 NAME = "webhooks_acknowledged"
@@ -31,9 +32,7 @@ class WebhooksAcknowledged:
             "webhook.given_up",
             "webhook.response",
             "adversary.attack",
-            "fault.start",
-            "fault.end",
-            "liveness.start",
+            *faults_on.TYPES,
         }
     )
 
@@ -41,13 +40,12 @@ class WebhooksAcknowledged:
         self.open: dict[str, dict[str, Any]] = {}
         self.last_response: dict[str, dict[str, Any]] = {}
         self.given_up: list[Violation] = []
-        #: faults on now, by (kind, target): a spec may overlap another of its kind
-        self.faults_on: dict[tuple[Any, Any], int] = {}
+        self.faults_on = faults_on.FaultsOn()
 
     def observe(self, entry: dict[str, Any]) -> None:
         kind = entry["type"]
-        if kind in ("fault.start", "fault.end", "liveness.start"):
-            self._track_faults(kind, entry)
+        if kind in faults_on.TYPES:
+            self.faults_on.observe(entry)
         elif kind == "stripe.event":
             self.open[entry["id"]] = entry
         elif kind == "webhook.acknowledged":
@@ -85,18 +83,6 @@ class WebhooksAcknowledged:
                     session_id=entry.get("session_id"),
                 )
             )
-
-    def _track_faults(self, kind: str, entry: dict[str, Any]) -> None:
-        if kind == "liveness.start":  # every fault is off from here on
-            self.faults_on.clear()
-            return
-        key = (entry.get("kind"), entry.get("target"))
-        if kind == "fault.start":
-            self.faults_on[key] = self.faults_on.get(key, 0) + 1
-        elif self.faults_on.get(key, 0) > 1:
-            self.faults_on[key] -= 1
-        else:
-            self.faults_on.pop(key, None)
 
     def finish(self, facts: FinalFacts) -> Outcome:
         return outcome(NAME, self.given_up, known=facts.quiescent and not self.open)
