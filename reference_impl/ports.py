@@ -59,9 +59,17 @@ class IdSource(Protocol):
 
 class Fulfilment(Protocol):
     async def grant(
-        self, *, purchase_id: str, user_id: str, program_id: str, session_id: str
+        self,
+        *,
+        purchase_id: str,
+        user_id: str,
+        program_id: str,
+        session_id: str,
+        idempotency_key: str | None = None,
     ) -> None:
-        """Give the user access to the program. Each call is one real grant (not deduplicated)."""
+        """Give the user access to the program. Without a key each call is one real grant; with
+        one the provider grants once per key, so a grant that may not have happened (a crash
+        after the purchase was completed) can be made again safely."""
 
 
 class EmailError(Exception):

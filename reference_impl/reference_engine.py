@@ -75,6 +75,14 @@ RELEASED = (CANCELLED, EXPIRED, FAILED)
 RECEIPT_OWED = "owed"
 #: owed receipts `reconcile` reads at a time
 RECEIPT_PAGE = 100
+#: `fulfilment` of a completed purchase whose grant may not have happened: written by the
+#: completing transition with the grant's idempotency key (`grant_key`, fresh for each
+#: completion, so that only the completion the store kept is granted again), removed once the
+#: grant (and the receipt) went out. A crash between the two leaves it, and `reconcile` grants
+#: again under the same key
+FULFILMENT_OWED = "owed"
+#: owed grants `reconcile` reads at a time
+FULFILMENT_PAGE = 100
 #: the purchase lock's lease held by the current request, for `_claim_slot`'s fence; a context
 #: variable so that the slot seam (overridden by mutants) keeps its signature
 _PURCHASE_LEASE: ContextVar[Lease | None] = ContextVar("purchase_lease", default=None)
@@ -634,7 +642,7 @@ class ReferenceEngine:
                 purchase["_id"],
                 PENDING,
                 COMPLETED,
-                _paid_fields(session),
+                self._paid_fields(session),
                 {"stripe_session_id": session["id"]},
             )
             if won is not None:
@@ -655,7 +663,7 @@ class ReferenceEngine:
         if not await self._may_reclaim_slot(purchase):
             await self._refund(session, purchase)  # the user has bought the program again since
             return
-        fields = {**_paid_fields(session), "reseated": True}
+        fields = {**self._paid_fields(session), "reseated": True}
         seat_ref = None
         if purchase["class_rep"]:
             seat_ref = self.env.ids.new_id("seat")
@@ -830,19 +838,36 @@ class ReferenceEngine:
 
     # ------------------------------------------------------------------ side effects
 
+    def _paid_fields(self, session: dict[str, Any]) -> dict[str, Any]:
+        """What the transition into `completed` writes: the grant and the receipt are owed
+        from then on, the grant under a key of this completion's own."""
+        return {
+            "stripe_session_id": session["id"],
+            "stripe_payment_intent_id": session.get("payment_intent"),
+            "fulfilment": FULFILMENT_OWED,
+            "grant_key": self.env.ids.new_id("grant"),
+            "receipt": RECEIPT_OWED,
+        }
+
     async def _fulfil(self, purchase: dict[str, Any]) -> None:
-        """Called only by the winner of the transition into `completed`: at most once."""
+        """Called by the winner of the transition into `completed`, and by `reconcile` for a
+        grant still owed after a crash: the provider grants once per key, so at most once."""
         await self.env.fulfilment.grant(
             purchase_id=purchase["_id"],
             user_id=purchase["user_id"],
             program_id=purchase["program_id"],
             session_id=purchase["stripe_session_id"],
+            idempotency_key=purchase["grant_key"],
         )
-        await self._send_receipt(purchase)
+        # the receipt's write also settles the grant; without one, the grant settles alone
+        if purchase.get("receipt_sent") or not await self._send_receipt(purchase, granted=True):
+            await self.purchases.update_one(
+                {"_id": purchase["_id"]}, {"$unset": {"fulfilment": ""}}
+            )
 
-    async def _send_receipt(self, purchase: dict[str, Any]) -> bool:
+    async def _send_receipt(self, purchase: dict[str, Any], granted: bool = False) -> bool:
         """The provider delivers once per key; a failure is retried by `reconcile`, never by
-        Stripe. False when the provider failed."""
+        Stripe. False when the provider failed. `granted`: the write settles the grant too."""
         if purchase.get("receipt_sent"):
             return True
         try:
@@ -853,8 +878,9 @@ class ReferenceEngine:
             )
         except EmailError:
             return False
+        settled = {"receipt": "", "fulfilment": ""} if granted else {"receipt": ""}
         await self.purchases.update_one(
-            {"_id": purchase["_id"]}, {"$set": {"receipt_sent": True}, "$unset": {"receipt": ""}}
+            {"_id": purchase["_id"]}, {"$set": {"receipt_sent": True}, "$unset": settled}
         )
         return True
 
@@ -910,6 +936,7 @@ class ReferenceEngine:
             await self._resolve_expired_sessions(now)
             await self._recheck_live_sessions(now, horizon)
             await self._repair_seat_ledger(horizon)
+            await self._retry_grants()
             await self._retry_receipts()
             await self._retry_refunds()
         finally:
@@ -1096,6 +1123,19 @@ class ReferenceEngine:
             except (OutcomeUnknown, stripe.StripeError, InvalidWebhook):
                 continue
 
+    async def _retry_grants(self) -> None:
+        """The grants a crash may have stopped, a page at a time: each `_fulfil` unsets
+        `fulfilment`, so the next read is the next page. One a duplicate event finds owed is left
+        here: it usually races the completing request's own grant."""
+        while True:
+            page = await self.purchases.find(
+                {"fulfilment": FULFILMENT_OWED, "status": COMPLETED}, limit=FULFILMENT_PAGE
+            ).to_list()
+            for purchase in page:
+                await self._fulfil(purchase)
+            if len(page) < FULFILMENT_PAGE:
+                return
+
     async def _retry_receipts(self) -> None:
         """The receipts still owed, a page at a time: an email outage leaves thousands, and one
         read of them all held them all in memory at once. A page sent in full has left the
@@ -1166,15 +1206,6 @@ def _slot_id(user_id: str, program_id: str) -> str:
 def _purchase_id(session: dict[str, Any]) -> str | None:
     """The purchase a (shape-checked) session names; a claim, proven by `_foreign_session`."""
     return session.get("client_reference_id") or (session.get("metadata") or {}).get("purchase_id")
-
-
-def _paid_fields(session: dict[str, Any]) -> dict[str, Any]:
-    """What the transition into `completed` writes (the receipt is owed from then on)."""
-    return {
-        "stripe_session_id": session["id"],
-        "stripe_payment_intent_id": session.get("payment_intent"),
-        "receipt": RECEIPT_OWED,
-    }
 
 
 def _result(purchase: dict[str, Any], *, reused: bool) -> PurchaseResult:

@@ -31,7 +31,6 @@ from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult
 from reference_impl.reference_engine import (
     OutcomeUnknown,
     ReferenceEngine,
-    _paid_fields,
     _purchase_id,
 )
 from reference_impl.schema import COMPLETED, FAILED, PENDING, REFUNDED, SEAT_HOLDS
@@ -137,7 +136,7 @@ class NoTransitionGuard(ReferenceEngine):
     Violates no_double_completion under duplicate deliveries."""
 
     async def _honour_payment(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
-        fields = _paid_fields(session)
+        fields = self._paid_fields(session)
         await self.purchases.update_one(
             {"_id": purchase["_id"]},
             {"$set": {"status": COMPLETED, **fields}},
@@ -222,7 +221,7 @@ class CancelWithoutExpire(ReferenceEngine):
 
     async def _reseat_or_refund(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
         won = await self._transition(
-            purchase["_id"], purchase["status"], COMPLETED, _paid_fields(session)
+            purchase["_id"], purchase["status"], COMPLETED, self._paid_fields(session)
         )
         if won is not None:
             await self._fulfil(won)
@@ -230,14 +229,15 @@ class CancelWithoutExpire(ReferenceEngine):
 
 class FulfilBeforeCommit(ReferenceEngine):
     """Fulfils a pending purchase first and only then tries the conditional transition: every
-    concurrent delivery that read `pending` fulfils, whichever of them wins the transition.
+    concurrent delivery that read `pending` fulfils (each under its own completion's key),
+    whichever of them wins the transition.
 
     Violates no_double_completion under concurrent deliveries (two instances, or a redirect)."""
 
     async def _honour_payment(self, purchase: dict[str, Any], session: dict[str, Any]) -> None:
         if purchase["status"] != PENDING:
             return await super()._honour_payment(purchase, session)
-        fields = _paid_fields(session)
+        fields = self._paid_fields(session)
         await self._fulfil({**purchase, **fields})
         await self._transition(purchase["_id"], PENDING, COMPLETED, fields)
 
@@ -905,14 +905,26 @@ class ForgetsOwedReceipts(ReferenceEngine):
         return None
 
 
+class ForgetsOwedGrants(ReferenceEngine):
+    """Grants access only on the path that completed the purchase, as most engines do: when the
+    instance dies between the store's `completed` and the grant, no sweep grants it again. The
+    customer paid, the purchase says so, and access never comes.
+
+    Reached by crash-before-side-effect. Violates completion_delivered."""
+
+    async def _retry_grants(self) -> None:
+        return None
+
+
 _REDIRECTED: ContextVar[bool] = ContextVar("mutant_redirected", default=False)
 
 
 class RedirectLeavesTheGrant(ReferenceEngine):
     """Completes the purchase from the success page but leaves the grant to the webhook, as if
-    the page only showed "paid": the webhook then finds the purchase completed and, as any
-    duplicate, only sends the receipt still owed. Whenever the customer's redirect wins the race,
-    access is never granted.
+    the page only showed "paid", and settles the grant as done with the receipt: the webhook then
+    finds the purchase completed and, as any duplicate, only sends the receipt still owed, and
+    the sweep finds no grant owed. Whenever the customer's redirect wins the race, access is
+    never granted.
 
     Reached where a redirect beats the webhook: rolling-deploy-memory-locks, lease-expiry-fenced,
     bank-debit-over-days. Violates completion_delivered."""
@@ -926,7 +938,7 @@ class RedirectLeavesTheGrant(ReferenceEngine):
 
     async def _fulfil(self, purchase: dict[str, Any]) -> None:
         if _REDIRECTED.get():
-            await self._send_receipt(purchase)
+            await self._send_receipt(purchase, granted=True)
             return
         await super()._fulfil(purchase)
 
@@ -1023,6 +1035,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("takes-a-500-for-nothing-done", TakesA500ForNothingDone, "no_orphan_session"),
         _mutant("forgets-an-early-expiry", ForgetsAnEarlyExpiry, "no_orphan_session"),
         _mutant("forgets-owed-receipts", ForgetsOwedReceipts, "completion_delivered"),
+        _mutant("forgets-owed-grants", ForgetsOwedGrants, "completion_delivered"),
         _mutant("redirect-leaves-the-grant", RedirectLeavesTheGrant, "completion_delivered"),
         _mutant("sweep-trips-on-a-held-lock", SweepTripsOnAHeldLock, "no_engine_exception"),
         _mutant(

@@ -37,7 +37,14 @@ STRIPE_KINDS = {
     "stripe_rate_limit",
 }
 WEBHOOK_KINDS = {"webhook_duplicates", "webhook_reorder", "webhook_failures"}
-INSTANCE_KINDS = {"store_latency", "slow_handler", "crash", "pause", "email_outage"}
+INSTANCE_KINDS = {
+    "store_latency",
+    "slow_handler",
+    "crash",
+    "crash_before_side_effect",
+    "pause",
+    "email_outage",
+}
 LEASE_KINDS = {"lease_pause"}
 REDIS_KINDS = {"redis_restart", "redis_latency"}
 FAULT_KINDS = frozenset(STRIPE_KINDS | WEBHOOK_KINDS | INSTANCE_KINDS | LEASE_KINDS | REDIS_KINDS)
@@ -196,6 +203,20 @@ class Nemesis:
                 instance.crash(f"crash point before {collection}.{op}")
                 self._restart_later(instance)
                 await anyio.lowlevel.checkpoint()  # the cancelled request stops here
+
+    async def before_side_effect(self, instance: Instance, call: str) -> None:
+        """Crash points before a grant or a receipt (simulator/side_effects.py): the store
+        already says done, the world not yet."""
+        for spec in self.active:
+            if (
+                spec.kind == "crash_before_side_effect"
+                and spec.target in (instance.name, "any")
+                and self.rng.random() < spec.probability
+            ):
+                instance.crash(f"crash point before side effect {call}")  # checkers/evidence.py
+                self._restart_later(instance)
+                await anyio.lowlevel.checkpoint()  # the cancelled request stops here
+                return
 
     async def _lease_pause(self, instance: Instance) -> None:
         """Stall a lock holder at its first write after the grant, past its lease."""

@@ -22,7 +22,14 @@ from typing import Any
 import anyio
 
 from reference_impl.lock_stats import LockStats
-from reference_impl.ports import EngineEnv, EngineFactory, PurchaseResult, StripeClientSettings
+from reference_impl.ports import (
+    Email,
+    EngineEnv,
+    EngineFactory,
+    Fulfilment,
+    PurchaseResult,
+    StripeClientSettings,
+)
 from reference_impl.registry import load_factory
 from reference_impl.schema import (
     PROGRAMS,
@@ -58,6 +65,7 @@ from simulator.requests import request_scope
 from simulator.scenario import Scenario
 from simulator.scheduling import seed_scheduler
 from simulator.services import FakeEmail, RecordingFulfilment
+from simulator.side_effects import GuardedEmail, GuardedFulfilment
 from simulator.store_observer import StoreObserver
 from simulator.tested import offers_success_page
 from simulator.topology import (
@@ -340,13 +348,22 @@ class _World:
             sync_db=self.db.sync,
             before_call=before_call,
         )
+        fulfilment: Fulfilment = self.fulfilment.on(instance.name)
+        email: Email = self.email
+        if any(f.kind == "crash_before_side_effect" for f in self.scenario.faults):
+
+            async def before_side_effect(call: str) -> None:
+                await self.nemesis.before_side_effect(instance, call)
+
+            fulfilment = GuardedFulfilment(fulfilment, before_side_effect)
+            email = GuardedEmail(email, before_side_effect)
         return EngineEnv(
             store=AsyncDatabase(self.db.sync, observer),
             locks=locks,
             stripe=self._stripe_client(),
             webhook_secret=self.fake.webhook_secret,
-            fulfilment=self.fulfilment.on(instance.name),
-            email=self.email,
+            fulfilment=fulfilment,
+            email=email,
             clock=self.clock,
             ids=SequentialIds(f"{instance.name}g{instance.generation}x"),
             config=self.scenario.engine_config,

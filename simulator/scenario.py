@@ -46,6 +46,9 @@ FAULT_KINDS: Mapping[str, str] = {
     "webhook_failures": "the webhook endpoint answers 500 before the engine sees the event, "
     "with `probability`",
     "crash": "instance `target` (or `any`) crashes at a store call with `probability`",
+    "crash_before_side_effect": "instance `target` (or `any`) crashes just before it grants "
+    "access or sends a receipt, with `probability`: what its store says is done, the customer "
+    "has not got yet",
     "pause": "instance `target` stops making progress for the fault window (a GC/VM pause)",
     "lease_pause": "a lock holder on `target` (or `any`) stalls `value_s` at its first write "
     "after the grant, with `probability` per grant: longer than `topology.lease_s`, the next "
@@ -74,6 +77,7 @@ FAULT_SETTINGS: Mapping[str, tuple[str, ...]] = {
     "webhook_reorder": ("value_s",),
     "webhook_failures": ("probability",),
     "crash": ("probability", "target"),
+    "crash_before_side_effect": ("probability", "target"),
     "pause": ("target",),
     "lease_pause": ("probability", "value_s", "target"),
     "redis_restart": ("value_s",),
@@ -474,7 +478,9 @@ class FaultSpec:
     value_s: float = setting(0.0, "a duration: latency, stall, jitter", min=0.0, max=MAX_SECONDS)
     rate: float = setting(25.0, "requests per second (stripe_rate_limit)", min=0.01, max=MAX_RATE)
     target: str = setting(
-        "i0", "instance `i0`, `i1`, ... or `any` (crash, pause, slow_handler, lease_pause)"
+        "i0",
+        "instance `i0`, `i1`, ... or `any` (crash, crash_before_side_effect, pause, "
+        "slow_handler, lease_pause)",
     )
 
     def problems(self) -> Problems:

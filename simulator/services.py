@@ -43,16 +43,20 @@ class Grant:
 
 @dataclass
 class RecordingFulfilment:
-    """Every call is a real grant; a second call for one purchase is a double fulfilment."""
+    """Every call is a real grant, except a repeat of an idempotency key (the provider grants
+    once per key, as an access service keyed by request would); a second grant for one purchase
+    is a double fulfilment."""
 
     instance: str = "i0"
     record: Recorder = _no_record
     grants: MutableSequence[Grant] | RecordLog[Grant] = field(default_factory=list)
+    _keys: set[str] | KeySet = field(default_factory=set)
 
     def spill_to(self, spill: Spill) -> None:
-        """Keep the grants on disk (a long run's ledger); call before the first grant."""
-        assert not self.grants
+        """Keep the grants and seen keys on disk (a long run's ledger); call before the first."""
+        assert not self.grants and not self._keys
         self.grants = RecordLog(spill.db, "grant", Grant)
+        self._keys = KeySet(spill.db, "grant_key")
 
     def on(self, instance: str) -> RecordingFulfilment:
         """The same ledger as the port of `instance`: its grants name the instance that made
@@ -61,11 +65,29 @@ class RecordingFulfilment:
         return replace(self, instance=instance)
 
     async def grant(
-        self, *, purchase_id: str, user_id: str, program_id: str, session_id: str
+        self,
+        *,
+        purchase_id: str,
+        user_id: str,
+        program_id: str,
+        session_id: str,
+        idempotency_key: str | None = None,
     ) -> None:
         await scheduling.checkpoint()
         purchase_id, user_id = as_id(purchase_id), as_id(user_id)
         program_id, session_id = as_id(program_id), as_id(session_id)
+        if idempotency_key is not None:
+            idempotency_key = as_id(idempotency_key)
+            if idempotency_key in self._keys:
+                self.record(
+                    "fulfilment.deduplicated",
+                    purchase_id=purchase_id,
+                    key=idempotency_key,
+                    instance=self.instance,
+                    req=current_request.get(),
+                )
+                return
+            self._keys.add(idempotency_key)
         self.grants.append(Grant(purchase_id, user_id, program_id, session_id, self.instance))
         self.record(
             "fulfilment",

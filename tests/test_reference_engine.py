@@ -10,7 +10,13 @@ import pytest
 from reference_impl import errors
 from reference_impl.memory_locks import MemoryLockService
 from reference_impl.ports import Engine, EngineConfig
-from reference_impl.reference_engine import RECEIPT_OWED, RECEIPT_PAGE, ReferenceEngine
+from reference_impl.reference_engine import (
+    FULFILMENT_OWED,
+    FULFILMENT_PAGE,
+    RECEIPT_OWED,
+    RECEIPT_PAGE,
+    ReferenceEngine,
+)
 from reference_impl.schema import program_doc
 from reference_impl.seats import SeatLedger
 from simulator.services import FakeEmail
@@ -628,5 +634,94 @@ def test_a_refund_retried_with_a_fresh_key_after_a_stored_500_is_made_once() -> 
             [purchase] = await w.purchases()
             assert "refund_owed" not in purchase
             assert len(w.fake.refunds) == 1
+
+    run_virtual(main)
+
+
+class _DiesAtGrant:
+    """The fulfilment port of an instance that dies at its next grant: before the grant lands
+    (`landed=False`) or just after it (`landed=True`)."""
+
+    def __init__(self, inner: Any, landed: bool) -> None:
+        self.inner, self.landed, self.armed = inner, landed, True
+
+    async def grant(self, **kwargs: Any) -> None:
+        if self.armed and not self.landed:
+            self.armed = False
+            raise RuntimeError("instance died before the grant")
+        await self.inner.grant(**kwargs)
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("instance died after the grant")
+
+
+@pytest.mark.parametrize("landed", [False, True], ids=["before-the-grant", "after-the-grant"])
+def test_a_grant_a_crash_stopped_is_made_by_the_sweep_exactly_once(landed: bool) -> None:
+    """The purchase is completed in the store, then the request dies at the grant: its
+    `fulfilment` stays owed, and the sweep grants under the same idempotency key, so a grant
+    that did land before the crash is not made twice. A retried event finds it completed."""
+
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            w.env.fulfilment = _DiesAtGrant(w.fulfilment, landed)
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert await w.fake.customer_pay(result.session_id, flow="card")
+            [completed] = w.events("checkout.session.completed")
+            assert await w.deliver(completed) == 500  # the request died: Stripe will retry
+            [p] = await w.purchases()
+            assert p["status"] == "completed" and p["fulfilment"] == FULFILMENT_OWED
+            assert len(w.fulfilment.grants) == (1 if landed else 0)
+            assert await w.deliver(completed) == 200  # Stripe's retry: a duplicate now
+            await w.engine.reconcile()
+            await w.engine.reconcile()
+            assert [g.purchase_id for g in w.fulfilment.grants] == [result.purchase_id]
+            assert [r.purchase_id for r in w.email.delivered] == [result.purchase_id]
+            [p] = await w.purchases()
+            assert "fulfilment" not in p and "receipt" not in p
+
+    run_virtual(main)
+
+
+def test_a_grant_settles_with_its_receipt_or_alone_when_the_email_fails() -> None:
+    """The completing path's grant is settled by the receipt's write (no extra store call); a
+    refused receipt settles the grant alone and leaves the receipt owed."""
+    down = {"now": True}
+    email = FakeEmail(fail=lambda: down["now"])
+
+    async def main() -> None:
+        async with world(ReferenceEngine, email=email) as w:
+            result = await w.engine.create_purchase(USER, PROG, class_rep=True)
+            assert set(await _pay_and_deliver(w, result.session_id)) == {200}
+            [p] = await w.purchases()
+            assert "fulfilment" not in p and p["receipt"] == RECEIPT_OWED
+            down["now"] = False
+            await w.engine.reconcile()
+            assert len(w.fulfilment.grants) == 1 and len(email.delivered) == 1
+
+    run_virtual(main)
+
+
+def test_reconcile_grants_what_is_owed_a_page_at_a_time_each_once() -> None:
+    """A crash of every instance can leave grants owed by the hundred: the sweep reads them a
+    page at a time and grants each under its completion's key; a second sweep grants nothing."""
+    owed = 2 * FULFILMENT_PAGE + 50
+
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            await w.env.store.purchases.insert_many(
+                [
+                    {"_id": f"pur_{i:05d}", "user_id": f"user_{i}", "program_id": PROG}
+                    | {"status": "completed", "stripe_session_id": f"cs_{i}"}
+                    | {"fulfilment": FULFILMENT_OWED, "grant_key": f"grant_{i}"}
+                    for i in range(owed)
+                ]
+            )
+            await w.engine.reconcile()
+            await w.engine.reconcile()
+            assert sorted(g.purchase_id for g in w.fulfilment.grants) == [
+                f"pur_{i:05d}" for i in range(owed)
+            ]
+            assert await w.purchases(fulfilment=FULFILMENT_OWED) == []
+            assert len(w.email.delivered) == owed
 
     run_virtual(main)

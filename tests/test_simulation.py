@@ -374,7 +374,10 @@ def test_the_sweep_gets_its_whole_grace_after_the_last_customer_acts(tmp_path: P
     assert end["t"] >= last_op + scenario.engine_config.reconcile_grace
 
 
-@pytest.mark.parametrize("seed", [6, 40244])
+# seeds on which this world happens and the quiet test without `executing` failed (checked with
+# FakeStripe.executing forced to 0); the engine's store calls draw the nemesis' numbers, so a
+# change to them moves the world to other seeds
+@pytest.mark.parametrize("seed", [3, 39])
 def test_the_run_is_not_quiet_while_stripe_still_executes_a_request(
     tmp_path: Path, seed: int
 ) -> None:

@@ -53,6 +53,7 @@ SEED_VIOLATES = {
     "abandoned-checkouts": {"counter_consistent"},
     "adversary-webhooks": {"signature_enforced", "payment_matches_purchase", "no_lost_payment"},
     "crash-mid-handler": {"no_orphan_session", "no_stuck_purchase"},
+    "crash-before-side-effect": {"completion_delivered"},
     "double-click": {"counter_consistent", "no_orphan_session"},
     "duplicate-concurrent-webhooks": {"counter_consistent", "no_orphan_session"},
     "email-outage": {"counter_consistent", "no_orphan_session", "completion_delivered"},

@@ -57,6 +57,7 @@ from simulator.workload import Clients, plan_arrivals
 CONTROL_KINDS = frozenset(
     {
         "crash",
+        "crash_before_side_effect",
         "pause",
         "slow_handler",
         "store_latency",
@@ -243,6 +244,7 @@ class _BlackboxRun:
                         ),
                         record=self.record,
                         before_store_call=stripe.nemesis.before_store_call,
+                        before_side_effect=stripe.nemesis.before_side_effect,
                         lock_stats=self.lock_stats,
                         errors=self.engine_errors,
                     )

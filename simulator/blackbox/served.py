@@ -8,7 +8,8 @@ HTTPX pointed at a (fake) Stripe URL; fulfilment and email that record into a le
 A reconcile loop sweeps every `reconcile_every_s`.
 
 When paysim itself starts the service, it passes `before_store_call`: the nemesis' hook at each
-store call (store latency, slow handlers, pauses, crash points), exactly as in simulation.
+store call (store latency, slow handlers, pauses, crash points), exactly as in simulation, and
+`before_side_effect`: its crash points before each grant and receipt.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ from simulator.clock import SimClock
 from simulator.engine_errors import EngineErrors
 from simulator.ids import SequentialIds
 from simulator.services import FakeEmail, RecordingFulfilment
+from simulator.side_effects import GuardedEmail, GuardedFulfilment
 from simulator.topology import Cluster, Instance, memory_locks_for
 
 StoreHook = Callable[[Instance, str, str], Awaitable[None]]
+SideEffectHook = Callable[[Instance, str], Awaitable[None]]
 MAX_PROGRAMS = 1000
 
 
@@ -81,6 +84,22 @@ class ServedEngine:
     db: AsyncDatabase
 
 
+def _guarded(
+    port: Any,
+    guard: type[GuardedFulfilment] | type[GuardedEmail],
+    instance: Instance,
+    hook: SideEffectHook | None,
+) -> Any:
+    """`port` with the nemesis' crash point before each call, when paysim started the service."""
+    if hook is None:
+        return port
+
+    async def before(call: str) -> None:
+        await hook(instance, call)
+
+    return guard(port, before)
+
+
 class _Hooks:
     """Store observer of one instance: the nemesis' hook before each call, nothing after."""
 
@@ -105,6 +124,7 @@ async def serve_engine(
     *,
     record: Callable[..., Any] = _no_record,
     before_store_call: StoreHook | None = None,
+    before_side_effect: SideEffectHook | None = None,
     lock_stats: LockStats | None = None,
     errors: EngineErrors | None = None,
 ) -> AsyncIterator[ServedEngine]:
@@ -132,8 +152,10 @@ async def serve_engine(
                     http_client=http_client,
                 ),
                 webhook_secret=options.webhook_secret,
-                fulfilment=effects.fulfilment,
-                email=effects.email,
+                fulfilment=_guarded(
+                    effects.fulfilment, GuardedFulfilment, instance, before_side_effect
+                ),
+                email=_guarded(effects.email, GuardedEmail, instance, before_side_effect),
                 clock=clock,
                 ids=SequentialIds(f"{run}{instance.name}g{instance.generation}x"),
                 config=options.config,

@@ -24,7 +24,13 @@ class HttpFulfilment:
         self.client = client
 
     async def grant(
-        self, *, purchase_id: str, user_id: str, program_id: str, session_id: str
+        self,
+        *,
+        purchase_id: str,
+        user_id: str,
+        program_id: str,
+        session_id: str,
+        idempotency_key: str | None = None,
     ) -> None:
         body = {
             "purchase_id": purchase_id,
@@ -32,6 +38,8 @@ class HttpFulfilment:
             "program_id": program_id,
             "session_id": session_id,
         }
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
         response = await self.client.post(self.url, json=body, timeout=10.0)
         response.raise_for_status()
 

@@ -6,7 +6,8 @@ points them at these sinks, which keep the same ledgers and write the same histo
 (`fulfilment`, `email.sent`, ...), through the same fakes (simulator/services.py):
 
 - HTTP sink (an ASGI app): `POST /fulfilment {purchase_id, user_id, program_id, session_id}`
-  and `POST /receipt {purchase_id, user_id, idempotency_key}`; 200, or 503 while the
+  (and, optionally, `idempotency_key`: one grant per key) and
+  `POST /receipt {purchase_id, user_id, idempotency_key}`; 200, or 503 while the
   scenario's `email_outage` fails the receipt (nothing delivered), 400 for a bad body.
 - SMTP sink (aiosmtpd): a receipt is an email with headers `X-Paysim-Purchase-Id`,
   `X-Paysim-User-Id` and `X-Paysim-Idempotency-Key`; answered 250, or 451 during an outage.
@@ -66,6 +67,9 @@ class SinkApp:
                 user_id=id_field(body, "user_id"),
                 program_id=id_field(body, "program_id"),
                 session_id=id_field(body, "session_id"),
+                idempotency_key=(
+                    id_field(body, "idempotency_key") if "idempotency_key" in body else None
+                ),
             )
             return 200, {"granted": True}
         if method == "POST" and path == "/receipt":

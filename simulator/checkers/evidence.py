@@ -42,12 +42,20 @@ FAULT_EFFECTS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "webhook_duplicates": ("webhook.attempt", lambda e: bool(e.get("duplicate"))),
     "webhook_reorder": ("fault.start", lambda e: e.get("kind") == "webhook_reorder"),
     "webhook_failures": ("fault.webhook_failure", lambda e: True),
-    "crash": ("instance.crash", lambda e: True),
+    "crash": ("instance.crash", lambda e: not _at_side_effect(e)),
+    "crash_before_side_effect": ("instance.crash", lambda e: _at_side_effect(e)),
     "pause": ("instance.pause", lambda e: True),
     "lease_pause": ("fault.lease_pause", lambda e: True),
     "redis_restart": ("redis.restart", lambda e: True),
     "redis_latency": ("redis.delay", lambda e: True),
 }
+
+
+def _at_side_effect(crash: dict[str, Any]) -> bool:
+    """A crash the nemesis made before a grant or a receipt (Nemesis.before_side_effect)."""
+    return str(crash.get("reason", "")).startswith("crash point before side effect")
+
+
 _BY_TYPE: dict[str, list[tuple[str, Callable[[dict[str, Any]], bool]]]] = {}
 for _fault, (_type, _shows) in FAULT_EFFECTS.items():
     _BY_TYPE.setdefault(_type, []).append((_fault, _shows))
