@@ -10,7 +10,8 @@ The receipt is judged once faults stop: the run's liveness phase ends every emai
 runs the engine's sweep before it may call the run quiescent, so an engine that owes a receipt
 has had its chance to send it. An unfinished run is unknown. A delivery the provider refused as
 a repeat of an earlier key (`email.deduplicated`) is not a delivery for this purchase: only an
-`email.sent` naming it is.
+`email.sent` naming it is. Likewise a grant answered as a repeat (`fulfilment.deduplicated`):
+only a `fulfilment` naming the purchase is access given.
 """
 
 from __future__ import annotations
