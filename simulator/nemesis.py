@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 
 from reference_impl.store import WRITE_OPS
-from simulator import virtual_time
+from simulator import side_effects, virtual_time
 from simulator.clock import SimClock
 from simulator.scenario import FaultSpec
 from simulator.topology import HOLDING, Cluster, Instance
@@ -213,7 +213,7 @@ class Nemesis:
                 and spec.target in (instance.name, "any")
                 and self.rng.random() < spec.probability
             ):
-                instance.crash(f"crash point before side effect {call}")  # checkers/evidence.py
+                instance.crash(f"{side_effects.CRASH_REASON} {call}")
                 self._restart_later(instance)
                 await anyio.lowlevel.checkpoint()  # the cancelled request stops here
                 return

@@ -16,6 +16,8 @@ from reference_impl.ports import Email, Fulfilment
 
 #: awaited before a side effect with the port call's name; may crash the instance
 BeforeSideEffect = Callable[[str], Awaitable[None]]
+#: how such a crash's `instance.crash` reason begins (the evidence tells the two crash kinds by it)
+CRASH_REASON = "crash point before side effect"
 
 
 @dataclass(frozen=True)

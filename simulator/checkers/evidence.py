@@ -10,6 +10,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from simulator.side_effects import CRASH_REASON
+
 #: evidence a scenario may list in `expect`, and the history lines that show it
 EVIDENCE_KINDS = (
     "lock_wait",
@@ -53,7 +55,7 @@ FAULT_EFFECTS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
 
 def _at_side_effect(crash: dict[str, Any]) -> bool:
     """A crash the nemesis made before a grant or a receipt (Nemesis.before_side_effect)."""
-    return str(crash.get("reason", "")).startswith("crash point before side effect")
+    return str(crash.get("reason", "")).startswith(CRASH_REASON)
 
 
 _BY_TYPE: dict[str, list[tuple[str, Callable[[dict[str, Any]], bool]]]] = {}
