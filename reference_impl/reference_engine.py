@@ -94,6 +94,12 @@ INTENT_REPLAY_WITHIN_S = 12 * 3600.0
 #: it is that old: Stripe retries an event for hours before it gives up, so asking sooner would
 #: mostly ask about abandoned tabs (and a session that lives under an hour is asked at expiry)
 RECHECK_EVERY_S = 3600.0
+#: `watch` of a cancelled purchase an earlier release left payable (it cancelled without
+#: expiring the session): found once per instance by `_watch_legacy_releases`, asked about
+#: hourly until Stripe says the session expired or the payment is dealt with
+WATCH_LEGACY = "legacy"
+#: what `_settle_session` says when nothing more can come of a session
+SETTLED = ("expired", "paid", "failed")
 #: set while `reconcile` runs: its Stripe calls wait `reconcile_stripe_timeout`
 _SWEEPING: ContextVar[bool] = ContextVar("sweeping", default=False)
 
@@ -119,6 +125,8 @@ class ReferenceEngine:
         self.seats = SeatLedger(env.store, env.ids, env.clock)
         # tokens of two in-process lock tables (two instances, a restart) are not comparable
         self.fence_scope = fence_scope_of(env.locks) or env.ids.new_id("fence")
+        #: whether this instance has looked for legacy releases with a live session yet
+        self._audited = False
 
     # ------------------------------------------------------------------ create
 
@@ -431,8 +439,9 @@ class ReferenceEngine:
         """`pending -> cancelled`, once its session is unpayable. The `checkout.session.expired`
         event our own expiry caused (or a sweep) may have ended it first, as expired: the seat
         is back, which is what the customer asked for, so that is this cancel, recorded so."""
-        return await self._end_pending(purchase_id, CANCELLED) or (
-            await self._transition(purchase_id, EXPIRED, CANCELLED, {}) is not None
+        closed = {"session_closed": True}  # expired at Stripe first: nothing to watch
+        return await self._end_pending(purchase_id, CANCELLED, closed) or (
+            await self._transition(purchase_id, EXPIRED, CANCELLED, closed) is not None
         )
 
     async def _users_purchase(self, user_id: str, purchase_id: str) -> dict[str, Any] | None:
@@ -914,12 +923,14 @@ class ReferenceEngine:
         """Stripe definitely refused the Checkout Session: give the seat back, exactly once."""
         return await self._end_pending(purchase["_id"], FAILED)
 
-    async def _end_pending(self, purchase_id: str, new: str) -> bool:
+    async def _end_pending(
+        self, purchase_id: str, new: str, extra: dict[str, Any] | None = None
+    ) -> bool:
         """`pending -> new`; True for the one caller that made it. (A purchase whose create's
         answer was lost learns its session from the replayed create, never from an event that
         merely names it: `_foreign_session`, `_resolve_intents`; an expiry with the create's
         own terms is the one exception, `_adopt_expired_session`.)"""
-        fields: dict[str, Any] = {"ended_at": self.env.clock.now()}
+        fields: dict[str, Any] = {"ended_at": self.env.clock.now(), **(extra or {})}
         return await self._transition(purchase_id, PENDING, new, fields) is not None
 
     # ------------------------------------------------------------------ reconcile
@@ -935,6 +946,7 @@ class ReferenceEngine:
             await self._resolve_intents(max(horizon, now - self.intent_replay_within_s))
             await self._resolve_expired_sessions(now)
             await self._recheck_live_sessions(now, horizon)
+            await self._watch_legacy_releases(now)
             await self._repair_seat_ledger(horizon)
             await self._retry_grants()
             await self._retry_receipts()
@@ -997,7 +1009,52 @@ class ReferenceEngine:
                 {"$set": {"recheck_at": now + RECHECK_EVERY_S}},
             )
 
-    async def _settle_session(self, purchase_id: str, session_id: str, *, expire: bool) -> None:
+    async def _watch_legacy_releases(self, now: float) -> None:
+        """A store an earlier release wrote may hold purchases it cancelled without expiring
+        their sessions (as the seed does): their tabs stay payable for up to 24 h, and a
+        payment in one is honoured or refunded only if its event arrives. Stripe may give up on
+        it, so each such purchase is asked about hourly until its session expired or the
+        payment is dealt with. Found once per instance (one read of the cancelled purchases
+        with a live session); then only the watched ones are read, by an index lookup."""
+        if not self._audited:
+            found = await self.purchases.find(
+                {
+                    "status": CANCELLED,
+                    "session_closed": {"$ne": True},
+                    "stripe_session_id": {"$ne": None},
+                    "session_expires_at": {"$gte": now},
+                    "watch": {"$ne": WATCH_LEGACY},
+                }
+            ).to_list()
+            for purchase in found:
+                await self.purchases.update_one(
+                    {"_id": purchase["_id"], "status": CANCELLED},
+                    {"$set": {"watch": WATCH_LEGACY}},
+                )
+            self._audited = True
+        watched = await self.purchases.find({"watch": WATCH_LEGACY}).to_list()
+        for purchase in watched:
+            if purchase.get("recheck_at", now) > now:
+                continue
+            said = await self._settle_session(
+                purchase["_id"], purchase["stripe_session_id"], expire=False
+            )
+            latest = await self.purchases.find_one({"_id": purchase["_id"]})
+            if latest is None or latest["status"] != CANCELLED or said in SETTLED:
+                await self.purchases.update_one(
+                    {"_id": purchase["_id"]}, {"$unset": {"watch": "", "recheck_at": ""}}
+                )
+            else:
+                await self.purchases.update_one(
+                    {"_id": purchase["_id"]}, {"$set": {"recheck_at": now + RECHECK_EVERY_S}}
+                )
+
+    async def _settle_session(
+        self, purchase_id: str, session_id: str, *, expire: bool
+    ) -> str | None:
+        """Settle the purchase as Stripe's session says, and say what that was: `open`,
+        `expired`, `paid`, `failed` (a delayed payment that failed), `unpaid` (one still in
+        flight), or None when Stripe did not answer or the session was busy."""
         try:
             if expire:
                 await self._expire_session(session_id)  # False when paid meanwhile: honoured below
@@ -1006,16 +1063,21 @@ class ReferenceEngine:
             )
             debit_failed = await self._delayed_payment_failed(session)
         except (OutcomeUnknown, stripe.StripeError):
-            return
+            return None
         if session["status"] == "open":
-            return  # nothing to settle: not due yet, or Stripe's expiry lags `expires_at`
+            return "open"  # nothing to settle: not due yet, or Stripe's expiry lags `expires_at`
         try:
             async with self._lock(
                 f"webhook:session:{session_id}", self.config.webhook_lock_timeout
             ):
                 await self._settle_as_stripe_says(purchase_id, session, debit_failed)
         except self.sweep_skips:
-            return  # the next sweep asks again; the rest of this one goes on
+            return None  # the next sweep asks again; the rest of this one goes on
+        if session["status"] == "expired":
+            return "expired"
+        if debit_failed:
+            return "failed"
+        return "paid" if session.get("payment_status") == "paid" else "unpaid"
 
     async def _delayed_payment_failed(self, session: dict[str, Any]) -> bool:
         """A session `complete` but `unpaid` is a delayed payment (a bank debit) still in

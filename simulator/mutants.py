@@ -916,6 +916,17 @@ class ForgetsOwedGrants(ReferenceEngine):
         return None
 
 
+class ForgetsLegacyReleases(ReferenceEngine):
+    """Asks Stripe only about its pending purchases' sessions: a purchase an earlier release
+    cancelled without expiring the session is paid in the old tab, Stripe gives up on the
+    event, and the payment is neither re-seated nor refunded.
+
+    Reached by legacy-debit-behind-lost-events. Violates no_lost_payment."""
+
+    async def _watch_legacy_releases(self, now: float) -> None:
+        return None
+
+
 _REDIRECTED: ContextVar[bool] = ContextVar("mutant_redirected", default=False)
 
 
@@ -1036,6 +1047,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("forgets-an-early-expiry", ForgetsAnEarlyExpiry, "no_orphan_session"),
         _mutant("forgets-owed-receipts", ForgetsOwedReceipts, "completion_delivered"),
         _mutant("forgets-owed-grants", ForgetsOwedGrants, "completion_delivered"),
+        _mutant("forgets-legacy-releases", ForgetsLegacyReleases, "no_lost_payment"),
         _mutant("redirect-leaves-the-grant", RedirectLeavesTheGrant, "completion_delivered"),
         _mutant("sweep-trips-on-a-held-lock", SweepTripsOnAHeldLock, "no_engine_exception"),
         _mutant(

@@ -486,3 +486,18 @@ def test_a_debit_settled_behind_a_live_session_is_learnt_by_the_sweep(tmp_path: 
     assert fixed["no_lost_payment"] == HELD
     assert fixed["no_stuck_purchase"] == HELD
     assert fixed["counter_consistent"] == HELD
+
+
+def test_a_legacy_tab_paid_while_stripe_gave_up_on_its_events_is_learnt_by_the_sweep(
+    tmp_path: Path,
+) -> None:
+    """An earlier release cancelled a purchase without expiring its session; its customer pays
+    there by bank debit while Stripe gives up on every event. The reference watches such
+    purchases (found once per instance) and refunds or re-seats the payment; an engine that
+    asks only about pending purchases keeps money for a cancelled purchase."""
+
+    def judged(engine: str) -> str:
+        return invariants("legacy-debit-behind-lost-events", 2, engine, tmp_path)["no_lost_payment"]
+
+    assert judged("mutant:forgets-legacy-releases") == VIOLATED
+    assert judged("reference") == HELD

@@ -54,6 +54,7 @@ SEED_VIOLATES = {
     "adversary-webhooks": {"signature_enforced", "payment_matches_purchase", "no_lost_payment"},
     "crash-mid-handler": {"no_orphan_session", "no_stuck_purchase"},
     "crash-before-side-effect": {"completion_delivered"},
+    "legacy-debit-behind-lost-events": {"no_lost_payment", "counter_consistent"},
     "double-click": {"counter_consistent", "no_orphan_session"},
     "duplicate-concurrent-webhooks": {"counter_consistent", "no_orphan_session"},
     "email-outage": {"counter_consistent", "no_orphan_session", "completion_delivered"},
