@@ -725,3 +725,28 @@ def test_reconcile_grants_what_is_owed_a_page_at_a_time_each_once() -> None:
             assert len(w.email.delivered) == owed
 
     run_virtual(main)
+
+
+def test_a_cancelled_purchase_an_earlier_release_left_payable_is_watched_and_honoured() -> None:
+    """The reference's own cancel expires the session first and says so (`session_closed`):
+    never watched. A cancelled purchase without that mark and with a live session (what a
+    release that cancelled without expiring left) is watched; paid with its event never
+    delivered, the sweep learns it from Stripe, honours it, and stops watching."""
+
+    async def main() -> None:
+        async with world(ReferenceEngine) as w:
+            store = w.env.store.purchases
+            own = await w.engine.create_purchase("user_own", PROG, class_rep=False)
+            await w.engine.cancel_purchase("user_own", own.purchase_id)
+            legacy = await w.engine.create_purchase("user_old", PROG, class_rep=False)
+            # an earlier release's cancel: the status only, the session left open
+            await store.update_one({"_id": legacy.purchase_id}, {"$set": {"status": "cancelled"}})
+            assert await w.fake.customer_pay(legacy.session_id, flow="card")  # no event sent
+            await w.engine.reconcile()
+            mine = await store.find_one({"_id": own.purchase_id})
+            assert mine["session_closed"] is True and "watch" not in mine
+            old = await store.find_one({"_id": legacy.purchase_id})
+            assert old["status"] == "completed" and "watch" not in old
+            assert [g.purchase_id for g in w.fulfilment.grants] == [legacy.purchase_id]
+
+    run_virtual(main)
