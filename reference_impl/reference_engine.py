@@ -1017,20 +1017,15 @@ class ReferenceEngine:
         payment is dealt with. Found once per instance (one read of the cancelled purchases
         with a live session); then only the watched ones are read, by an index lookup."""
         if not self._audited:
-            found = await self.purchases.find(
+            await self.purchases.update_many(
                 {
                     "status": CANCELLED,
                     "session_closed": {"$ne": True},
                     "stripe_session_id": {"$ne": None},
                     "session_expires_at": {"$gte": now},
-                    "watch": {"$ne": WATCH_LEGACY},
-                }
-            ).to_list()
-            for purchase in found:
-                await self.purchases.update_one(
-                    {"_id": purchase["_id"], "status": CANCELLED},
-                    {"$set": {"watch": WATCH_LEGACY}},
-                )
+                },
+                {"$set": {"watch": WATCH_LEGACY}},
+            )
             self._audited = True
         watched = await self.purchases.find({"watch": WATCH_LEGACY}).to_list()
         for purchase in watched:
@@ -1039,8 +1034,8 @@ class ReferenceEngine:
             said = await self._settle_session(
                 purchase["_id"], purchase["stripe_session_id"], expire=False
             )
-            latest = await self.purchases.find_one({"_id": purchase["_id"]})
-            if latest is None or latest["status"] != CANCELLED or said in SETTLED:
+            # a re-seat or a refund happens only for a paid session, which is settled
+            if said in SETTLED:
                 await self.purchases.update_one(
                     {"_id": purchase["_id"]}, {"$unset": {"watch": "", "recheck_at": ""}}
                 )

@@ -182,11 +182,7 @@ class Nemesis:
         for spec in self.active:
             if spec.kind == "store_latency" and self.rng.random() < spec.probability:
                 await virtual_time.sleep(spec.value_s * self.rng.random())
-            elif (
-                spec.kind == "slow_handler"
-                and spec.target in (instance.name, "any")
-                and self.rng.random() < spec.probability
-            ):
+            elif self._draws(spec, "slow_handler", instance):
                 self.record(
                     "fault.slow",
                     instance=instance.name,
@@ -195,28 +191,29 @@ class Nemesis:
                     delay_s=spec.value_s,
                 )
                 await virtual_time.sleep(spec.value_s)
-            elif (
-                spec.kind == "crash"
-                and spec.target in (instance.name, "any")
-                and self.rng.random() < spec.probability
-            ):
-                instance.crash(f"crash point before {collection}.{op}")
-                self._restart_later(instance)
-                await anyio.lowlevel.checkpoint()  # the cancelled request stops here
+            elif self._draws(spec, "crash", instance):
+                await self._crash(instance, f"crash point before {collection}.{op}")
 
     async def before_side_effect(self, instance: Instance, call: str) -> None:
         """Crash points before a grant or a receipt (simulator/side_effects.py): the store
         already says done, the world not yet."""
         for spec in self.active:
-            if (
-                spec.kind == "crash_before_side_effect"
-                and spec.target in (instance.name, "any")
-                and self.rng.random() < spec.probability
-            ):
-                instance.crash(f"{side_effects.CRASH_REASON} {call}")
-                self._restart_later(instance)
-                await anyio.lowlevel.checkpoint()  # the cancelled request stops here
+            if self._draws(spec, "crash_before_side_effect", instance):
+                await self._crash(instance, f"{side_effects.CRASH_REASON} {call}")
                 return
+
+    def _draws(self, spec: FaultSpec, kind: str, instance: Instance) -> bool:
+        """`spec` is of `kind`, aimed at `instance`, and fires this time (a draw only then)."""
+        return (
+            spec.kind == kind
+            and spec.target in (instance.name, "any")
+            and self.rng.random() < spec.probability
+        )
+
+    async def _crash(self, instance: Instance, reason: str) -> None:
+        instance.crash(reason)
+        self._restart_later(instance)
+        await anyio.lowlevel.checkpoint()  # the cancelled request stops here
 
     async def _lease_pause(self, instance: Instance) -> None:
         """Stall a lock holder at its first write after the grant, past its lease."""
