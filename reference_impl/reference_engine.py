@@ -1017,15 +1017,22 @@ class ReferenceEngine:
         payment is dealt with. Found once per instance (one read of the cancelled purchases
         with a live session); then only the watched ones are read, by an index lookup."""
         if not self._audited:
-            await self.purchases.update_many(
+            # a read, then a write for each one found: an update_many would write (nothing)
+            # at every instance's first sweep, in every store
+            found = await self.purchases.find(
                 {
                     "status": CANCELLED,
                     "session_closed": {"$ne": True},
                     "stripe_session_id": {"$ne": None},
                     "session_expires_at": {"$gte": now},
-                },
-                {"$set": {"watch": WATCH_LEGACY}},
-            )
+                    "watch": {"$ne": WATCH_LEGACY},
+                }
+            ).to_list()
+            for purchase in found:
+                await self.purchases.update_one(
+                    {"_id": purchase["_id"], "status": CANCELLED},
+                    {"$set": {"watch": WATCH_LEGACY}},
+                )
             self._audited = True
         watched = await self.purchases.find({"watch": WATCH_LEGACY}).to_list()
         for purchase in watched:
