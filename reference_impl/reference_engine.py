@@ -59,11 +59,17 @@ from reference_impl.schema import (
     REFUNDED,
     SEAT_HOLDING,
     SLOTS,
+    SWEEP_MARKS,
     WEBHOOK_DEAD_LETTERS,
 )
 from reference_impl.seats import WITHOUT_SEAT_MOVES, SeatLedger
 from reference_impl.webhook_shapes import checkout_session, event_object_of, session_id_or_none
-from reference_impl.webhook_signature import InvalidWebhook, verify_event
+from reference_impl.webhook_signature import (
+    InvalidWebhook,
+    event_envelope,
+    event_page,
+    verify_event,
+)
 
 #: a pending purchase whose session expires sooner than this gets a fresh session instead
 REUSE_MARGIN_S = 60.0
@@ -100,6 +106,13 @@ RECHECK_EVERY_S = 3600.0
 WATCH_LEGACY = "legacy"
 #: what `_settle_session` says when nothing more can come of a session
 SETTLED = ("expired", "paid", "failed")
+#: the sweep mark (`_id` in `sweep_marks`) of `_replay_undelivered_events`: undelivered events
+#: created before its `until` were read and handled
+UNDELIVERED_MARK = "undelivered_events"
+#: how far back Stripe lists events: where an engine that never looked starts
+EVENT_RETENTION_S = 30 * 86400
+#: undelivered events listed per request
+EVENTS_PAGE = 100
 #: set while `reconcile` runs: its Stripe calls wait `reconcile_stripe_timeout`
 _SWEEPING: ContextVar[bool] = ContextVar("sweeping", default=False)
 
@@ -122,6 +135,7 @@ class ReferenceEngine:
         self.programs = env.store[PROGRAMS]
         self.slots = env.store[SLOTS]
         self.dead_letters = env.store[WEBHOOK_DEAD_LETTERS]
+        self.sweep_marks = env.store[SWEEP_MARKS]
         self.seats = SeatLedger(env.store, env.ids, env.clock)
         # tokens of two in-process lock tables (two instances, a restart) are not comparable
         self.fence_scope = fence_scope_of(env.locks) or env.ids.new_id("fence")
@@ -947,6 +961,7 @@ class ReferenceEngine:
             await self._resolve_expired_sessions(now)
             await self._recheck_live_sessions(now, horizon)
             await self._watch_legacy_releases(now)
+            await self._replay_undelivered_events(horizon)
             await self._repair_seat_ledger(horizon)
             await self._retry_grants()
             await self._retry_receipts()
@@ -1050,6 +1065,65 @@ class ReferenceEngine:
                 await self.purchases.update_one(
                     {"_id": purchase["_id"]}, {"$set": {"recheck_at": now + RECHECK_EVERY_S}}
                 )
+
+    async def _replay_undelivered_events(self, horizon: float) -> None:
+        """Handle the events Stripe could not deliver (still being retried, or given up), as
+        Stripe advises for an endpoint that was down.
+
+        The other sweeps ask Stripe about every session the engine issued (and know which
+        purchase each belongs to, for longer than Stripe lists events), so an event about one
+        of those is left to them: each recovery has one path, and a broken one shows. This is
+        how the engine hears of a session it never issued (a Payment Link, the dashboard, other
+        code on the account) whose every event was lost: kept for a human, as a delivered one
+        would be. Only events older than the grace are read (younger ones are still being
+        delivered), each window once: the mark moves past what was handled. A sweep that finds
+        nothing writes nothing, so the window of the next one starts where this one did; an
+        event its handler could not take (busy, Stripe down) is read again at the next sweep."""
+        mark = await self.sweep_marks.find_one({"_id": UNDELIVERED_MARK})
+        since = int(mark["until"]) if mark else int(horizon) - EVENT_RETENTION_S
+        until = int(horizon)
+        if until <= since:
+            return
+        try:
+            events = await self._undelivered_events(since, until)
+        except (OutcomeUnknown, stripe.StripeError, InvalidWebhook):
+            return  # the next sweep reads the same window
+        if not events:
+            return
+        reached = until
+        for event in events:  # oldest first; each is checked before use
+            try:
+                session_id = session_id_or_none(event_envelope(event)["data"]["object"].get("id"))
+                if session_id is None or await self._purchase_of_session(session_id):
+                    continue  # not a session, or one of ours: the other sweeps ask about it
+                status = await self._dispatch(event)
+            except InvalidWebhook:
+                continue  # not shaped as a checkout event: nothing can come of it
+            if status != 200:  # (a unit test holds the session's lock: no CI world does)
+                created = event.get("created")
+                reached = created if isinstance(created, int) and since <= created else since
+                break
+        await self.sweep_marks.update_one(
+            {"_id": UNDELIVERED_MARK}, {"$max": {"until": reached}}, upsert=True
+        )
+
+    async def _undelivered_events(self, since: int, until: int) -> list[Any]:
+        """Stripe's undelivered events of the types the engine handles created in
+        [since, until), oldest first (Stripe lists newest first, a page at a time)."""
+        params: dict[str, Any] = {
+            "delivery_success": False,
+            "types": list(self._webhook_handlers()),
+            "created": {"gte": since, "lt": until},
+            "limit": EVENTS_PAGE,
+        }
+        found: list[Any] = []
+        while True:
+            page = await self._stripe(self.env.stripe.v1.events.list_async(params))
+            events, after = event_page(page)
+            found.extend(events)
+            if after is None:
+                return found[::-1]
+            params = {**params, "starting_after": after}
 
     async def _settle_session(
         self, purchase_id: str, session_id: str, *, expire: bool

@@ -12,6 +12,8 @@ PURCHASES = "purchases"
 SLOTS = "purchase_slots"
 #: reference engine: paid sessions it will never honour (foreign, mismatching), kept for a human
 WEBHOOK_DEAD_LETTERS = "webhook_dead_letters"
+#: reference engine: where each of its sweeps got to (`_id` names the sweep)
+SWEEP_MARKS = "sweep_marks"
 #: reference engine: one document per held class-rep seat, keyed by its reservation ref
 SEAT_HOLDS = "seat_holds"
 

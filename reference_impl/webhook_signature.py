@@ -60,7 +60,24 @@ def verify_event(
     # (the footgun of turning replay protection off, kept so that a scenario can show it)
     if tolerance > 0 and timestamp < clock.now() - tolerance:
         raise InvalidWebhook(f"stale signature: t={timestamp} older than {tolerance:.0f}s")
-    body = parse_bounded_json(text)
+    return event_envelope(parse_bounded_json(text))
+
+
+def event_page(page: Any) -> tuple[list[Any], str | None]:
+    """A page of `GET /v1/events`: its items (each still to be checked by `event_envelope`) and
+    the id to ask for the next page after, None on the last page; InvalidWebhook if it is not
+    shaped as a list answer."""
+    data = page.get("data") if isinstance(page, dict) else None
+    if not isinstance(data, list):
+        raise InvalidWebhook("the event list is not a list")
+    last = data[-1].get("id") if data and isinstance(data[-1], dict) else None
+    more = page.get("has_more") is True and isinstance(last, str)
+    return data, last if more else None
+
+
+def event_envelope(body: Any) -> dict[str, Any]:
+    """`body` if it is shaped as a Stripe event (a type and a data.object), else InvalidWebhook:
+    for a delivered body and for an event listed from the API alike."""
     if not isinstance(body, dict):
         raise InvalidWebhook("body is not a Stripe event")
     if not isinstance(body.get("type"), str) or not isinstance(body.get("data"), dict):

@@ -927,6 +927,17 @@ class ForgetsLegacyReleases(ReferenceEngine):
         return None
 
 
+class ReadsOnlyDeliveredEvents(ReferenceEngine):
+    """Never lists the events Stripe could not deliver: a session made outside the engine and
+    paid while the endpoint was down, Stripe giving up on its events, is neither refunded nor
+    kept for a human (the engine never hears of it).
+
+    Reached by foreign-payment-behind-lost-events. Violates no_lost_payment."""
+
+    async def _replay_undelivered_events(self, horizon: float) -> None:
+        return None
+
+
 _REDIRECTED: ContextVar[bool] = ContextVar("mutant_redirected", default=False)
 
 
@@ -1048,6 +1059,7 @@ MUTANTS: dict[str, Mutant] = {
         _mutant("forgets-owed-receipts", ForgetsOwedReceipts, "completion_delivered"),
         _mutant("forgets-owed-grants", ForgetsOwedGrants, "completion_delivered"),
         _mutant("forgets-legacy-releases", ForgetsLegacyReleases, "no_lost_payment"),
+        _mutant("reads-only-delivered-events", ReadsOnlyDeliveredEvents, "no_lost_payment"),
         _mutant("redirect-leaves-the-grant", RedirectLeavesTheGrant, "completion_delivered"),
         _mutant("sweep-trips-on-a-held-lock", SweepTripsOnAHeldLock, "no_engine_exception"),
         _mutant(

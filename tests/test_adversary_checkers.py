@@ -109,15 +109,15 @@ def test_no_lost_payment_wants_a_foreign_payment_refunded_or_kept_for_a_human() 
     assert check("no_lost_payment", history(FOREIGN, paid), kept) == (HELD, [])
     refunded = _facts([], sessions, refunds=[{"payment_intent": "pi_f"}])
     assert check("no_lost_payment", history(FOREIGN, paid), refunded) == (HELD, [])
-    # its only event given up: judged when that happened with no fault on, not under one
+    # its only event given up, even under the nemesis: still judged, for the engine can list
+    # the events Stripe never delivered
     event = {"type": "stripe.event", "id": "evt_1", "session_id": "cs_f"}
     given_up = {"type": "webhook.given_up", "event_id": "evt_1"}
     on = {"type": "fault.start", "kind": "webhook_failures", "target": "i0"}
     off = {"type": "fault.end", "kind": "webhook_failures", "target": "i0"}
-    lost = history(FOREIGN, paid, event, on, off, given_up)
-    assert check("no_lost_payment", lost, _facts([], sessions))[0] == VIOLATED
     unheard = history(FOREIGN, paid, event, on, given_up, off)
-    assert check("no_lost_payment", unheard, _facts([], sessions)) == (HELD, [])
+    assert check("no_lost_payment", unheard, _facts([], sessions))[0] == VIOLATED
+    assert check("no_lost_payment", unheard, kept) == (HELD, [])
     # a session the engine issued may not end as a dead letter: that is a lost payment
     own = {**paid, "id": "cs_own", "payment_intent": "pi_own"}
     letters = [{"_id": "cs_own", "session_id": "cs_own"}]

@@ -53,6 +53,11 @@ def test_stripe_node_sessions_idempotency_and_errors() -> None:
             assert out["retrieved"] == {"id": created["id"], "status": "open"}
             assert out["listed"] == [created["id"]]
             assert out["expired"] == {"id": created["id"], "status": "expired"}
+            assert out["events"] == [["checkout.session.expired", created["id"]]]
+            assert (out["bad_filter"]["statusCode"], out["bad_filter"]["param"]) == (
+                400,
+                "delivery_success",
+            )
             assert out["expire_again"]["type"] == "StripeInvalidRequestError"
             assert out["expire_again"]["statusCode"] == 400
             assert out["key_reused"]["type"] == "StripeIdempotencyError"

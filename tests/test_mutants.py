@@ -101,7 +101,7 @@ async def _second_instance(w: World, factory: Any) -> Any:
 
 
 def test_catalogue_names_invariants_and_registers_engines() -> None:
-    assert len(mutants.MUTANTS) == 62
+    assert len(mutants.MUTANTS) == 63
     for name, mutant in mutants.MUTANTS.items():
         assert mutant.name == name and mutant.description
         assert mutant.violates and set(mutant.violates) <= INVARIANTS, name
@@ -109,7 +109,7 @@ def test_catalogue_names_invariants_and_registers_engines() -> None:
         assert resolve(f"mutant:{name}") is mutant.factory
         assert EXTRA_DESCRIPTIONS[f"mutant:{name}"] == mutant.description
     mutants.register()
-    assert sum(key.startswith("mutant:") for key in EXTRA) == 62
+    assert sum(key.startswith("mutant:") for key in EXTRA) == 63
 
 
 # ---------------------------------------------------------------- create

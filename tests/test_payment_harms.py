@@ -501,3 +501,18 @@ def test_a_legacy_tab_paid_while_stripe_gave_up_on_its_events_is_learnt_by_the_s
 
     assert judged("mutant:forgets-legacy-releases") == VIOLATED
     assert judged("reference") == HELD
+
+
+def test_a_foreign_payment_behind_lost_events_is_learnt_from_stripes_undelivered_events(
+    tmp_path: Path,
+) -> None:
+    """Sessions made outside the engine are paid while the endpoint fails and Stripe gives up
+    on their events. The reference lists the events Stripe never delivered and keeps each
+    payment for a human; an engine that reads only what was delivered never hears of them."""
+
+    def judged(engine: str) -> str:
+        scenario = "foreign-payment-behind-lost-events"
+        return invariants(scenario, 1, engine, tmp_path)["no_lost_payment"]
+
+    assert judged("mutant:reads-only-delivered-events") == VIOLATED
+    assert judged("reference") == HELD

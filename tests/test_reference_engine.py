@@ -15,6 +15,7 @@ from reference_impl.reference_engine import (
     FULFILMENT_PAGE,
     RECEIPT_OWED,
     RECEIPT_PAGE,
+    UNDELIVERED_MARK,
     ReferenceEngine,
 )
 from reference_impl.schema import program_doc
@@ -748,5 +749,81 @@ def test_a_cancelled_purchase_an_earlier_release_left_payable_is_watched_and_hon
             old = await store.find_one({"_id": legacy.purchase_id})
             assert old["status"] == "completed" and "watch" not in old
             assert [g.purchase_id for g in w.fulfilment.grants] == [legacy.purchase_id]
+
+    run_virtual(main)
+
+
+def test_a_foreign_payment_whose_events_were_never_delivered_is_read_from_stripe_and_kept() -> None:
+    """A session the engine never issued, paid while no event reached the engine: the sweep
+    lists Stripe's undelivered events once they are older than the grace, keeps the payment
+    for a human, and moves its mark past them. An undelivered event about one of its own
+    sessions is left to the sweeps that ask Stripe about those (no dead letter for it)."""
+    config = EngineConfig(reconcile_grace=600.0)
+
+    async def main() -> None:
+        async with world(ReferenceEngine, config=config) as w:
+            marks = w.env.store.sweep_marks
+            letters = w.env.store.webhook_dead_letters
+            own = await w.engine.create_purchase("user_own", PROG, class_rep=False)
+            assert await w.fake.customer_pay(own.session_id, flow="card")  # no event sent
+            foreign = w.fake.foreign_session(
+                amount_total=5000,
+                currency="usd",
+                mode="payment",
+                client_reference_id=None,
+                metadata={"purchase_id": own.purchase_id},
+                expires_at=int(w.env.clock.now()) + 3600,
+            )
+            assert await w.fake.customer_pay(foreign.id, flow="card")
+            await w.engine.reconcile()  # the events are younger than the grace: not read yet
+            assert await letters.count_documents({}) == 0
+            assert await marks.find_one({"_id": UNDELIVERED_MARK}) is None
+            await anyio.sleep(601)
+            await w.engine.reconcile()
+            [kept] = await letters.find({}).to_list()
+            assert kept["session_id"] == foreign.id and kept["payment_intent"] is not None
+            mark = await marks.find_one({"_id": UNDELIVERED_MARK})
+            assert mark is not None and mark["until"] == int(w.env.clock.now() - 600)
+            await anyio.sleep(60)
+            await w.engine.reconcile()  # nothing new in its window: the mark is not written
+            assert await marks.find_one({"_id": UNDELIVERED_MARK}) == mark
+            # its own paid session: completed by the hourly recheck, not the event replay
+            bought = await w.env.store.purchases.find_one({"_id": own.purchase_id})
+            assert bought["status"] == "pending"
+            await anyio.sleep(3600)
+            await w.engine.reconcile()
+            bought = await w.env.store.purchases.find_one({"_id": own.purchase_id})
+            assert bought["status"] == "completed"
+            assert [g.purchase_id for g in w.fulfilment.grants] == [own.purchase_id]
+            assert await letters.count_documents({}) == 1
+
+    run_virtual(main)
+
+
+def test_an_undelivered_event_the_engine_could_not_take_is_read_again() -> None:
+    """The session's lock is held past its timeout when the sweep reads the foreign payment's
+    event: the mark stays before it, and the next sweep keeps the payment."""
+    config = EngineConfig(reconcile_grace=600.0, webhook_lock_timeout=1.0)
+
+    async def main() -> None:
+        async with world(ReferenceEngine, config=config) as w:
+            foreign = w.fake.foreign_session(
+                amount_total=5000,
+                currency="usd",
+                mode="payment",
+                client_reference_id=None,
+                metadata={},
+                expires_at=int(w.env.clock.now()) + 3600,
+            )
+            assert await w.fake.customer_pay(foreign.id, flow="card")
+            await anyio.sleep(601)
+            letters = w.env.store.webhook_dead_letters
+            async with w.env.locks.hold(f"webhook:session:{foreign.id}", wait_timeout=5.0):
+                await w.engine.reconcile()
+            assert await letters.count_documents({}) == 0
+            mark = await w.env.store.sweep_marks.find_one({"_id": UNDELIVERED_MARK})
+            assert mark is not None and mark["until"] <= w.fake.events[0]["created"]
+            await w.engine.reconcile()
+            assert [d["session_id"] for d in await letters.find({}).to_list()] == [foreign.id]
 
     run_virtual(main)

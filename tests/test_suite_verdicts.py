@@ -55,6 +55,7 @@ SEED_VIOLATES = {
     "crash-mid-handler": {"no_orphan_session", "no_stuck_purchase"},
     "crash-before-side-effect": {"completion_delivered"},
     "legacy-debit-behind-lost-events": {"no_lost_payment", "counter_consistent"},
+    "foreign-payment-behind-lost-events": {"no_lost_payment"},
     "double-click": {"counter_consistent", "no_orphan_session"},
     "duplicate-concurrent-webhooks": {"counter_consistent", "no_orphan_session"},
     "email-outage": {"counter_consistent", "no_orphan_session", "completion_delivered"},

@@ -7,18 +7,18 @@ A paid session created outside the engine (the adversary's `adversary.foreign_se
 the engine's to complete: it must be refunded, or kept for a human in the store's
 `webhook_dead_letters` (a document with its `session_id`). A session the engine issued may not
 end there: that would be a payment lost with a note. A foreign session's events are the only
-way the engine hears of it: when Stripe gave up on every one of them under the nemesis (as
-`webhooks_acknowledged` does not judge such an event), and none was acknowledged, it is not
-judged either. (An engine could still learn of it by listing Stripe's undelivered events; the
-fake does not offer that list yet.) The engine's own sessions are judged whatever became of
-their events: it issued them, and can ask.
+way the engine hears of it, and it is judged even when Stripe gave up on every one of them: the
+engine can list the events Stripe never delivered (`GET /v1/events?delivery_success=false`, as
+Stripe advises after an outage; Stripe and the fake list 30 days, the longest a scenario's
+workload may last).
+The engine's own sessions are judged whatever became of their events: it issued them, and can
+ask.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from simulator.checkers import faults_on
 from simulator.checkers.base import FinalFacts, Outcome, Violation, outcome
 
 NAME = "no_lost_payment"
@@ -26,39 +26,15 @@ NAME = "no_lost_payment"
 
 class NoLostPayment:
     name = NAME
-    types = frozenset(
-        {
-            "stripe.session",
-            "adversary.foreign_session",
-            "stripe.event",
-            "webhook.given_up",
-            *faults_on.TYPES,
-        }
-    )
+    types = frozenset({"stripe.session", "adversary.foreign_session"})
 
     def __init__(self) -> None:
         self.paid_at: dict[str, dict[str, Any]] = {}
         self.foreign: set[str] = set()
-        self.faults_on = faults_on.FaultsOn()
-        #: session -> its events not (yet) given up under the nemesis
-        self.heard: dict[str, set[str]] = {}
-        self.session_of_event: dict[str, str] = {}
 
     def observe(self, entry: dict[str, Any]) -> None:
-        kind = entry["type"]
-        if kind in faults_on.TYPES:
-            self.faults_on.observe(entry)
-        elif kind == "adversary.foreign_session":
+        if entry["type"] == "adversary.foreign_session":
             self.foreign.add(entry["session_id"])
-        elif kind == "stripe.event":
-            session_id = entry.get("session_id")
-            if session_id is not None:
-                self.heard.setdefault(session_id, set()).add(entry["id"])
-                self.session_of_event[entry["id"]] = session_id
-        elif kind == "webhook.given_up":
-            session_id = self.session_of_event.get(entry["event_id"])
-            if self.faults_on and session_id is not None:
-                self.heard[session_id].discard(entry["event_id"])
         elif entry.get("payment_status") == "paid" and entry["id"] not in self.paid_at:
             self.paid_at[entry["id"]] = entry
 
@@ -72,8 +48,6 @@ class NoLostPayment:
             if session_id in self.foreign:
                 if paid.get("payment_intent") in refunded or session_id in kept:
                     continue
-                if self.heard.get(session_id) == set():
-                    continue  # every event of it given up under the nemesis: never heard of
                 found.append(
                     Violation(
                         NAME,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from simulator import json_codec
-from simulator.fake_stripe import errors
+from simulator.fake_stripe import errors, event_list
 from simulator.fake_stripe.errors import ApiError, invalid_param
 from simulator.fake_stripe.objects import (
     CheckoutSession,
@@ -144,6 +144,7 @@ class StripeApi:
             ("GET", re.compile(r"/v1/payment_intents/([^/]+)"), self._retrieve_intent),
             ("POST", re.compile(r"/v1/refunds"), self._create_refund),
             ("GET", re.compile(r"/v1/refunds/([^/]+)"), self._retrieve_refund),
+            ("GET", re.compile(r"/v1/events"), self._list_events),
             ("GET", re.compile(r"/v1/events/([^/]+)"), self._retrieve_event),
             # last: no engine in simulation reads charges, so the hot routes match first
             ("GET", re.compile(r"/v1/charges"), self._list_charges),
@@ -359,7 +360,27 @@ class StripeApi:
         event = self._state.find_event(match.group(1))
         if event is None:
             raise errors.no_such("event", match.group(1))
-        return event
+        return event_list.shown(self._state, event)
+
+    def _list_events(self, request: ApiRequest, _: re.Match[str]) -> dict[str, Any]:
+        p = request.params
+        _no_unknown(p, event_list.PARAMS)
+        limit = _int(p.get("limit", "10"), "limit")
+        if not 1 <= limit <= 100:
+            raise invalid_param("limit must be between 1 and 100.", "limit")
+        created = p.get("created", {})
+        if isinstance(created, str) and created != "":
+            exact = _int(created, "created")
+            bounds = {"gte": exact, "lte": exact}
+        else:
+            bounds = {op: _int(v, f"created[{op}]") for op, v in _dict(created, "created").items()}
+            unknown = set(bounds) - {"gt", "gte", "lt", "lte"}
+            if unknown:
+                raise invalid_param(
+                    f"Received unknown parameter: created[{min(unknown)}]", "created"
+                )
+        query = event_list.EventQuery.parse(p, limit, lambda at: _within(at, bounds))
+        return event_list.list_events(self._state, query)
 
 
 # ---- parameter helpers (values arrive as strings, as on the wire)

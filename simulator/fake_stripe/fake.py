@@ -178,6 +178,10 @@ class FakeStripe:
         """The Checkout Session an event concerns (payment intent events map back to it)."""
         return self._state.session_id_of(event)
 
+    def delivered(self, event_id: str) -> None:
+        """The endpoint acknowledged the event: Stripe lists it as delivered from now on."""
+        self._state.delivered(event_id)
+
     # ---- the customer's side
 
     async def customer_pay(

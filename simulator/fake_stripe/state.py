@@ -56,6 +56,10 @@ class StripeState:
         self.payment_intents: MutableMapping[str, PaymentIntent] = {}
         self.refunds: list[Refund] = []
         self.events: MutableSequence[dict[str, Any]] | EventLog = []
+        #: events not yet delivered to the endpoint (pending or given up), oldest first, with
+        #: when each was created: what `GET /v1/events?delivery_success=false` lists. Only
+        #: delivery failures stay, so it is small however long the run
+        self.undelivered: dict[str, int] = {}
         self.spill: Spill | None = None
         self.ids = SequentialIds("sim_")
         self._subscribers: list[Subscriber] = []
@@ -243,6 +247,7 @@ class StripeState:
             "type": type,
         }
         self.events.append(event)
+        self.undelivered[event["id"]] = event["created"]
         self.record(
             "stripe.event",
             id=event["id"],
@@ -253,6 +258,10 @@ class StripeState:
         for callback in list(self._subscribers):
             callback(event)
         return event
+
+    def delivered(self, event_id: str) -> None:
+        """The endpoint acknowledged `event_id` (a 2xx in time): it is no longer pending."""
+        self.undelivered.pop(event_id, None)
 
     def session_id_of(self, event: dict[str, Any]) -> str | None:
         """The Checkout Session an event is about (payment intents map back to theirs)."""

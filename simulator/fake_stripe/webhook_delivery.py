@@ -155,6 +155,7 @@ class WebhookDelivery:
             duplicate = None
             if ok:
                 self.stats.acknowledged += 1
+                self._fake.delivered(tracked.event["id"])
                 self._record(
                     "webhook.acknowledged",
                     event_id=tracked.event["id"],

@@ -57,6 +57,11 @@ async function sessions() {
   const retrieved = await stripe.checkout.sessions.retrieve(created.id);
   const listed = await stripe.checkout.sessions.list({ limit: 3 });
   const expired = await stripe.checkout.sessions.expire(created.id);
+  // stripe-node's encoding of an array and a nested filter, as an engine lists what it missed
+  const events = await stripe.events.list({
+    types: ['checkout.session.expired'],
+    created: { gte: 0 },
+  });
   return {
     created: { id: created.id, status: created.status, amount_total: created.amount_total },
     replayed: {
@@ -66,6 +71,8 @@ async function sessions() {
     retrieved: { id: retrieved.id, status: retrieved.status },
     listed: listed.data.map((s) => s.id),
     expired: { id: expired.id, status: expired.status },
+    events: events.data.map((e) => [e.type, e.data.object.id]),
+    bad_filter: await caught(stripe.events.list({ delivery_success: 'maybe' })),
     expire_again: await caught(stripe.checkout.sessions.expire(created.id)),
     key_reused: await caught(
       stripe.checkout.sessions.create(params({ client_reference_id: 'someone_else' }), key),
