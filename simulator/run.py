@@ -175,6 +175,9 @@ class _World:
         self._deliveries = 0
         self._reconciles = 0
         self._sweeping = 0  # sweeps in flight (the periodic one may be stalled by a fault)
+        #: set once the liveness phase's grace is over: from then on it sweeps itself, a step
+        #: apart, and the periodic loop starts no more sweeps (see `_liveness_phase`)
+        self._sweeps_handed_over = False
         self.final_state: dict[str, Any] | None = None
         self.ledgers: dict[str, Any] | None = None
 
@@ -493,9 +496,10 @@ class _World:
         return int(status)
 
     async def _reconcile_loop(self) -> None:
-        while True:
+        while not self._sweeps_handed_over:
             await virtual_time.sleep(self.scenario.durations.reconcile_every_s)
-            await self._reconcile_once()
+            if not self._sweeps_handed_over:
+                await self._reconcile_once()
 
     async def _reconcile_once(self) -> None:
         self._reconciles += 1
@@ -532,11 +536,20 @@ class _World:
         step = sc.durations.reconcile_every_s
         # give the engine's sweeper one full grace period to resolve unknown outcomes
         settled = started + sc.engine_config.reconcile_grace + step
+        # Once settled, this loop makes the sweeps, a step apart, instead of the periodic one:
+        # run side by side, a sweep that takes a while (a Stripe call at each sweep, a slow
+        # Stripe) was in flight at every check in lockstep with the other, and the run never
+        # read as quiet. A sweep still in flight from before (one stalled by a fault) is waited
+        # for, never overlapped.
         while not self.quiescent and self.clock.elapsed() < deadline:
-            if self._quiet() and self.clock.elapsed() >= settled:
+            if self.clock.elapsed() >= settled:
+                self._sweeps_handed_over = True
+            if self._quiet() and self._sweeps_handed_over:
                 await self._reconcile_once()
                 self.quiescent = await self.delivery.wait_idle(step) and self._quiet()
             else:
+                if self._sweeps_handed_over and self._sweeping == 0:
+                    await self._reconcile_once()
                 await virtual_time.sleep(step)
         self.history.record(
             "liveness.end",
