@@ -111,8 +111,10 @@ SETTLED = ("expired", "paid", "failed")
 UNDELIVERED_MARK = "undelivered_events"
 #: how far back Stripe lists events: where an engine that never looked starts
 EVENT_RETENTION_S = 30 * 86400
-#: undelivered events listed per request
-EVENTS_PAGE = 100
+#: undelivered events listed per request (Stripe allows 100; a backlog is read in small bites)
+EVENTS_PAGE = 20
+#: request options of a sweep's read that the next sweep makes again anyway
+ONE_ATTEMPT: dict[str, Any] = {"max_network_retries": 0}
 #: set while `reconcile` runs: its Stripe calls wait `reconcile_stripe_timeout`
 _SWEEPING: ContextVar[bool] = ContextVar("sweeping", default=False)
 
@@ -141,6 +143,8 @@ class ReferenceEngine:
         self.fence_scope = fence_scope_of(env.locks) or env.ids.new_id("fence")
         #: whether this instance has looked for legacy releases with a live session yet
         self._audited = False
+        #: when this instance may next list Stripe's undelivered events (once per grace)
+        self._next_listing_at = float("-inf")
 
     # ------------------------------------------------------------------ create
 
@@ -961,7 +965,7 @@ class ReferenceEngine:
             await self._resolve_expired_sessions(now)
             await self._recheck_live_sessions(now, horizon)
             await self._watch_legacy_releases(now)
-            await self._replay_undelivered_events(horizon)
+            await self._replay_undelivered_events(now, horizon)
             await self._repair_seat_ledger(horizon)
             await self._retry_grants()
             await self._retry_receipts()
@@ -1066,7 +1070,7 @@ class ReferenceEngine:
                     {"_id": purchase["_id"]}, {"$set": {"recheck_at": now + RECHECK_EVERY_S}}
                 )
 
-    async def _replay_undelivered_events(self, horizon: float) -> None:
+    async def _replay_undelivered_events(self, now: float, horizon: float) -> None:
         """Handle the events Stripe could not deliver (still being retried, or given up), as
         Stripe advises for an endpoint that was down.
 
@@ -1078,16 +1082,20 @@ class ReferenceEngine:
         would be. Only events older than the grace are read (younger ones are still being
         delivered), each window once: the mark moves past what was handled. A sweep that finds
         nothing writes nothing, so the window of the next one starts where this one did; an
-        event its handler could not take (busy, Stripe down) is read again at the next sweep."""
+        event its handler could not take (busy, Stripe down) is read again at the next listing.
+        Each instance lists at most once per grace: a foreign payment is kept within two graces
+        of its events' creation, and an idle sweep (hours of waiting for Stripe's retries to
+        run out) costs a Stripe call per grace, not one per sweep."""
+        if now < self._next_listing_at:
+            return
         mark = await self.sweep_marks.find_one({"_id": UNDELIVERED_MARK})
         since = int(mark["until"]) if mark else int(horizon) - EVENT_RETENTION_S
-        until = int(horizon)
-        if until <= since:
-            return
+        until = int(horizon)  # (an empty window, another instance's mark past it, lists nothing)
         try:
             events = await self._undelivered_events(since, until)
         except (OutcomeUnknown, stripe.StripeError, InvalidWebhook):
             return  # the next sweep reads the same window
+        self._next_listing_at = now + self.config.reconcile_grace
         if not events:
             return
         reached = until
@@ -1118,7 +1126,8 @@ class ReferenceEngine:
         }
         found: list[Any] = []
         while True:
-            page = await self._stripe(self.env.stripe.v1.events.list_async(params))
+            # a read retried by the next sweep, not by the SDK: a slow Stripe costs one attempt
+            page = await self._stripe(self.env.stripe.v1.events.list_async(params, ONE_ATTEMPT))
             events, after = event_page(page)
             found.extend(events)
             if after is None:

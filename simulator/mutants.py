@@ -934,7 +934,7 @@ class ReadsOnlyDeliveredEvents(ReferenceEngine):
 
     Reached by foreign-payment-behind-lost-events. Violates no_lost_payment."""
 
-    async def _replay_undelivered_events(self, horizon: float) -> None:
+    async def _replay_undelivered_events(self, now: float, horizon: float) -> None:
         return None
 
 

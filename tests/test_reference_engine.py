@@ -784,7 +784,7 @@ def test_a_foreign_payment_whose_events_were_never_delivered_is_read_from_stripe
             assert kept["session_id"] == foreign.id and kept["payment_intent"] is not None
             mark = await marks.find_one({"_id": UNDELIVERED_MARK})
             assert mark is not None and mark["until"] == int(w.env.clock.now() - 600)
-            await anyio.sleep(60)
+            await anyio.sleep(600)  # a grace later the instance lists again
             await w.engine.reconcile()  # nothing new in its window: the mark is not written
             assert await marks.find_one({"_id": UNDELIVERED_MARK}) == mark
             # its own paid session: completed by the hourly recheck, not the event replay
@@ -802,7 +802,7 @@ def test_a_foreign_payment_whose_events_were_never_delivered_is_read_from_stripe
 
 def test_an_undelivered_event_the_engine_could_not_take_is_read_again() -> None:
     """The session's lock is held past its timeout when the sweep reads the foreign payment's
-    event: the mark stays before it, and the next sweep keeps the payment."""
+    event: the mark stays before it, and the next listing, a grace later, keeps the payment."""
     config = EngineConfig(reconcile_grace=600.0, webhook_lock_timeout=1.0)
 
     async def main() -> None:
@@ -823,6 +823,9 @@ def test_an_undelivered_event_the_engine_could_not_take_is_read_again() -> None:
             assert await letters.count_documents({}) == 0
             mark = await w.env.store.sweep_marks.find_one({"_id": UNDELIVERED_MARK})
             assert mark is not None and mark["until"] <= w.fake.events[0]["created"]
+            await w.engine.reconcile()  # the instance lists once per grace: not yet
+            assert await letters.count_documents({}) == 0
+            await anyio.sleep(600)
             await w.engine.reconcile()
             assert [d["session_id"] for d in await letters.find({}).to_list()] == [foreign.id]
 

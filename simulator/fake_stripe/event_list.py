@@ -12,9 +12,10 @@ What the fake supports: `delivery_success`, `type` (one name, or a group with `*
 unknown one gives an empty page, as the fake's session list does), and Stripe's 30-day window.
 An event's `pending_webhooks` says whether it still waits for its endpoint (1) or not (0).
 
-Cost: undelivered events are kept apart (`StripeState.undelivered`, delivery failures only),
-so `delivery_success=false` reads only those; any other filter walks every event newest first
-(from disk when the run spills) and stops once a page is full.
+Cost: undelivered events are kept apart (`StripeState.undelivered`, delivery failures only,
+with when each was created), so `delivery_success=false` reads only those created at a time the
+query wants (an engine that lists each sweep asks for a narrow window); any other filter walks
+every event newest first (from disk when the run spills) and stops once a page is full.
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ def list_events(state: StripeState, query: EventQuery) -> dict[str, Any]:
             and query.matches(event["type"])
         )
 
-    found = (e for e in _newest_first(state, query.delivered) if wanted(e))
+    def wanted_at(created: int) -> bool:
+        return created >= oldest and query.created(created)
+
+    found = (e for e in _newest_first(state, query.delivered, wanted_at) if wanted(e))
     if query.ending_before is not None:
         # the page just newer than the cursor, still newest first
         newer: list[dict[str, Any]] = []
@@ -117,12 +121,15 @@ def shown(state: StripeState, event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "pending_webhooks": 1 if event["id"] in state.undelivered else 0}
 
 
-def _newest_first(state: StripeState, delivered: bool | None) -> Iterator[dict[str, Any]]:
+def _newest_first(
+    state: StripeState, delivered: bool | None, wanted_at: Callable[[int], bool]
+) -> Iterator[dict[str, Any]]:
+    """Events newest first; undelivered ones are read only when created at a wanted time."""
     if delivered is False:
-        for event_id in reversed(list(state.undelivered)):
-            event = state.find_event(event_id)
-            if event is not None:
-                yield event
+        events = state.events
+        for created, position in reversed(list(state.undelivered.values())):
+            if wanted_at(created):
+                yield events[position]
         return
     events = state.events
     for index in range(len(events) - 1, -1, -1):

@@ -56,10 +56,11 @@ class StripeState:
         self.payment_intents: MutableMapping[str, PaymentIntent] = {}
         self.refunds: list[Refund] = []
         self.events: MutableSequence[dict[str, Any]] | EventLog = []
-        #: events not yet delivered to the endpoint (pending or given up), oldest first, with
-        #: when each was created: what `GET /v1/events?delivery_success=false` lists. Only
-        #: delivery failures stay, so it is small however long the run
-        self.undelivered: dict[str, int] = {}
+        #: events not yet delivered to the endpoint (pending or given up), oldest first: id ->
+        #: (created, position in `events`), so a listing filters by time before it reads an
+        #: event. What `GET /v1/events?delivery_success=false` lists; only delivery failures
+        #: stay, so it is small however long the run
+        self.undelivered: dict[str, tuple[int, int]] = {}
         self.spill: Spill | None = None
         self.ids = SequentialIds("sim_")
         self._subscribers: list[Subscriber] = []
@@ -246,8 +247,8 @@ class StripeState:
             "request": {"id": None, "idempotency_key": None},
             "type": type,
         }
+        self.undelivered[event["id"]] = (event["created"], len(self.events))
         self.events.append(event)
-        self.undelivered[event["id"]] = event["created"]
         self.record(
             "stripe.event",
             id=event["id"],
