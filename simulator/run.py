@@ -496,10 +496,11 @@ class _World:
         return int(status)
 
     async def _reconcile_loop(self) -> None:
-        while not self._sweeps_handed_over:
+        while True:
             await virtual_time.sleep(self.scenario.durations.reconcile_every_s)
-            if not self._sweeps_handed_over:
-                await self._reconcile_once()
+            if self._sweeps_handed_over:
+                return  # the liveness phase sweeps from now on
+            await self._reconcile_once()
 
     async def _reconcile_once(self) -> None:
         self._reconciles += 1

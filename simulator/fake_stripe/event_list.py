@@ -77,17 +77,12 @@ def list_events(state: StripeState, query: EventQuery) -> dict[str, Any]:
     """One page of events, newest first, with `has_more`."""
     oldest = state.now() - RETENTION_S
 
-    def wanted(event: dict[str, Any]) -> bool:
-        return (
-            event["created"] >= oldest
-            and query.created(event["created"])
-            and query.matches(event["type"])
-        )
-
     def wanted_at(created: int) -> bool:
         return created >= oldest and query.created(created)
 
-    found = (e for e in _newest_first(state, query.delivered, wanted_at) if wanted(e))
+    found = (
+        e for e in _newest_first(state, query.delivered, wanted_at) if query.matches(e["type"])
+    )
     if query.ending_before is not None:
         # the page just newer than the cursor, still newest first
         newer: list[dict[str, Any]] = []
@@ -124,17 +119,18 @@ def shown(state: StripeState, event: dict[str, Any]) -> dict[str, Any]:
 def _newest_first(
     state: StripeState, delivered: bool | None, wanted_at: Callable[[int], bool]
 ) -> Iterator[dict[str, Any]]:
-    """Events newest first; undelivered ones are read only when created at a wanted time."""
+    """Events created at a wanted time, newest first; undelivered ones are read only then."""
+    events = state.events
     if delivered is False:
-        events = state.events
         for created, position in reversed(list(state.undelivered.values())):
             if wanted_at(created):
                 yield events[position]
         return
-    events = state.events
     for index in range(len(events) - 1, -1, -1):
         event = events[index]
-        if delivered is None or event["id"] not in state.undelivered:
+        if wanted_at(event["created"]) and (
+            delivered is None or event["id"] not in state.undelivered
+        ):
             yield event
 
 
